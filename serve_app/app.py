@@ -1,0 +1,320 @@
+"""The HTTP ingress: a stateless Ray Serve deployment with a FastAPI app.
+
+Everything it knows is in Valkey; everything it runs is in the council and engine actors. Any
+number of replicas may run, and a rollout replaces them without touching a council.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from actors.specs import (
+    AGENT_ID_PATTERN,
+    LIMITS,
+    ROLE_PATTERN,
+    AgentSpec,
+    AppConfig,
+    CouncilSpec,
+    CouncilUpsert,
+    DeliberationRecord,
+    DeliberationRequest,
+    default_council,
+)
+from actors.protocol import stage_names
+from actors.store import Store
+
+from .errors import ApiError, error_body, validation_message
+from .registry import ActorRegistry
+from .stats import percentiles
+
+log = logging.getLogger("councils.ingress")
+
+DELIB_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+api = FastAPI(
+    title="Councils on Ray",
+    version="0.1.0",
+    description="Durable LLM deliberation councils as detached Ray actors, persisted in Valkey.",
+)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_request: Request, exc: ApiError):
+    return JSONResponse(error_body(exc.status, exc.message, exc.detail), status_code=exc.status,
+                        headers=exc.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_request: Request, exc: RequestValidationError):
+    return JSONResponse(error_body(422, validation_message(exc.errors()), exc.errors()), status_code=422)
+
+
+@api.exception_handler(ValidationError)
+async def _model_error(_request: Request, exc: ValidationError):
+    return JSONResponse(error_body(422, validation_message(exc.errors()), exc.errors(include_url=False)),
+                        status_code=422)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_request: Request, exc: StarletteHTTPException):
+    return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+
+
+@api.exception_handler(ValkeyConnectionError)
+@api.exception_handler(ValkeyTimeoutError)
+async def _valkey_down(_request: Request, exc: Exception):
+    return JSONResponse(error_body(503, f"Valkey unavailable: {type(exc).__name__}"), status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next):
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            return JSONResponse(error_body(400, "invalid Content-Length"), status_code=400)
+        if int(length) > LIMITS.max_body_bytes:
+            return JSONResponse(error_body(413, f"request body over {LIMITS.max_body_bytes} bytes"), status_code=413)
+    try:
+        return await call_next(request)
+    except Exception as exc:  # last resort: a clear JSON error, logged, never a bare 500 page
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body(503, f"service error: {type(exc).__name__}: {exc}"), status_code=503)
+
+
+def check_role(role: str) -> str:
+    if not re.match(ROLE_PATTERN, role):
+        raise ApiError(422, f"role {role!r} is invalid: roles match {ROLE_PATTERN}")
+    return role
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, config: AppConfig | dict):
+        self.config = AppConfig.model_validate(config)
+        url = self.config.valkey_url or os.environ.get("COUNCILS_VALKEY_URL")
+        if not url:
+            raise ValueError("no Valkey: set valkey_url in the config args or COUNCILS_VALKEY_URL")
+        self.store = Store(url, self.config.key_prefix, self.config.record_ttl_s)
+        self.registry = ActorRegistry(url, self.config.key_prefix, self.config.record_ttl_s,
+                                      self.config.council_max_concurrency)
+        self.started_at = time.time()
+        self.restored = False
+        self.engines_ready = False
+        self.reconcile_error: str | None = None
+        # Reconcile in the background: the replica answers /healthz at once, /readyz when done.
+        self.reconcile_task = asyncio.get_event_loop().create_task(self.reconcile())
+
+    # -- start-up reconcile -------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._reconcile_once()
+                self.reconcile_error = None
+                return
+            except Exception as exc:
+                self.reconcile_error = f"{type(exc).__name__}: {exc}"
+                log.warning("reconcile failed (%s); retrying in %.1fs", self.reconcile_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _reconcile_once(self) -> None:
+        await self.store.ping()
+        # Engines of the config are declarative: the config's spec is written, then every engine gets its actor.
+        for spec in self.config.engines:
+            await self.store.put_engine(spec)
+        engines = await self.store.list_engines()
+        for spec in engines:
+            self.registry.engine(spec)
+        if not await self.store.list_councils():
+            d = self.config.default_councils
+            for role in d.roles:
+                await self.store.put_council(
+                    default_council(role, d.engine, d.agents_per_council, d.rounds, d.max_tokens), only_if_absent=True
+                )
+        councils = await self.store.list_councils()
+        await asyncio.gather(*(self.registry.council(c.role).info.remote() for c in councils))
+        self.restored = True
+        log.info("restored %d councils and %d engines", len(councils), len(engines))
+        await asyncio.gather(*(self.registry.engine(spec).health.remote() for spec in engines))
+        self.engines_ready = True
+
+    # -- health -------------------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        try:
+            valkey_ok = await asyncio.wait_for(self.store.ping(), 2)
+        except Exception:
+            valkey_ok = False
+        ready = valkey_ok and self.restored and self.engines_ready
+        body = {"ready": ready, "valkey": valkey_ok, "councils_restored": self.restored,
+                "engines_ready": self.engines_ready, "error": self.reconcile_error}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    # -- councils -----------------------------------------------------------------------------
+    @api.get("/v1/councils")
+    async def list_councils(self) -> dict:
+        councils = await self.store.list_councils()
+        return {"councils": [c.model_dump(mode="json") for c in councils], "count": len(councils)}
+
+    async def _council_or_404(self, role: str) -> CouncilSpec:
+        spec = await self.store.get_council(check_role(role))
+        if spec is None:
+            raise ApiError(404, f"council {role!r} not found")
+        return spec
+
+    @api.get("/v1/councils/{role}")
+    async def get_council(self, role: str) -> dict:
+        return (await self._council_or_404(role)).model_dump(mode="json")
+
+    async def _check_engines(self, agents: list[AgentSpec]) -> None:
+        known = {e.name for e in await self.store.list_engines()}
+        unknown = sorted({a.engine for a in agents} - known)
+        if unknown:
+            raise ApiError(422, f"unknown engine(s) {unknown}; known engines: {sorted(known)}")
+
+    async def _store_and_apply(self, spec: CouncilSpec) -> tuple[CouncilSpec, bool]:
+        stored, created = await self.store.put_council(spec)
+        await self.registry.council(stored.role).reload.remote()
+        return stored, created
+
+    @api.put("/v1/councils/{role}")
+    async def put_council(self, role: str, body: CouncilUpsert) -> JSONResponse:
+        check_role(role)
+        await self._check_engines(body.agents)
+        spec = CouncilSpec(role=role, agents=body.agents, rounds=body.rounds, scoring=body.scoring)
+        stored, created = await self._store_and_apply(spec)
+        return JSONResponse(stored.model_dump(mode="json"), status_code=201 if created else 200)
+
+    @api.delete("/v1/councils/{role}")
+    async def delete_council(self, role: str) -> dict:
+        await self._council_or_404(role)
+        # Valkey first: it is the truth, and a council deleted there is never restored again.
+        await self.store.delete_council(role)
+        await self.registry.remove_council(role)
+        return {"deleted": role}
+
+    @api.post("/v1/councils/{role}/agents", status_code=201)
+    async def add_agent(self, role: str, agent: AgentSpec) -> dict:
+        spec = await self._council_or_404(role)
+        if any(a.id == agent.id for a in spec.agents):
+            raise ApiError(409, f"agent {agent.id!r} already in council {role}")
+        if len(spec.agents) >= LIMITS.max_agents:
+            raise ApiError(422, f"council {role} already has the maximum of {LIMITS.max_agents} agents")
+        await self._check_engines([agent])
+        stored, _ = await self._store_and_apply(spec.model_copy(update={"agents": [*spec.agents, agent]}))
+        return stored.model_dump(mode="json")
+
+    @api.delete("/v1/councils/{role}/agents/{agent_id}")
+    async def remove_agent(self, role: str, agent_id: str) -> dict:
+        spec = await self._council_or_404(role)
+        if not re.match(AGENT_ID_PATTERN, agent_id) or all(a.id != agent_id for a in spec.agents):
+            raise ApiError(404, f"agent {agent_id!r} not in council {role}")
+        if len(spec.agents) == 1:
+            raise ApiError(409, f"agent {agent_id!r} is the last agent of council {role}; delete the council instead")
+        stored, _ = await self._store_and_apply(
+            spec.model_copy(update={"agents": [a for a in spec.agents if a.id != agent_id]})
+        )
+        return stored.model_dump(mode="json")
+
+    # -- deliberations ------------------------------------------------------------------------
+    @api.post("/v1/deliberations")
+    async def create_deliberation(self, request: DeliberationRequest, wait: bool = Query(False)) -> JSONResponse:
+        spec = await self._council_or_404(request.role)
+        if request.num_agents is not None and request.num_agents > len(spec.agents):
+            raise ApiError(422, f"num_agents={request.num_agents} but council {request.role} has "
+                                f"{len(spec.agents)} agents")
+        # Fix the effective shape now, so the record alone says what was asked (and its progress).
+        request = request.model_copy(update={
+            "rounds": spec.rounds if request.rounds is None else request.rounds,
+            "num_agents": request.num_agents or len(spec.agents),
+        })
+        record = DeliberationRecord(request=request, council_version=spec.version)
+        # Durable before acknowledged: once this returns, a restarted council will find the record.
+        record, _ = await self.store.create_record(record)
+        try:
+            await self.registry.council(request.role).submit.remote(record.id)
+        except Exception as exc:  # the council picks it up from Valkey when it is back
+            log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
+        if not wait:
+            return JSONResponse(self._accepted(record), status_code=202)
+        record = await self._wait_finished(record)
+        return JSONResponse(record.model_dump(mode="json"), status_code=_status_code(record))
+
+    def _accepted(self, record: DeliberationRecord) -> dict:
+        return {"id": record.id, "status": record.status, "status_url": f"/v1/deliberations/{record.id}",
+                "events_url": f"/v1/deliberations/{record.id}/events"}
+
+    async def _wait_finished(self, record: DeliberationRecord) -> DeliberationRecord:
+        """Follow the record in Valkey (not the actor call), so a council restart does not break the wait."""
+        last_event = "0-0"
+        grace_s = 30  # past the deadline the council marks it timeout; leave it time to say so
+        while time.time() < record.deadline + grace_s:
+            current = await self.store.get_record(record.id)
+            if current is None:
+                raise ApiError(404, f"deliberation {record.id} vanished")
+            if current.finished:
+                return current
+            events = await self.store.read_events(record.id, last_event, block_ms=1000)
+            if events:
+                last_event = events[-1][0]
+        current = await self.store.get_record(record.id)
+        return current or record
+
+    @api.get("/v1/deliberations/{delib_id}")
+    async def get_deliberation(self, delib_id: str) -> dict:
+        if not re.match(DELIB_ID_PATTERN, delib_id):
+            raise ApiError(404, f"deliberation {delib_id!r} not found")
+        record = await self.store.get_record(delib_id)
+        if record is None:
+            raise ApiError(404, f"deliberation {delib_id!r} not found (unknown, or expired after its TTL)")
+        body = record.model_dump(mode="json")
+        body["progress"] = _progress(record)
+        return body
+
+    # -- status -------------------------------------------------------------------------------
+    @api.get("/v1/status")
+    async def status(self) -> dict:
+        councils = await self.store.list_councils()
+        latency = {}
+        for c in councils:
+            latency[c.role] = percentiles(await self.store.durations(c.role))
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "ready": self.restored and self.engines_ready,
+            "councils": [{"role": c.role, "agents": len(c.agents), "rounds": c.rounds, "version": c.version}
+                         for c in councils],
+            "engines": [e.name for e in await self.store.list_engines()],
+            "counters": await self.store.stats(),
+            "latency_s": latency,
+        }
+
+
+def _progress(record: DeliberationRecord) -> dict[str, Any]:
+    total = len(stage_names(record.request.rounds or 0))
+    return {"stages_done": len(record.stages_done), "stages_total": total,
+            "last_stage": record.stages_done[-1] if record.stages_done else None}
+
+
+def _status_code(record: DeliberationRecord) -> int:
+    return {"completed": 200, "timeout": 504}.get(record.status, 503)

@@ -1,0 +1,233 @@
+"""`make run`: the whole service on one machine, with nothing to set up by hand.
+
+Starts, each in its own process group so that stopping touches only what it started:
+  1. the embedded Valkey (AOF on, data under .data/valkey) unless COUNCILS_VALKEY_URL points elsewhere,
+  2. a Ray head whose GCS keeps its tables in that Valkey (RAY_REDIS_ADDRESS + a stable
+     RAY_external_storage_namespace), so detached councils and the Serve app survive a head restart,
+  3. the Serve application through the real `serve deploy CONFIG`,
+then waits for /readyz, prints a ready line, and supervises: a dead Valkey or Ray head is restarted
+on the same port and namespace. Ctrl-C stops everything it started, by process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psutil
+
+from .valkey_server import ValkeyProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def log(msg: str) -> None:
+    print(f"[councils] {msg}", flush=True)
+
+
+class RayHead:
+    """`ray start --head --block` in its own session; restartable on the same ports and namespace."""
+
+    def __init__(self, *, port: int, dashboard_port: int, temp_dir: str, redis_address: str,
+                 namespace: str, env: dict[str, str], redis_password: str | None = None,
+                 num_cpus: int | None = None, log_path: Path):
+        self.port = port
+        self.dashboard_port = dashboard_port
+        self.temp_dir = temp_dir
+        self.redis_address = redis_address
+        self.namespace = namespace
+        self.redis_password = redis_password
+        self.num_cpus = num_cpus
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env,
+               "RAY_REDIS_ADDRESS": self.redis_address,
+               "RAY_external_storage_namespace": self.namespace}
+        cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+               f"--port={self.port}", "--node-ip-address=127.0.0.1",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--temp-dir={self.temp_dir}"]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.redis_password:
+            cmd.append(f"--redis-password={self.redis_password}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if self.proc is None:
+            return
+        kill_tree(self.proc.pid, timeout_s)
+        self.proc = None
+
+
+def kill_tree(pid: int, timeout_s: float = 20) -> None:
+    """SIGTERM a process, its process group and every descendant (Ray workers may leave the group), then SIGKILL."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:
+        return 0, str(e)
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0, on_wait=None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        if on_wait:
+            on_wait()
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready within {timeout_s:.0f}s")
+
+
+def serve_deploy(config: Path, dashboard_url: str, env: dict[str, str]) -> None:
+    subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address", dashboard_url],
+                   check=True, env={**os.environ, **env})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m serve_app.launcher", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
+    ap.add_argument("--data-dir", default=os.environ.get("COUNCILS_DATA_DIR", str(ROOT / ".data")))
+    ap.add_argument("--valkey-port", type=int, default=int(os.environ.get("COUNCILS_VALKEY_PORT", 6389)))
+    ap.add_argument("--ray-port", type=int, default=int(os.environ.get("COUNCILS_RAY_PORT", 6380)))
+    ap.add_argument("--dashboard-port", type=int, default=int(os.environ.get("COUNCILS_DASHBOARD_PORT", 8265)))
+    ap.add_argument("--http-port", type=int, default=8000, help="must match http_options.port of the config")
+    ap.add_argument("--namespace", default=os.environ.get("COUNCILS_GCS_NAMESPACE", "councils-local"),
+                    help="RAY_external_storage_namespace: keep it stable so a restart finds its cluster")
+    ap.add_argument("--num-cpus", type=int, default=None)
+    ap.add_argument("--ready-timeout", type=float, default=900)
+    args = ap.parse_args(argv)
+
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    from actors.model_prep import ensure_dev_model
+
+    log(f"dev model: {ensure_dev_model()}")
+
+    external = os.environ.get("COUNCILS_VALKEY_URL")
+    valkey: ValkeyProcess | None = None
+    if external:
+        url = external
+        parsed = urlparse(url)
+        redis_address, password = f"{parsed.hostname}:{parsed.port or 6379}", parsed.password
+        log(f"external Valkey at {parsed.hostname}:{parsed.port or 6379}")
+    else:
+        valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
+        url, redis_address, password = valkey.url, valkey.address, None
+        log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir})")
+
+    child_env = {
+        "COUNCILS_VALKEY_URL": url,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "HF_HUB_OFFLINE": "1",
+        "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
+    }
+    head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
+                   temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
+                   redis_address=redis_address, namespace=args.namespace, env=child_env,
+                   redis_password=password, num_cpus=args.num_cpus, log_path=data / "ray-head.log")
+
+    stopping = False
+
+    def _stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    ready_url = f"http://127.0.0.1:{args.http_port}/readyz"
+    try:
+        head.start()
+        log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
+            f"dashboard {head.dashboard_url}")
+        wait_for(lambda: http_get(f"{head.dashboard_url}/api/version")[0] == 200, 180, "Ray dashboard")
+        serve_deploy(Path(args.config), head.dashboard_url, child_env)
+        log(f"deployed {args.config}; waiting for {ready_url}")
+        started = time.time()
+
+        def progress():
+            if not head.alive():
+                raise RuntimeError(f"Ray head exited; see {head.log_path}")
+            if int(time.time() - started) % 15 == 0:
+                log(f"... {int(time.time() - started)}s: {http_get(ready_url)[1][:200]}")
+
+        wait_for(lambda: http_get(ready_url)[0] == 200, args.ready_timeout, "service", on_wait=progress)
+        log(f"READY on http://127.0.0.1:{args.http_port}  (took {time.time() - started:.0f}s)")
+        log(f"try: curl -s -X POST 'http://127.0.0.1:{args.http_port}/v1/deliberations?wait=true' "
+            "-H 'content-type: application/json' -d '{\"role\":\"DEV\",\"task\":\"Write a Python function "
+            "that checks whether a string is a palindrome.\"}'")
+        log("Ctrl-C stops everything this started")
+        while True:  # supervise: heal a crash without a person
+            time.sleep(1)
+            if valkey is not None and not valkey.alive():
+                log("Valkey died; restarting it from its AOF")
+                valkey.start()
+            if not head.alive():
+                log("Ray head died; restarting it on the same port and GCS namespace")
+                head.stop()
+                head.start()
+    except KeyboardInterrupt:
+        log("stopping")
+        return 0
+    finally:
+        head.stop()
+        if valkey is not None:
+            valkey.stop()
+        log("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

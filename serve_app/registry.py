@@ -1,0 +1,59 @@
+"""Get-or-create of the named, detached actors: one `council-<ROLE>` per council, one `engine-<name>` per engine.
+
+Every ingress replica may call these at once (start-up reconcile, API writes): `get_if_exists`
+makes creation race-free, and the actor names make the result the same whoever wins.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
+from actors.engine import Engine, engine_actor_options
+from actors.engine_client import engine_actor_name
+from actors.specs import EngineSpec
+
+log = logging.getLogger("councils.registry")
+
+RemoteEngine = ray.remote(Engine)
+
+
+class ActorRegistry:
+    def __init__(self, valkey_url: str, key_prefix: str, record_ttl_s: int, council_max_concurrency: int = 64):
+        self.valkey_url = valkey_url
+        self.key_prefix = key_prefix
+        self.record_ttl_s = record_ttl_s
+        self.council_max_concurrency = council_max_concurrency
+
+    def council(self, role: str):
+        """The council's actor, created if it does not exist (its spec must already be in Valkey)."""
+        return RemoteCouncil.options(**council_actor_options(role, self.council_max_concurrency)).remote(
+            role, self.valkey_url, self.key_prefix, self.record_ttl_s
+        )
+
+    def existing_council(self, role: str):
+        try:
+            return ray.get_actor(council_actor_name(role), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def engine(self, spec: EngineSpec):
+        return RemoteEngine.options(**engine_actor_options(spec)).remote(spec.model_dump())
+
+    def existing_engine(self, name: str):
+        try:
+            return ray.get_actor(engine_actor_name(name), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    async def remove_council(self, role: str, reason: str = "council deleted") -> None:
+        handle = self.existing_council(role)
+        if handle is None:
+            return
+        try:
+            await handle.retire.remote(reason)
+        except Exception as exc:  # it is going away anyway; the records were failed by whoever could
+            log.warning("retiring council %s: %s", role, exc)
+        ray.kill(handle, no_restart=True)

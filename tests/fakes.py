@@ -1,0 +1,140 @@
+"""In-process stand-ins for the protocol's ports: a deterministic generator and a memory sink.
+
+Test-only: never a default anywhere in the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+from typing import Any, Callable
+
+from actors.specs import Completion, DeliberationRecord
+
+Responder = Callable[[list[dict[str, str]], int | None], str]
+
+
+def requirements_in(prompt: str) -> list[str]:
+    """The "- item" lines of a prompt's "Requirements:" section."""
+    lines = prompt.splitlines()
+    if "Requirements:" not in lines:
+        return []
+    out = []
+    for line in lines[lines.index("Requirements:") + 1 :]:
+        if not line.startswith("- "):
+            break
+        out.append(line[2:])
+    return out
+
+
+def default_response(messages: list[dict[str, str]], seed: int | None) -> str:
+    """Text that depends only on the messages and the seed, shaped by the persona so that
+    scores differ: "pragmatic" agents answer well, "meticulous" ones miss requirements,
+    everyone else writes a Python block that does not parse."""
+    digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()[:8]
+    system, user = messages[0]["content"], messages[-1]["content"]
+    reqs = requirements_in(user)
+    if "pragmatic" in system:
+        items = "\n".join(f"- {r}" for r in reqs) or "- keep it simple"
+        return f"Plan {digest}:\n{items}\n\n```python\ndef solve():\n    return {digest!r}\n```\n"
+    if "meticulous" in system:
+        return f'Plan {digest}:\n- edge cases first\n\n```json\n{{"plan": "{digest}"}}\n```\n'
+    return f"Plan {digest}: one quick idea.\n```python\ndef broken(:\n    pass\n```\n"
+
+
+class FakeGenerator:
+    """Deterministic Generator. Records every call and the peak number of calls in flight.
+
+    fail_on / block_on: the Nth call (1-based) raises RuntimeError / waits until cancelled.
+    """
+
+    def __init__(
+        self,
+        responder: Responder = default_response,
+        *,
+        fail_on: int | None = None,
+        block_on: int | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.responder = responder
+        self.fail_on = fail_on
+        self.block_on = block_on
+        self.delay = delay
+        self.calls: list[dict[str, Any]] = []
+        self.completions: list[Completion] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.cancelled = 0
+
+    async def generate(
+        self,
+        engine: str,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+    ) -> Completion:
+        self.calls.append(
+            {"engine": engine, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        )
+        n = len(self.calls)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            # Yield once so every call of a gather is in flight before any finishes.
+            await asyncio.sleep(self.delay)
+            if n == self.block_on:
+                await asyncio.Event().wait()
+            if n == self.fail_on:
+                raise RuntimeError(f"fake engine failure on call {n}")
+            text = self.responder(messages, seed)
+            completion = Completion(
+                text=text,
+                prompt_tokens=sum(len(m["content"].split()) for m in messages),
+                completion_tokens=len(text.split()),
+                finish_reason="stop",
+            )
+            self.completions.append(completion)
+            return completion
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+
+class MemorySink:
+    """RecordSink that keeps deep copies of every checkpoint and event, in order.
+
+    fail_on_checkpoint: the Nth checkpoint (1-based) raises, as a store outage would.
+    """
+
+    def __init__(self, *, fail_on_checkpoint: int | None = None) -> None:
+        self.fail_on_checkpoint = fail_on_checkpoint
+        self.checkpoints: list[DeliberationRecord] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.log: list[str] = []  # "checkpoint" and event kinds, interleaved as they happened
+
+    async def checkpoint(self, record: DeliberationRecord) -> None:
+        if len(self.checkpoints) + 1 == self.fail_on_checkpoint:
+            self.fail_on_checkpoint = None
+            raise ConnectionError("fake store unavailable")
+        self.checkpoints.append(record.model_copy(deep=True))
+        self.log.append("checkpoint")
+
+    async def event(self, record: DeliberationRecord, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((kind, copy.deepcopy(data)))
+        self.log.append(kind)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [data for k, data in self.events if k == kind]
+
+    def last_checkpoint_after(self, stage: str) -> DeliberationRecord:
+        """The checkpoint written right after `stage` finished."""
+        for rec in self.checkpoints:
+            if rec.stages_done and rec.stages_done[-1] == stage:
+                return rec.model_copy(deep=True)
+        raise LookupError(f"no checkpoint after {stage}")
