@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 import valkey.asyncio as valkey
-from valkey.exceptions import WatchError
+from valkey.backoff import ExponentialBackoff
+from valkey.exceptions import ConnectionError, TimeoutError, WatchError
+from valkey.asyncio.retry import Retry
 
 from .specs import CouncilSpec, DeliberationRecord, EngineSpec
 
@@ -25,7 +27,14 @@ class Store:
         self.url = url
         self.prefix = prefix
         self.record_ttl_s = record_ttl_s
-        self.client = valkey.from_url(url, decode_responses=True, health_check_interval=10)
+        # Reconnect and retry through a Valkey restart instead of failing the first call after it.
+        self.client = valkey.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=8),
+            retry_on_error=[ConnectionError, TimeoutError],
+        )
 
     # -- keys ---------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:

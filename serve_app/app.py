@@ -102,6 +102,18 @@ def check_role(role: str) -> str:
     return role
 
 
+def _progress(record: DeliberationRecord) -> dict[str, Any]:
+    total = len(stage_names(record.request.rounds or 0))
+    return {"stages_done": len(record.stages_done), "stages_total": total,
+            "last_stage": record.stages_done[-1] if record.stages_done else None}
+
+
+def _status_code(record: DeliberationRecord) -> int:
+    return {"completed": 200, "timeout": 504}.get(record.status, 503)
+
+# Module helpers sit above the deployment: Serve serializes the class when it is decorated.
+
+
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
@@ -309,12 +321,3 @@ class Ingress:
             "latency_s": latency,
         }
 
-
-def _progress(record: DeliberationRecord) -> dict[str, Any]:
-    total = len(stage_names(record.request.rounds or 0))
-    return {"stages_done": len(record.stages_done), "stages_total": total,
-            "last_stage": record.stages_done[-1] if record.stages_done else None}
-
-
-def _status_code(record: DeliberationRecord) -> int:
-    return {"completed": 200, "timeout": 504}.get(record.status, 503)

@@ -11,13 +11,10 @@ import logging
 import ray
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
-from actors.engine import Engine, engine_actor_options
 from actors.engine_client import engine_actor_name
 from actors.specs import EngineSpec
 
 log = logging.getLogger("councils.registry")
-
-RemoteEngine = ray.remote(Engine)
 
 
 class ActorRegistry:
@@ -40,7 +37,9 @@ class ActorRegistry:
             return None
 
     def engine(self, spec: EngineSpec):
-        return RemoteEngine.options(**engine_actor_options(spec)).remote(spec.model_dump())
+        from actors.engine import Engine, engine_actor_options  # vLLM is imported only where engines run
+
+        return ray.remote(Engine).options(**engine_actor_options(spec)).remote(spec.model_dump())
 
     def existing_engine(self, name: str):
         try:

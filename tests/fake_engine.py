@@ -1,0 +1,32 @@
+"""A deterministic engine with the real engine actor's interface, for fast Ray tests.
+
+Tests register it under the engine's actor name before the ingress reconciles; the registry's
+get-or-create then finds it. Test-only: never a default anywhere in the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from tests.fakes import default_response
+
+
+class FakeEngine:
+    def __init__(self, spec: dict, delay_s: float = 0.0):
+        self.spec_ = spec
+        self.delay_s = delay_s
+        self.calls = 0
+
+    async def generate(self, messages, temperature: float = 0.7, max_tokens: int = 128, seed=None) -> dict:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        text = default_response(messages, seed)
+        return {"text": text, "prompt_tokens": sum(len(m["content"].split()) for m in messages),
+                "completion_tokens": len(text.split()), "finish_reason": "stop"}
+
+    async def health(self) -> dict:
+        return {"ok": True, "pid": os.getpid(), "calls": self.calls}
+
+    def spec(self) -> dict:
+        return self.spec_

@@ -1,0 +1,90 @@
+"""An isolated local Ray cluster for tests: own ports, own temp dir, GCS tables in a real Valkey.
+
+It is started the same way `make run` starts one (serve_app.launcher.RayHead: `ray start --head
+--block` with RAY_REDIS_ADDRESS and RAY_external_storage_namespace) and stopped by PID, so a test
+can also kill and restart the head the way a crash would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from serve_app.launcher import RayHead, http_get, wait_for
+from serve_app.valkey_server import ValkeyProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.valkey = ValkeyProcess(workdir / "valkey")
+        self.namespace = f"test-{uuid.uuid4().hex[:8]}"
+        # Unix socket paths must stay short: a temp dir of our own under /tmp.
+        self.temp_dir = tempfile.mkdtemp(prefix="cr-ray-", dir="/tmp")
+        self.http_port = free_port()
+        self.head: RayHead | None = None
+
+    def start(self) -> "LocalCluster":
+        self.valkey.start()
+        self.head = RayHead(
+            port=free_port(), dashboard_port=free_port(), temp_dir=self.temp_dir,
+            redis_address=self.valkey.address, namespace=self.namespace,
+            env={"PYTHONPATH": str(ROOT), "COUNCILS_VALKEY_URL": self.valkey.url,
+                 "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
+                 "RAY_SERVE_ENABLE_TASK_EVENTS": "0"},
+            num_cpus=4, log_path=self.workdir / "ray-head.log",
+        )
+        self.head.start()
+        wait_for(lambda: http_get(f"{self.head.dashboard_url}/api/version")[0] == 200, 180, "Ray head")
+        return self
+
+    def restart_head(self) -> None:
+        self.head.stop()
+        self.head.start()
+        wait_for(lambda: http_get(f"{self.head.dashboard_url}/api/version")[0] == 200, 180, "Ray head")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def client(self, timeout: float = 120) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        wait_for(lambda: http_get(f"{self.url}/readyz")[0] == 200, timeout_s, "ingress /readyz")
+
+    def stop(self) -> None:
+        if self.head:
+            self.head.stop()
+        self.valkey.stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def connect(cluster: LocalCluster) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=cluster.head.gcs_address, namespace="councils", log_to_driver=False)
+
+
+def wait_until(predicate, timeout_s: float = 60, interval: float = 0.5, what: str = "condition"):
+    deadline = time.time() + timeout_s
+    last = None
+    while time.time() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # keep polling through restarts
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met within {timeout_s}s (last: {last!r})")

@@ -1,0 +1,197 @@
+"""Actors and ingress on a real local Ray cluster (Valkey-backed GCS), with the deterministic test engine.
+
+One cluster for the module: the ingress is deployed once and every test talks HTTP to it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+from ray import serve
+
+from actors.specs import AppConfig
+from serve_app.builder import build_app
+from tests.fake_engine import FakeEngine
+from tests.ray_cluster import LocalCluster, connect, wait_until
+
+pytestmark = pytest.mark.ray
+
+ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
+
+
+def app_config(valkey_url: str, prefix: str = "councils:") -> AppConfig:
+    return AppConfig.model_validate({
+        "valkey_url": valkey_url,
+        "key_prefix": prefix,
+        "engines": [{"name": "fake", "model": "test-engine"}],
+        "default_councils": {"engine": "fake", "agents_per_council": 3, "rounds": 1, "max_tokens": 32},
+    })
+
+
+def start_fake_engine(delay_s: float = 0.0):
+    return ray.remote(FakeEngine).options(
+        name="engine-fake", namespace="councils", lifetime="detached", max_restarts=-1,
+        max_concurrency=64, num_cpus=0, get_if_exists=True,
+    ).remote({"name": "fake"}, delay_s)
+
+
+def deploy(cluster: LocalCluster, prefix: str = "councils:") -> None:
+    serve.start(http_options={"host": "127.0.0.1", "port": cluster.http_port})
+    serve.run(build_app(app_config(cluster.valkey.url, prefix)), name="councils", route_prefix="/")
+    cluster.wait_ready()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    connect(c)
+    start_fake_engine()
+    deploy(c)
+    yield c
+    ray.shutdown()
+    c.stop()
+
+
+@pytest.fixture
+def http(cluster):
+    with cluster.client() as client:
+        yield client
+
+
+def test_default_councils_created_with_three_agents(http):
+    body = http.get("/v1/councils").json()
+    assert sorted(c["role"] for c in body["councils"]) == sorted(ROLES)
+    assert all(len(c["agents"]) == 3 for c in body["councils"])
+    assert http.get("/v1/councils/DEV").json()["agents"][0]["id"] == "agent-dev-001"
+
+
+def test_council_and_engine_actors_are_detached_named_and_alive(cluster):
+    from ray.util.state import list_actors
+
+    actors = {a.name: a for a in list_actors(address=cluster.head.gcs_address, filters=[("state", "=", "ALIVE")],
+                                             limit=1000)}
+    for role in ROLES:
+        assert f"council-{role}" in actors
+        assert actors[f"council-{role}"].ray_namespace == "councils"
+    assert "engine-fake" in actors
+    assert ray.get_actor("council-DEV", namespace="councils")
+
+
+def test_deliberation_wait_returns_ranked_result(http):
+    r = http.post("/v1/deliberations", params={"wait": "true"},
+                  json={"role": "DEV", "task": "Write a function that reverses a list.",
+                        "constraints": {"requirements": ["reverse the list"]}})
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["status"] == "completed"
+    res = rec["result"]
+    assert [p["rank"] for p in res["proposals"]] == [1, 2, 3]
+    assert res["winner_id"] == res["proposals"][0]["author"]
+    for p in res["proposals"]:
+        assert p["content"] and len(p["revisions"]) == 1 and p["checks"]
+        assert 0 <= p["score"] <= 1
+    scores = [p["score"] for p in res["proposals"]]
+    assert scores == sorted(scores, reverse=True)
+    assert res["duration_s"] > 0 and res["usage"]["completion_tokens"] > 0
+    assert rec["stages_done"] == ["propose", "critique-1", "revise-1", "score"]
+    # The stored record is the same one.
+    stored = http.get(f"/v1/deliberations/{rec['id']}").json()
+    assert stored["result"] == res and stored["progress"]["stages_done"] == 4
+
+
+def test_async_deliberation_202_then_poll(http):
+    r = http.post("/v1/deliberations", json={"role": "QA", "task": "Plan tests for a login form.", "rounds": 0})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "pending" and body["status_url"] == f"/v1/deliberations/{body['id']}"
+    rec = wait_until(lambda: (x := http.get(body["status_url"]).json())["status"] == "completed" and x,
+                     what="async deliberation")
+    assert rec["stages_done"] == ["propose", "score"]
+
+
+@pytest.mark.parametrize("payload,status,needle", [
+    ({"role": "NOPE", "task": "x"}, 404, "NOPE"),
+    ({"role": "dev; rm", "task": "x"}, 422, "role"),
+    ({"role": "DEV", "task": ""}, 422, "task"),
+    ({"role": "DEV", "task": "   "}, 422, "task"),
+    ({"role": "DEV", "task": "x" * 9000}, 422, "task"),
+    ({"role": "DEV", "task": "x", "num_agents": 0}, 422, "num_agents"),
+    ({"role": "DEV", "task": "x", "num_agents": 5}, 422, "num_agents"),
+    ({"role": "DEV", "task": "x", "rounds": 9}, 422, "rounds"),
+    ({"role": "DEV", "task": "x", "bogus": 1}, 422, "bogus"),
+    ({"task": "x"}, 422, "role"),
+])
+def test_bad_deliberation_requests(http, payload, status, needle):
+    r = http.post("/v1/deliberations", json=payload)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def test_malformed_and_oversized_bodies(http):
+    r = http.post("/v1/deliberations", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    r = http.post("/v1/deliberations", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert http.get("/v1/deliberations/ffff").status_code == 404
+    assert http.get("/v1/deliberations/" + "0" * 32).status_code == 404
+    assert http.get("/v1/councils/lower").status_code == 422
+
+
+def test_put_council_create_replace_and_agents(http, cluster):
+    agents = [{"id": "sec-1", "engine": "fake", "persona": "pragmatic security engineer"},
+              {"id": "sec-2", "engine": "fake", "persona": "meticulous auditor"}]
+    r = http.put("/v1/councils/SEC", json={"agents": agents, "rounds": 1})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["version"] == 1
+    r = http.put("/v1/councils/SEC", json={"agents": agents[:1], "rounds": 0})
+    assert r.status_code == 200
+    assert r.json()["version"] == 2 and r.json()["created_at"] == created["created_at"]
+    # Unknown engine: refused, nothing written.
+    r = http.put("/v1/councils/SEC", json={"agents": [{"id": "x", "engine": "ghost"}]})
+    assert r.status_code == 422 and "ghost" in r.json()["error"]["message"]
+    assert http.get("/v1/councils/SEC").json()["version"] == 2
+    # Agents.
+    r = http.post("/v1/councils/SEC/agents", json={"id": "sec-3", "engine": "fake"})
+    assert r.status_code == 201 and len(r.json()["agents"]) == 2
+    assert http.post("/v1/councils/SEC/agents", json={"id": "sec-3", "engine": "fake"}).status_code == 409
+    assert http.delete("/v1/councils/SEC/agents/nobody").status_code == 404
+    assert http.delete("/v1/councils/SEC/agents/sec-3").status_code == 200
+    assert http.delete("/v1/councils/SEC/agents/sec-1").status_code == 409  # the last one
+    # The new council deliberates with its (reloaded) spec.
+    r = http.post("/v1/deliberations", params={"wait": "true"}, json={"role": "SEC", "task": "Review a login."})
+    assert r.status_code == 200 and len(r.json()["result"]["proposals"]) == 1
+    # Delete: gone from Valkey and from Ray.
+    assert http.delete("/v1/councils/SEC").status_code == 200
+    assert http.get("/v1/councils/SEC").status_code == 404
+    assert http.delete("/v1/councils/SEC").status_code == 404
+    wait_until(lambda: _actor_gone("council-SEC"), 30, what="council-SEC gone")
+
+
+def _actor_gone(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace="councils")
+        return False
+    except ValueError:
+        return True
+
+
+def test_status_reports_councils_and_latency(http):
+    http.post("/v1/deliberations", params={"wait": "true"}, json={"role": "DATA", "task": "Design a schema."})
+    s = http.get("/v1/status").json()
+    assert s["ready"] and s["uptime_s"] > 0
+    assert {c["role"] for c in s["councils"]} >= set(ROLES)
+    assert s["counters"]["deliberations.DATA.completed"] >= 1
+    assert s["latency_s"]["DATA"]["count"] >= 1 and s["latency_s"]["DATA"]["p50"] > 0
+
+
+def test_council_actor_restart_is_a_restore(http):
+    """Kill council-DEV (it restarts): its spec comes back from Valkey and it deliberates again."""
+    before = http.get("/v1/councils/DEV").json()
+    ray.kill(ray.get_actor("council-DEV", namespace="councils"), no_restart=False)
+    r = http.post("/v1/deliberations", params={"wait": "true"}, json={"role": "DEV", "task": "Sort a list."})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    assert http.get("/v1/councils/DEV").json() == before
