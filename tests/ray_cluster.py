@@ -7,6 +7,7 @@ can also kill and restart the head the way a crash would.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from serve_app.launcher import RayHead, http_get, wait_for
 from serve_app.valkey_server import ValkeyProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# Two cores: one test cluster at a time on this machine, whichever process (or person) starts it.
+LOCK_PATH = "/tmp/councils-ray-tests.lock"
 
 
 class LocalCluster:
@@ -33,6 +36,8 @@ class LocalCluster:
         self.head: RayHead | None = None
 
     def start(self) -> "LocalCluster":
+        self._lock = open(LOCK_PATH, "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.valkey.start()
         self.head = RayHead(
             port=free_port(), dashboard_port=free_port(), temp_dir=self.temp_dir,
@@ -66,6 +71,9 @@ class LocalCluster:
             self.head.stop()
         self.valkey.stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if getattr(self, "_lock", None):
+            self._lock.close()  # releases the flock
+            self._lock = None
 
 
 def connect(cluster: LocalCluster) -> None:
