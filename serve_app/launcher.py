@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -49,6 +50,8 @@ class RayHead:
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        # One start/stop at a time: a supervisor thread and an operator may both act on a crash.
+        self.lock = threading.RLock()
 
     @property
     def gcs_address(self) -> str:
@@ -58,8 +61,30 @@ class RayHead:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
+    def answers(self) -> bool:
+        """The dashboard answers (401 too: then Ray's token authentication is on)."""
+        return http_get(f"{self.dashboard_url}/api/version")[0] in (200, 401)
+
     def start(self) -> None:
+        with self.lock:
+            self._start()
+
+    def restart(self) -> None:
+        with self.lock:
+            self.stop()
+            self._start()
+
+    def restart_if_dead(self) -> bool:
+        with self.lock:
+            if self.alive():
+                return False
+            self.restart()
+            return True
+
+    def _start(self) -> None:
         env = {**os.environ, **self.env,
+               # Explicit, so a token left in ~/.ray by another cluster does not silently switch it on.
+               "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
                "RAY_REDIS_ADDRESS": self.redis_address,
                "RAY_external_storage_namespace": self.namespace}
         cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
@@ -79,10 +104,32 @@ class RayHead:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 20) -> None:
-        if self.proc is None:
-            return
-        kill_tree(self.proc.pid, timeout_s)
-        self.proc = None
+        with self.lock:
+            if self.proc is None:
+                return
+            kill_tree(self.proc.pid, timeout_s)
+            self.proc = None
+
+
+class Supervisor:
+    """Heals the local cluster without a person: a dead Valkey restarts from its AOF, and a dead Ray head
+    (GCS or raylet: `ray start --block` exits when either dies, and Ray's GCS exits on a Valkey outage)
+    restarts on the same port and GCS namespace, where GCS fault tolerance brings the actors back."""
+
+    def __init__(self, head: RayHead, valkey: ValkeyProcess | None, say=log):
+        self.head = head
+        self.valkey = valkey
+        self.say = say
+        self.restarts = {"valkey": 0, "head": 0}
+
+    def check(self) -> None:
+        if self.valkey is not None and not self.valkey.alive():
+            self.say("Valkey died; restarting it from its AOF")
+            self.valkey.start()
+            self.restarts["valkey"] += 1
+        if self.head.proc is not None and self.head.restart_if_dead():
+            self.say("Ray head died; restarted it on the same port and GCS namespace")
+            self.restarts["head"] += 1
 
 
 def kill_tree(pid: int, timeout_s: float = 20) -> None:
@@ -150,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--ready-timeout", type=float, default=900)
     args = ap.parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the CLI calls below must match the head
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -193,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         head.start()
         log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
             f"dashboard {head.dashboard_url}")
-        wait_for(lambda: http_get(f"{head.dashboard_url}/api/version")[0] == 200, 180, "Ray dashboard")
+        wait_for(head.answers, 180, "Ray dashboard")
         serve_deploy(Path(args.config), head.dashboard_url, child_env)
         log(f"deployed {args.config}; waiting for {ready_url}")
         started = time.time()
@@ -210,15 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             "-H 'content-type: application/json' -d '{\"role\":\"DEV\",\"task\":\"Write a Python function "
             "that checks whether a string is a palindrome.\"}'")
         log("Ctrl-C stops everything this started")
-        while True:  # supervise: heal a crash without a person
+        supervisor = Supervisor(head, valkey)
+        while True:
             time.sleep(1)
-            if valkey is not None and not valkey.alive():
-                log("Valkey died; restarting it from its AOF")
-                valkey.start()
-            if not head.alive():
-                log("Ray head died; restarting it on the same port and GCS namespace")
-                head.stop()
-                head.start()
+            supervisor.check()
     except KeyboardInterrupt:
         log("stopping")
         return 0

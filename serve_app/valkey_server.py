@@ -52,7 +52,7 @@ class ValkeyProcess:
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",  # an acknowledged write survives any crash
             "--maxmemory-policy", "noeviction",
             "--save", "",
             "--protected-mode", "no",

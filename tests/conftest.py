@@ -11,6 +11,8 @@ from serve_app.valkey_server import ValkeyProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Test clusters run without Ray's token auth, whatever token another cluster left in ~/.ray.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +35,61 @@ async def store(valkey_server, key_prefix):
     s = Store(valkey_server.url, key_prefix, record_ttl_s=60)
     yield s
     await s.close()
+
+
+class _EngineOnItsOwnLoop:
+    """The real `Engine`, started once on a private event loop in a background thread.
+
+    vLLM's AsyncLLM binds its output handler to the loop it first ran on, while pytest-asyncio
+    gives every test its own loop; running the engine on one long-lived loop of its own and
+    bridging each call over lets any test (any loop scope) share one engine.
+    """
+
+    def __init__(self, spec):
+        import asyncio
+        import threading
+
+        from actors.engine import Engine
+
+        self.engine = Engine(spec)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dev-engine-loop", daemon=True)
+        self.thread.start()
+
+    def call(self, coro, timeout: float | None = None):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def acall(self, coro):
+        import asyncio
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def generate(self, messages, temperature: float = 0.7, max_tokens: int = 64, seed=None) -> dict:
+        return await self.acall(self.engine.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed))
+
+    async def health(self) -> dict:
+        return await self.acall(self.engine.health())
+
+    def close(self) -> None:
+        try:
+            self.call(self.engine.shutdown(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def dev_engine():
+    """One real vLLM engine on the dev model (SmolLM2-135M-Instruct) for the whole session (slow tests)."""
+    pytest.importorskip("vllm")
+    from actors.engine import DEV_MODEL
+    from actors.specs import EngineSpec
+
+    host = _EngineOnItsOwnLoop(EngineSpec(name="dev-test", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))
+    try:
+        host.call(host.engine.start(), timeout=600)
+        yield host
+    finally:
+        host.close()

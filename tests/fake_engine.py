@@ -25,6 +25,12 @@ class FakeEngine:
         return {"text": text, "prompt_tokens": sum(len(m["content"].split()) for m in messages),
                 "completion_tokens": len(text.split()), "finish_reason": "stop"}
 
+    async def start(self) -> dict:
+        return await self.health()
+
+    async def set_delay(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
     async def health(self) -> dict:
         return {"ok": True, "pid": os.getpid(), "calls": self.calls}
 

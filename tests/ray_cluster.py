@@ -11,13 +11,14 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from serve_app.launcher import RayHead, http_get, wait_for
+from serve_app.launcher import RayHead, Supervisor, http_get, wait_for
 from serve_app.valkey_server import ValkeyProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,13 +49,27 @@ class LocalCluster:
             num_cpus=4, log_path=self.workdir / "ray-head.log",
         )
         self.head.start()
-        wait_for(lambda: http_get(f"{self.head.dashboard_url}/api/version")[0] == 200, 180, "Ray head")
+        wait_for(self.head.answers, 180, "Ray head")
         return self
 
+    def supervise(self) -> Supervisor:
+        """Heal crashes in the background, as `make run` does."""
+        self.supervisor = Supervisor(self.head, self.valkey, say=lambda m: print(f"[supervisor] {m}"))
+        self._supervising = threading.Event()
+
+        def loop():
+            while not self._supervising.wait(0.5):
+                try:
+                    self.supervisor.check()
+                except Exception as exc:  # keep trying, as the launcher would
+                    print(f"[supervisor] {exc}")
+
+        threading.Thread(target=loop, daemon=True).start()
+        return self.supervisor
+
     def restart_head(self) -> None:
-        self.head.stop()
-        self.head.start()
-        wait_for(lambda: http_get(f"{self.head.dashboard_url}/api/version")[0] == 200, 180, "Ray head")
+        self.head.restart()
+        wait_for(self.head.answers, 180, "Ray head")
 
     @property
     def url(self) -> str:
@@ -67,6 +82,8 @@ class LocalCluster:
         wait_for(lambda: http_get(f"{self.url}/readyz")[0] == 200, timeout_s, "ingress /readyz")
 
     def stop(self) -> None:
+        if getattr(self, "_supervising", None):
+            self._supervising.set()
         if self.head:
             self.head.stop()
         self.valkey.stop()

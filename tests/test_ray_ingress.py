@@ -45,13 +45,16 @@ def deploy(cluster: LocalCluster, prefix: str = "councils:") -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
-    connect(c)
-    start_fake_engine()
-    deploy(c)
-    yield c
-    ray.shutdown()
-    c.stop()
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        connect(c)
+        start_fake_engine()
+        deploy(c)
+        yield c
+    finally:  # also when set-up fails: never leave a cluster behind
+        ray.shutdown()
+        c.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,207 @@
+"""Fault tolerance on a real local Ray cluster whose GCS is backed by a real Valkey.
+
+Nothing a client was promised is lost when a council, an engine, Valkey or the Ray head dies.
+The deterministic test engine is slowed down so that kills land in the middle of deliberations.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import ray
+
+from tests.ray_cluster import LocalCluster, connect, wait_until
+from tests.test_ray_ingress import ROLES, deploy, start_fake_engine
+
+pytestmark = pytest.mark.ray
+
+STAGE_DELAY_S = 0.6  # per engine call; a 3-round deliberation runs 7 stages ≈ 4 s
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("ft"))
+    try:
+        c.start()
+        c.supervise()
+        connect(c)
+        start_fake_engine(STAGE_DELAY_S)
+        deploy(c)
+        yield c
+    finally:  # also when set-up fails: never leave a cluster behind
+        ray.shutdown()
+        c.stop()
+
+
+@pytest.fixture
+def http(cluster):
+    with cluster.client() as client:
+        yield client
+
+
+def actor(cluster, name: str):
+    """The one ALIVE actor of that name (asserts there is exactly one)."""
+    from ray.util.state import list_actors
+
+    alive = list_actors(address=cluster.head.gcs_address,
+                        filters=[("name", "=", name), ("state", "=", "ALIVE")], limit=100)
+    assert len(alive) <= 1, f"duplicate {name} actors: {alive}"
+    return alive[0] if alive else None
+
+
+def start(http, role="DEV", rounds=3, **extra) -> str:
+    r = http.post("/v1/deliberations", json={"role": role, "task": f"Design a cache for {role}.", "rounds": rounds,
+                                              **extra})
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def finished(http, delib_id: str, timeout_s: float = 180) -> dict:
+    return wait_until(lambda: (x := http.get(f"/v1/deliberations/{delib_id}").json())["status"]
+                      in ("completed", "failed", "timeout") and x, timeout_s, what=f"deliberation {delib_id}")
+
+
+def stage_reached(http, delib_id: str, stage: str) -> dict:
+    return wait_until(lambda: stage in (x := http.get(f"/v1/deliberations/{delib_id}").json())["stages_done"] and x,
+                      60, interval=0.05, what=f"{stage} of {delib_id}")
+
+
+def proposal_events(cluster, delib_id: str) -> list[dict]:
+    import asyncio
+
+    from actors.store import Store
+
+    async def read():
+        store = Store(cluster.valkey.url, "councils:")
+        try:
+            return [d for _, kind, d in await store.read_events(delib_id, count=10_000) if kind == "proposal"]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_sigkill_council_mid_deliberation_resumes_from_checkpoint(cluster, http):
+    delib_id = start(http)
+    after_propose = stage_reached(http, delib_id, "propose")
+    victim = actor(cluster, "council-DEV")
+    os.kill(victim.pid, signal.SIGKILL)
+    rec = finished(http, delib_id)
+    assert rec["status"] == "completed", rec["error"]
+    assert actor(cluster, "council-DEV").pid != victim.pid  # it really restarted
+    # The propose stage ran once: its three proposals are the ones the deliberation went on with.
+    proposals = proposal_events(cluster, delib_id)
+    assert len(proposals) == 3
+    assert {p["author"]: p["content"] for p in proposals} == {
+        p["author"]: p["content"] for p in after_propose["proposals"]}
+    assert rec["stages_done"][0] == "propose" and rec["stages_done"][-1] == "score"
+    assert len(rec["result"]["proposals"]) == 3
+
+
+def test_engine_killed_during_deliberation_completes_after_restart(cluster, http):
+    delib_id = start(http, role="QA")
+    stage_reached(http, delib_id, "propose")
+    victim = actor(cluster, "engine-fake")
+    os.kill(victim.pid, signal.SIGKILL)
+    rec = finished(http, delib_id)
+    assert rec["status"] == "completed", rec["error"]
+    assert actor(cluster, "engine-fake").pid != victim.pid
+
+
+def test_engine_down_past_deadline_fails_cleanly(cluster, http):
+    """An engine that stays away: the council waits within the request's deadline, then says why."""
+    ray.kill(ray.get_actor("engine-fake", namespace="councils"), no_restart=True)
+    try:
+        delib_id = start(http, role="DATA", rounds=0, constraints={"timeout_s": 4})
+        rec = finished(http, delib_id, 60)
+        assert rec["status"] in ("timeout", "failed")
+        assert rec["error"]
+        r = http.post("/v1/deliberations", params={"wait": "true"},
+                      json={"role": "DATA", "task": "x", "rounds": 0, "constraints": {"timeout_s": 3}})
+        assert r.status_code in (503, 504) and r.json()["status"] in ("timeout", "failed")
+    finally:
+        start_fake_engine(STAGE_DELAY_S)
+
+
+def test_valkey_killed_and_restarted_from_aof_loses_nothing(cluster, http):
+    done = finished(http, start(http, role="ARCHITECT", rounds=0))
+    councils = http.get("/v1/councils").json()
+    head_restarts = cluster.supervisor.restarts["head"]
+    cluster.valkey.kill()
+    # The supervisor restarts Valkey; Ray's GCS exits on the outage, so the supervisor restarts the head too.
+    wait_until(lambda: cluster.supervisor.restarts["valkey"] >= 1, 30, what="Valkey restarted")
+    try:
+        wait_until(lambda: cluster.supervisor.restarts["head"] > head_restarts, 30, what="head restarted")
+    except TimeoutError:
+        pass  # the GCS rode it out: fine too
+    ray.shutdown()
+    connect_when_up(cluster)
+    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=1,
+               what="ready after Valkey restart")
+    assert http.get("/v1/councils").json() == councils
+    assert http.get(f"/v1/deliberations/{done['id']}").json()["result"] == done["result"]
+    assert {e["name"] for e in _engines(cluster)} == {"fake"}
+    again = http.post("/v1/deliberations", params={"wait": "true"}, json={"role": "DEV", "task": "t", "rounds": 0})
+    assert again.status_code == 200, again.text
+
+
+def _engines(cluster):
+    import asyncio
+
+    from actors.store import Store
+
+    async def read():
+        store = Store(cluster.valkey.url, "councils:")
+        try:
+            return [e.model_dump() for e in await store.list_engines()]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def connect_when_up(cluster) -> None:
+    wait_until(lambda: cluster.head.alive() and connect(cluster) is None, 120, interval=2, what="driver reconnect")
+
+
+def restart_head_and_wait(cluster) -> float:
+    t0 = time.time()
+    ray.shutdown()
+    cluster.restart_head()
+    connect(cluster)
+    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=1, what="ready after restart")
+    return time.time() - t0
+
+
+def test_head_restart_restores_actors_app_and_records(cluster, http):
+    done = finished(http, start(http, role="DEVOPS", rounds=0))
+    councils = http.get("/v1/councils").json()
+    in_flight = start(http, role="DEVOPS", rounds=2)
+    restart_head_and_wait(cluster)
+    with cluster.client() as http2:
+        for role in ROLES:
+            assert actor(cluster, f"council-{role}") is not None
+        assert actor(cluster, "engine-fake") is not None
+        assert http2.get("/v1/councils").json() == councils
+        assert http2.get(f"/v1/deliberations/{done['id']}").json()["result"] == done["result"]
+        rec = finished(http2, in_flight)
+        assert rec["status"] == "completed" or (rec["status"] == "failed" and rec["error"])
+        r = http2.post("/v1/deliberations", params={"wait": "true"}, json={"role": "DEV", "task": "t", "rounds": 0})
+        assert r.status_code == 200 and r.json()["status"] == "completed"
+
+
+def test_three_head_restarts_keep_everything_without_duplicates(cluster, http):
+    done = finished(http, start(http, role="DATA", rounds=0))
+    councils = http.get("/v1/councils").json()
+    for _ in range(3):
+        restart_head_and_wait(cluster)
+    with cluster.client() as http2:
+        assert http2.get("/v1/councils").json() == councils
+        assert http2.get(f"/v1/deliberations/{done['id']}").json()["result"] == done["result"]
+        for role in ROLES:
+            assert actor(cluster, f"council-{role}") is not None  # exactly one ALIVE each
+        r = http2.post("/v1/deliberations", params={"wait": "true"}, json={"role": "QA", "task": "t", "rounds": 0})
+        assert r.status_code == 200 and r.json()["status"] == "completed"
