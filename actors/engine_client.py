@@ -8,13 +8,10 @@ import logging
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from .engine import EngineUnavailable
 from .specs import Completion
 
 log = logging.getLogger("councils.engine_client")
-
-
-class EngineUnavailable(Exception):
-    """The engine did not answer within the time a request may wait for it."""
 
 
 def engine_actor_name(name: str) -> str:
@@ -46,7 +43,8 @@ class RayEngineGenerator:
                     messages, temperature=temperature, max_tokens=max_tokens, seed=seed
                 )
                 return Completion.model_validate(out)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:  # dead or restarting
+            except (ActorDiedError, ActorUnavailableError, RayActorError, EngineUnavailable) as exc:
+                # The actor is dead or restarting, or its model is (re)loading: wait, within the deadline.
                 self.handles.pop(engine, None)
                 if waited >= self.max_wait_s:
                     raise EngineUnavailable(f"engine {engine!r}: {type(exc).__name__}: {exc}") from exc

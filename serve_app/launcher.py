@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import psutil
+import yaml
 
 from .valkey_server import ValkeyProcess
 
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valkey-port", type=int, default=int(os.environ.get("COUNCILS_VALKEY_PORT", 6389)))
     ap.add_argument("--ray-port", type=int, default=int(os.environ.get("COUNCILS_RAY_PORT", 6380)))
     ap.add_argument("--dashboard-port", type=int, default=int(os.environ.get("COUNCILS_DASHBOARD_PORT", 8265)))
-    ap.add_argument("--http-port", type=int, default=8000, help="must match http_options.port of the config")
+    ap.add_argument("--http-port", type=int, default=None,
+                    help="override http_options.port of the config (default: the config's, 8000)")
     ap.add_argument("--namespace", default=os.environ.get("COUNCILS_GCS_NAMESPACE", "councils-local"),
                     help="RAY_external_storage_namespace: keep it stable so a restart finds its cluster")
     ap.add_argument("--num-cpus", type=int, default=None)
@@ -236,13 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    config_path = Path(args.config)
+    config = yaml.safe_load(config_path.read_text())
+    if args.http_port is not None:  # deploy a copy of the config with the port changed, nothing else
+        config.setdefault("http_options", {})["port"] = args.http_port
+        config_path = data / "serve-config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    args.http_port = config.get("http_options", {}).get("port", 8000)
     ready_url = f"http://127.0.0.1:{args.http_port}/readyz"
     try:
         head.start()
         log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
             f"dashboard {head.dashboard_url}")
         wait_for(head.answers, 180, "Ray dashboard")
-        serve_deploy(Path(args.config), head.dashboard_url, child_env)
+        serve_deploy(config_path, head.dashboard_url, child_env)
         log(f"deployed {args.config}; waiting for {ready_url}")
         started = time.time()
 
