@@ -16,13 +16,16 @@ import ray
 import valkey as valkey_sync
 
 from .engine_client import EngineUnavailable, RayEngineGenerator
+from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
-from .specs import CouncilSpec, DeliberationRecord
+from .specs import CouncilSpec, DeliberationRecord, Usage
 from .store import Store
 
 log = logging.getLogger("councils.council")
 
 NAMESPACE = "councils"
+# How often a council looks for unfinished records of its own that nothing is running.
+SWEEP_INTERVAL_S = 5.0
 
 
 def council_actor_name(role: str) -> str:
@@ -47,12 +50,16 @@ class _StoreSink:
 
 
 class Council:
-    def __init__(self, role: str, valkey_url: str, key_prefix: str = "councils:", record_ttl_s: int = 3600):
+    def __init__(self, role: str, valkey_url: str, key_prefix: str = "councils:", record_ttl_s: int = 3600,
+                 sweep_interval_s: float = SWEEP_INTERVAL_S):
         self.role = role
         self.store = Store(valkey_url, key_prefix, record_ttl_s)
         self.sink = _StoreSink(self.store)
         self.generator = RayEngineGenerator(namespace=NAMESPACE)
         self.tasks: dict[str, asyncio.Task] = {}
+        self.sweep_interval_s = sweep_interval_s
+        self.sweeper: asyncio.Task | None = None
+        self.retired = False
         self.started_at = time.time()
         # The constructor is synchronous (Ray actors), so read the restore state with a sync client.
         sync = valkey_sync.from_url(valkey_url, decode_responses=True)
@@ -65,18 +72,56 @@ class Council:
         log.info("council %s restored: spec v%s, %d unfinished", role,
                  self.spec.version if self.spec else None, len(self.unfinished))
         # Resume without waiting for anyone to call us: queue a call to ourselves, which runs
-        # on the actor's event loop as soon as the constructor returns.
-        try:
-            ray.get_runtime_context().current_actor.resume_unfinished.remote()
-        except Exception:  # not running as an actor (tests host the class in-process)
-            pass
+        # on the actor's event loop as soon as the constructor returns. (Only inside Ray: outside it,
+        # get_runtime_context() would start a local Ray instance.)
+        if ray.is_initialized():
+            try:
+                ray.get_runtime_context().current_actor.resume_unfinished.remote()
+            except Exception:  # a driver, not an actor (tests host the class in-process)
+                pass
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def resume_unfinished(self) -> list[str]:
+        self._start_sweeper()
         for delib_id in self.unfinished:
             self._ensure_running(delib_id)
         resumed, self.unfinished = self.unfinished, []
         return resumed
+
+    def _start_sweeper(self) -> None:
+        if not self.retired and (self.sweeper is None or self.sweeper.done()):
+            self.sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Valkey away for a moment: try again next time
+                log.warning("council %s: sweep failed: %s", self.role, exc)
+
+    async def sweep(self) -> list[str]:
+        """Take over every unfinished record of this council that no task of this actor is running:
+        one past its deadline becomes `timeout` (in _run), any other runs. Such a record was accepted
+        while nothing could hand it to us (its submit was lost, the council was down...).
+
+        The tasks dict is the lock: a record this actor is running is never touched here (its own
+        wait_for ends it at the deadline), and _ensure_running never starts a second task for an id.
+        """
+        if self.retired:
+            return []
+        adopted = []
+        for delib_id in await self.store.active_ids(self.role):
+            task = self.tasks.get(delib_id)
+            if self.retired or (task is not None and not task.done()):
+                continue
+            self._ensure_running(delib_id)
+            adopted.append(delib_id)
+        if adopted:
+            log.info("council %s: sweep took over %s", self.role, adopted)
+        return adopted
 
     async def info(self) -> dict[str, Any]:
         await self.resume_unfinished()
@@ -95,6 +140,9 @@ class Council:
     async def retire(self, reason: str = "council deleted") -> list[str]:
         """Before the actor is killed: end every running deliberation as failed, with the reason."""
         failed = []
+        self.retired = True  # nothing starts again here: not the sweeper, not a late submit
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         for delib_id, task in list(self.tasks.items()):
             if not task.done():
                 task.cancel()
@@ -112,6 +160,26 @@ class Council:
         task = self._ensure_running(delib_id)
         return "running" if task and not task.done() else "finished"
 
+    async def orchestrate(self, delib_id: str, top_k: int = 3) -> dict:
+        """The architect step over a completed deliberation (see orchestrate.py). Idempotent: the first
+        stored outcome is the outcome, so a retried call returns it instead of asking again."""
+        stored = await self.store.get_orchestration(delib_id)
+        if stored is not None:
+            return stored
+        record = await self.store.get_record(delib_id)
+        if record is None:
+            return {"error": f"deliberation {delib_id} not found", "status": 404}
+        if record.status != "completed" or record.result is None:
+            return {"error": f"deliberation {delib_id} is {record.status}, not completed", "status": 409}
+        # The architect speaks through the council's first agent: its engine, its seed.
+        agent = self.spec.agents[0] if self.spec and self.spec.agents else None
+        outcome = await choose(delib_id, record.request, record.result.proposals, agent, self.generator,
+                               top_k=top_k)
+        stored, created = await self.store.put_orchestration(delib_id, outcome.model_dump(mode="json"))
+        if created:
+            await self.store.bump(f"orchestrations.{self.role}.{outcome.decided_by}")
+        return stored
+
     async def deliberate(self, delib_id: str) -> dict:
         """Run the deliberation and return its final record (as a dict)."""
         await self.submit(delib_id)
@@ -124,6 +192,8 @@ class Council:
 
     def _ensure_running(self, delib_id: str) -> asyncio.Task | None:
         task = self.tasks.get(delib_id)
+        if self.retired:
+            return task
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._run(delib_id))
             self.tasks[delib_id] = task
@@ -133,6 +203,7 @@ class Council:
     async def _run(self, delib_id: str) -> None:
         record = await self.store.get_record(delib_id)
         if record is None or record.finished:
+            await self.store.drop_active(self.role, delib_id)
             return
         if record.request.role != self.role:
             await self._finish(record, "failed", f"record belongs to council {record.request.role}, not {self.role}")
@@ -144,10 +215,11 @@ class Council:
         remaining = record.deadline - time.time()
         try:
             if remaining <= 0:
-                raise DeliberationTimeout("deadline passed before the deliberation could run")
+                raise DeliberationTimeout(
+                    f"deadline passed before the deliberation could {'resume' if record.stages_done else 'run'}"
+                    f" (status was {record.status}, stages done: {record.stages_done or 'none'})")
             record.council_version = record.council_version or spec.version
             await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
-            await self._completed(record)
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
             await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: {exc}")
         except EngineUnavailable as exc:
@@ -157,28 +229,52 @@ class Council:
         except Exception as exc:  # a bug or a bad engine answer: the record must still end
             log.exception("deliberation %s failed", delib_id)
             await self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
+        else:
+            # Outside the handlers above: the record is saved as completed, and an error while
+            # announcing it must not turn it into a failure. (SSE clients still get an end: the
+            # stream synthesizes one from the finished record.)
+            try:
+                await self._completed(record)
+            except Exception:
+                log.exception("deliberation %s completed, but its completion events were not written", delib_id)
 
     async def _completed(self, record: DeliberationRecord) -> None:
         result = record.result
         assert result is not None
-        winner = result.proposals[0]
-        await self.store.add_event(record.id, "completed", {"status": "completed", "winner_id": result.winner_id})
-        await self.store.publish("deliberation.completed", {
-            "id": record.id, "role": self.role, "task_id": record.request.constraints.metadata.get("task_id"),
-            "winner_id": result.winner_id, "score": winner.score, "duration_s": result.duration_s,
-            "usage": result.usage.model_dump(), "time": time.time(),
-        })
+        # The protocol already saved the completed record; the terminal stage event, then the feed.
+        await self.store.add_event(record.id, "completed", {"status": "completed", "winner_id": result.winner_id,
+                                                             "score": result.proposals[0].score}, final=True)
+        await self.store.publish("deliberation.completed", self._outcome(record))
 
     async def _finish(self, record: DeliberationRecord, status: str, error: str) -> None:
+        """End a record as failed or timeout: save it, then its terminal stage event, then the feed
+        (a timeout is published as deliberation.failed with status timeout)."""
         record.status = status  # type: ignore[assignment]
         record.error = error
         record.finished_at = time.time()
         await self.store.save_record(record)
-        await self.store.add_event(record.id, status, {"status": status, "error": error})
-        await self.store.publish(f"deliberation.{'failed' if status != 'completed' else status}", {
-            "id": record.id, "role": self.role, "task_id": record.request.constraints.metadata.get("task_id"),
-            "status": status, "error": error, "time": time.time(),
-        })
+        await self.store.add_event(record.id, status, {"status": status, "error": error}, final=True)
+        await self.store.publish("deliberation.failed", self._outcome(record))
+
+    def _outcome(self, record: DeliberationRecord) -> dict[str, Any]:
+        """The payload of deliberation.completed / deliberation.failed on <prefix>events."""
+        result = record.result
+        if result is not None:
+            winner, score, duration, usage = result.winner_id, result.proposals[0].score, result.duration_s, result.usage
+        else:  # unfinished work: no winner; the time and tokens it used until it ended
+            winner, score = None, None
+            finished = record.finished_at or time.time()
+            duration = max(finished - (record.started_at or record.created_at), 0.0)
+            usage = Usage()
+            for p in record.proposals:
+                usage = usage.add(p.usage)
+        return {
+            "id": record.id, "role": self.role, "status": record.status,
+            "task_id": record.request.constraints.metadata.get("task_id"),
+            "winner_id": winner, "score": score, "duration_s": round(duration, 3),
+            "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},
+            "error": record.error, "time": time.time(),
+        }
 
 
 def council_actor_options(role: str, max_concurrency: int = 64) -> dict[str, Any]:

@@ -162,14 +162,24 @@ class Store:
     async def active_ids(self, role: str) -> list[str]:
         return sorted(await self.client.smembers(self._active_key(role)))
 
+    async def drop_active(self, role: str, delib_id: str) -> None:
+        """Forget an index entry whose record is finished or gone (expired, or never written)."""
+        await self.client.srem(self._active_key(role), delib_id)
+
     # -- events -------------------------------------------------------------------------------
-    async def add_event(self, delib_id: str, kind: str, data: dict[str, Any]) -> str:
-        return await self.client.xadd(
-            self.key("delib", delib_id, "events"),
-            {"kind": kind, "data": json.dumps(data)},
-            maxlen=DELIB_EVENTS_MAXLEN,
-            approximate=True,
-        )
+    async def add_event(self, delib_id: str, kind: str, data: dict[str, Any], *, final: bool = False) -> str:
+        """Append a stage event. `final` (the terminal event) also gives the stream the record's TTL:
+        a deliberation that failed before its first event creates the stream here, after
+        save_record set the TTL on a stream that did not exist yet."""
+        key = self.key("delib", delib_id, "events")
+        fields = {"kind": kind, "data": json.dumps(data)}
+        if not final:
+            return await self.client.xadd(key, fields, maxlen=DELIB_EVENTS_MAXLEN, approximate=True)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, fields, maxlen=DELIB_EVENTS_MAXLEN, approximate=True)
+            pipe.expire(key, self.record_ttl_s)
+            entry_id, _ = await pipe.execute()
+        return entry_id
 
     async def read_events(self, delib_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100):
         """Stage events after the given stream id: [(id, kind, data)]."""
@@ -181,6 +191,13 @@ class Store:
                 out.append((entry_id, fields["kind"], json.loads(fields["data"])))
         return out
 
+    async def get_event(self, delib_id: str, entry_id: str):
+        """One stage event by its stream id: (id, kind, data), or None."""
+        key = self.key("delib", delib_id, "events")
+        for found_id, fields in await self.client.xrange(key, min=entry_id, max=entry_id, count=1):
+            return found_id, fields["kind"], json.loads(fields["data"])
+        return None
+
     async def publish(self, kind: str, data: dict[str, Any]) -> str:
         """An event for other services on the shared stream councils:events."""
         return await self.client.xadd(
@@ -190,12 +207,30 @@ class Store:
             approximate=True,
         )
 
+    # -- orchestration outcomes ---------------------------------------------------------------
+    async def put_orchestration(self, delib_id: str, outcome: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store the outcome of /v1/orchestrate for a finished deliberation, once (it expires with
+        the record's TTL). A second put returns the first outcome: retried calls agree."""
+        key = self.key("delib", delib_id, "orchestration")
+        if await self.client.set(key, json.dumps(outcome), nx=True, ex=self.record_ttl_s):
+            return outcome, True
+        existing = await self.get_orchestration(delib_id)
+        return (existing if existing is not None else outcome), False
+
+    async def get_orchestration(self, delib_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(self.key("delib", delib_id, "orchestration"))
+        return json.loads(raw) if raw else None
+
     # -- statistics ---------------------------------------------------------------------------
     async def bump(self, field: str, by: int = 1) -> None:
         await self.client.hincrby(self.key("stats"), field, by)
 
     async def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (await self.client.hgetall(self.key("stats"))).items()}
+
+    async def active_count(self, role: str) -> int:
+        """Unfinished (pending or in progress) deliberations of a council."""
+        return int(await self.client.scard(self._active_key(role)))
 
     async def durations(self, role: str) -> list[float]:
         return [float(x) for x in await self.client.lrange(self.key("durations", role), 0, -1)]

@@ -13,9 +13,9 @@ import re
 import time
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,12 +34,14 @@ from actors.specs import (
     DeliberationRequest,
     default_council,
 )
+from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
 from actors.store import Store
 
+from . import sse
 from .errors import ApiError, error_body, validation_message
 from .registry import ActorRegistry
-from .stats import percentiles
+from .stats import percentiles, role_summary
 
 log = logging.getLogger("councils.ingress")
 
@@ -110,6 +112,12 @@ def _progress(record: DeliberationRecord) -> dict[str, Any]:
 
 def _status_code(record: DeliberationRecord) -> int:
     return {"completed": 200, "timeout": 504}.get(record.status, 503)
+
+
+def check_delib_id(delib_id: str) -> str:
+    if not re.match(DELIB_ID_PATTERN, delib_id):
+        raise ApiError(404, f"deliberation {delib_id!r} not found")
+    return delib_id
 
 # Module helpers sit above the deployment: Serve serializes the class when it is decorated.
 
@@ -252,6 +260,14 @@ class Ingress:
     # -- deliberations ------------------------------------------------------------------------
     @api.post("/v1/deliberations")
     async def create_deliberation(self, request: DeliberationRequest, wait: bool = Query(False)) -> JSONResponse:
+        record = await self._accept(request)
+        if not wait:
+            return JSONResponse(self._accepted(record), status_code=202)
+        record = await self._wait_finished(record)
+        return JSONResponse(record.model_dump(mode="json"), status_code=_status_code(record))
+
+    async def _accept(self, request: DeliberationRequest) -> DeliberationRecord:
+        """Validate against the council, store the record (durable before acknowledged), hand it to the council."""
         spec = await self._council_or_404(request.role)
         if request.num_agents is not None and request.num_agents > len(spec.agents):
             raise ApiError(422, f"num_agents={request.num_agents} but council {request.role} has "
@@ -266,12 +282,9 @@ class Ingress:
         record, _ = await self.store.create_record(record)
         try:
             await self.registry.council(request.role).submit.remote(record.id)
-        except Exception as exc:  # the council picks it up from Valkey when it is back
+        except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
             log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
-        if not wait:
-            return JSONResponse(self._accepted(record), status_code=202)
-        record = await self._wait_finished(record)
-        return JSONResponse(record.model_dump(mode="json"), status_code=_status_code(record))
+        return record
 
     def _accepted(self, record: DeliberationRecord) -> dict:
         return {"id": record.id, "status": record.status, "status_url": f"/v1/deliberations/{record.id}",
@@ -293,31 +306,90 @@ class Ingress:
         current = await self.store.get_record(record.id)
         return current or record
 
-    @api.get("/v1/deliberations/{delib_id}")
-    async def get_deliberation(self, delib_id: str) -> dict:
-        if not re.match(DELIB_ID_PATTERN, delib_id):
-            raise ApiError(404, f"deliberation {delib_id!r} not found")
-        record = await self.store.get_record(delib_id)
+    async def _record_or_404(self, delib_id: str) -> DeliberationRecord:
+        record = await self.store.get_record(check_delib_id(delib_id))
         if record is None:
             raise ApiError(404, f"deliberation {delib_id!r} not found (unknown, or expired after its TTL)")
+        return record
+
+    @api.get("/v1/deliberations/{delib_id}")
+    async def get_deliberation(self, delib_id: str) -> dict:
+        record = await self._record_or_404(delib_id)
         body = record.model_dump(mode="json")
         body["progress"] = _progress(record)
+        body["events_url"] = f"/v1/deliberations/{record.id}/events"
+        orchestration = await self.store.get_orchestration(record.id)
+        if orchestration is not None:
+            body["orchestration"] = orchestration
         return body
+
+    @api.get("/v1/deliberations/{delib_id}/events", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "Server-Sent Events: id = stream entry id, event = kind, "
+                                             "data = JSON; ends after completed / failed / timeout"}})
+    async def deliberation_events(
+        self,
+        delib_id: str,
+        request: Request,
+        last_event_id: str | None = Query(None, description="resume after this event id (as Last-Event-ID)"),
+        last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
+    ) -> StreamingResponse:
+        await self._record_or_404(delib_id)
+        # The header is what a reconnecting EventSource sends; the query parameter is for clients that cannot.
+        after = last_event_id_header or last_event_id or "0-0"
+        if not sse.valid_stream_id(after):
+            raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")
+        return StreamingResponse(
+            sse.event_stream(self.store, delib_id, after, disconnected=request.is_disconnected),
+            media_type="text/event-stream", headers=sse.HEADERS,
+        )
+
+    # -- orchestration ------------------------------------------------------------------------
+    @api.post("/v1/orchestrate")
+    async def orchestrate(self, body: OrchestrateRequest) -> JSONResponse:
+        """Deliberate (waiting for the result), then let an architect choose among the top_k candidates."""
+        request = DeliberationRequest.model_validate(body.model_dump(exclude={"top_k"}))
+        record = await self._wait_finished(await self._accept(request))
+        if record.status != "completed":
+            return JSONResponse(
+                error_body(_status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
+                           {"id": record.id, "status": record.status}),
+                status_code=_status_code(record),
+            )
+        outcome = await self.registry.council(request.role).orchestrate.remote(record.id, body.top_k)
+        if "error" in outcome:
+            raise ApiError(outcome.get("status", 503), outcome["error"])
+        return JSONResponse({
+            "id": record.id,
+            "role": record.request.role,
+            "status_url": f"/v1/deliberations/{record.id}",
+            "chosen": {k: outcome["chosen"][k] for k in ("number", "author", "content", "score", "rank")},
+            "reason": outcome["reason"],
+            "decided_by": outcome["decided_by"],
+            "architect": outcome["architect"],
+            "top_k": outcome["top_k"],
+            "candidates": outcome["candidates"],
+            "winner_id": record.result.winner_id if record.result else None,
+        })
 
     # -- status -------------------------------------------------------------------------------
     @api.get("/v1/status")
     async def status(self) -> dict:
         councils = await self.store.list_councils()
-        latency = {}
+        counters = await self.store.stats()
+        latency, by_role = {}, {}
         for c in councils:
             latency[c.role] = percentiles(await self.store.durations(c.role))
+            by_role[c.role] = role_summary(c.role, counters, await self.store.active_count(c.role), latency[c.role])
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
             "ready": self.restored and self.engines_ready,
-            "councils": [{"role": c.role, "agents": len(c.agents), "rounds": c.rounds, "version": c.version}
-                         for c in councils],
+            "councils": [{"role": c.role, "agents": len(c.agents), "agent_ids": [a.id for a in c.agents],
+                          "engines": sorted({a.engine for a in c.agents}), "rounds": c.rounds,
+                          "version": c.version} for c in councils],
             "engines": [e.name for e in await self.store.list_engines()],
-            "counters": await self.store.stats(),
+            "by_role": by_role,
+            "counters": counters,
             "latency_s": latency,
         }
 

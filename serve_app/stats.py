@@ -14,3 +14,21 @@ def percentiles(samples: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dic
             rank = max(1, -(-q * len(ordered) // 100))  # ceil(q/100 * n)
             out[f"p{q}"] = round(ordered[rank - 1], 3)
     return out
+
+
+FINISHED_STATUSES = ("completed", "failed", "timeout")
+
+
+def role_summary(role: str, counters: dict[str, int], active: int, latency: dict) -> dict:
+    """One council's figures for /v1/status, from the flat counters hash (`accepted.<role>`,
+    `deliberations.<role>.<status>`, `tokens.<role>.<kind>`, `orchestrations.<role>.<decided_by>`)."""
+    prompt = counters.get(f"tokens.{role}.prompt", 0)
+    completion = counters.get(f"tokens.{role}.completion", 0)
+    return {
+        "accepted": counters.get(f"accepted.{role}", 0),
+        "active": active,  # pending or in progress right now
+        "by_status": {s: counters.get(f"deliberations.{role}.{s}", 0) for s in FINISHED_STATUSES},
+        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
+        "orchestrations": {d: counters.get(f"orchestrations.{role}.{d}", 0) for d in ("architect", "fallback")},
+        "duration_s": latency,
+    }

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import re
 from typing import Any, Callable
 
 from actors.specs import Completion, DeliberationRecord
@@ -35,6 +36,8 @@ def default_response(messages: list[dict[str, str]], seed: int | None) -> str:
     everyone else writes a Python block that does not parse."""
     digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()[:8]
     system, user = messages[0]["content"], messages[-1]["content"]
+    if "\nCandidates:\n" in user and '"choice"' in user:
+        return architect_response(user)
     reqs = requirements_in(user)
     if "pragmatic" in system:
         items = "\n".join(f"- {r}" for r in reqs) or "- keep it simple"
@@ -42,6 +45,19 @@ def default_response(messages: list[dict[str, str]], seed: int | None) -> str:
     if "meticulous" in system:
         return f'Plan {digest}:\n- edge cases first\n\n```json\n{{"plan": "{digest}"}}\n```\n'
     return f"Plan {digest}: one quick idea.\n```python\ndef broken(:\n    pass\n```\n"
+
+
+# A task containing this makes the fake architect answer prose instead of its JSON choice.
+UNPARSEABLE_ARCHITECT = "[architect answers prose]"
+
+
+def architect_response(user: str) -> str:
+    """The architect prompt of actors/orchestrate.py: a valid choice of the *last* candidate, so a
+    test sees the architect overrule the ranking; prose when the task asks for it (fallback path)."""
+    numbers = re.findall(r"^Candidate (\d+) \(", user, re.MULTILINE)
+    if UNPARSEABLE_ARCHITECT in user or not numbers:
+        return "I would go with the second candidate, it looks the most complete."
+    return json.dumps({"choice": int(numbers[-1]), "reason": f"candidate {numbers[-1]} is the most thorough"})
 
 
 class FakeGenerator:

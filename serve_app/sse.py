@@ -1,0 +1,94 @@
+"""Server-Sent Events for GET /v1/deliberations/{id}/events, read from the deliberation's Valkey stream.
+
+The stream `<prefix>delib:<id>:events` is the only source, so any ingress replica serves any client, and
+a reconnect resumes exactly after the stream entry named by Last-Event-ID: each SSE `id:` is the entry
+id, `event:` its kind, `data:` its JSON. The response ends after the terminal event (completed, failed,
+timeout). XREAD BLOCK runs in short slices so a client that went away is noticed between them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from actors.store import Store
+
+TERMINAL_KINDS = frozenset({"completed", "failed", "timeout"})
+STREAM_ID_PATTERN = re.compile(r"^\d{1,20}-\d{1,20}$")
+SLICE_MS = 1000  # one XREAD BLOCK; also how soon a disconnect is noticed
+HEARTBEAT_S = 15.0  # a comment line after this much silence keeps proxies from closing the response
+RETRY_MS = 2000  # the reconnect delay a browser's EventSource should use
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def valid_stream_id(value: str) -> bool:
+    return bool(STREAM_ID_PATTERN.match(value))
+
+
+def format_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {kind}")
+    # json.dumps never emits a raw newline, so the data is one line.
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return "\n".join(lines) + "\n\n"
+
+
+def comment(text: str) -> str:
+    return f": {text}\n\n"
+
+
+async def event_stream(
+    store: Store,
+    delib_id: str,
+    after: str = "0-0",
+    *,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+    slice_ms: int = SLICE_MS,
+    heartbeat_s: float = HEARTBEAT_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[str]:
+    """SSE text chunks: every event after `after`, live ones as they are added, up to the terminal one.
+
+    If the record is finished but its stream holds no terminal event (the council stopped between
+    saving the record and adding the event), one more slice is waited for it; then a terminal event
+    without an `id:` is synthesized from the record, so the client still gets an end and a resume
+    point that is a real entry.
+    """
+    yield f"retry: {RETRY_MS}\n\n"
+    if after != "0-0":
+        resumed_at = await store.get_event(delib_id, after)
+        if resumed_at is not None and resumed_at[1] in TERMINAL_KINDS:
+            return  # the client already has the end
+    last_sent = clock()
+    finished_seen = False
+    while True:
+        entries = await store.read_events(delib_id, after, block_ms=slice_ms)
+        for entry_id, kind, data in entries:
+            yield format_event(kind, data, entry_id)
+            after = entry_id
+            last_sent = clock()
+            if kind in TERMINAL_KINDS:
+                return
+        if entries:
+            continue  # more may be queued: read again before anything else
+        if disconnected is not None and await disconnected():
+            return
+        record = await store.get_record(delib_id)
+        if record is None:  # expired (or deleted) while we streamed
+            yield format_event("gone", {"error": f"deliberation {delib_id} expired"})
+            return
+        if record.finished:
+            if finished_seen:
+                data = {"status": record.status, "error": record.error, "synthesized": True}
+                if record.result is not None:
+                    data["winner_id"] = record.result.winner_id
+                yield format_event(record.status, data)
+                return
+            finished_seen = True
+        if clock() - last_sent >= heartbeat_s:
+            yield comment("heartbeat")
+            last_sent = clock()

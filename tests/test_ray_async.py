@@ -1,0 +1,234 @@
+"""Asynchronous and streamed deliberations, orchestration, events and status on a real local Ray cluster.
+
+One cluster for the module (the deterministic engine answers after a short delay, so a deliberation's
+events arrive over time); every test talks HTTP to the ingress, or reads Valkey directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import ray
+import valkey
+
+from actors.specs import Constraints, DeliberationRecord, DeliberationRequest
+from actors.store import Store
+from tests.fakes import UNPARSEABLE_ARCHITECT
+from tests.ray_cluster import LocalCluster, connect, wait_until
+from tests.test_ray_ingress import ROLES, deploy, start_fake_engine
+from tests.test_sse import parse_sse
+
+pytestmark = pytest.mark.ray
+
+ENGINE_DELAY_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        connect(c)
+        start_fake_engine(ENGINE_DELAY_S)
+        deploy(c)
+        yield c
+    finally:  # also when set-up fails: never leave a cluster behind
+        ray.shutdown()
+        c.stop()
+
+
+@pytest.fixture
+def http(cluster):
+    with cluster.client() as client:
+        yield client
+
+
+@pytest.fixture
+def kv(cluster):
+    client = valkey.Valkey.from_url(cluster.valkey.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def feed(kv) -> list[tuple[str, dict]]:
+    return [(f["kind"], json.loads(f["data"])) for _, f in kv.xrange("councils:events")]
+
+
+def stage_events(kv, delib_id: str) -> list[tuple[str, dict]]:
+    return [(f["kind"], json.loads(f["data"])) for _, f in kv.xrange(f"councils:delib:{delib_id}:events")]
+
+
+def read_sse(client: httpx.Client, url: str, *, headers=None, params=None, stop_after: int | None = None):
+    """(status, events) of one SSE connection, closed after stop_after events or when the server ends it."""
+    events, buffer = [], ""
+    with client.stream("GET", url, headers=headers, params=params) as r:
+        if r.status_code != 200:
+            r.read()
+            return r.status_code, r.json()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for chunk in r.iter_text():
+            buffer += chunk
+            *blocks, buffer = buffer.split("\n\n")
+            for block in blocks:
+                events += [e for e in parse_sse(block + "\n\n") if "event" in e]
+                if stop_after is not None and len(events) >= stop_after:
+                    return 200, events[:stop_after]
+    return 200, events
+
+
+def expected_kinds(agents: int, rounds: int) -> list[str]:
+    kinds = []
+    for item in ["proposal"] + ["critique", "revision"] * rounds + ["score"]:
+        kinds += ["stage.started"] + [item] * agents + ["stage.completed"]
+    return kinds + ["completed"]
+
+
+def test_twenty_concurrent_async_deliberations_across_the_five_councils(http, kv):
+    before = http.get("/v1/status").json()["counters"]
+    jobs = [(ROLES[i % len(ROLES)], f"Task {i}: write function number {i} that reverses a list.", f"T-{i}")
+            for i in range(20)]
+
+    def post(job):
+        role, task, task_id = job
+        with httpx.Client(base_url=http.base_url, timeout=60) as c:
+            return c.post("/v1/deliberations", json={
+                "role": role, "task": task,
+                "constraints": {"requirements": ["reverse the list"], "metadata": {"task_id": task_id}}})
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(post, jobs))
+    assert [r.status_code for r in responses] == [202] * 20
+    accepted = [r.json() for r in responses]
+    ids = [a["id"] for a in accepted]
+    assert len(set(ids)) == 20
+    for a in accepted:
+        assert a["status"] == "pending" and a["status_url"] == f"/v1/deliberations/{a['id']}"
+        assert a["events_url"] == f"/v1/deliberations/{a['id']}/events"
+
+    def all_done():
+        records = [http.get(f"/v1/deliberations/{i}").json() for i in ids]
+        return records if all(r["status"] == "completed" for r in records) else None
+
+    records = wait_until(all_done, 120, 1.0, what="20 deliberations completed")
+    winners = set()
+    for (role, task, task_id), rec in zip(jobs, records):
+        assert rec["request"]["role"] == role and rec["request"]["task"] == task
+        assert rec["progress"] == {"stages_done": 4, "stages_total": 4, "last_stage": "score"}
+        result = rec["result"]
+        assert [p["rank"] for p in result["proposals"]] == [1, 2, 3]
+        winners.add(result["proposals"][0]["content"])
+        # Every stage event once, in order, one terminal event.
+        assert [k for k, _ in stage_events(kv, rec["id"])] == expected_kinds(3, 1)
+    assert len(winners) == 20  # distinct tasks, distinct results: nothing crossed over
+
+    # The feed: one deliberation.completed per deliberation, with its fields.
+    by_id = {}
+    wait_until(lambda: sum(1 for _, d in feed(kv) if d["id"] in ids) == 20, 30, what="20 feed events")
+    for kind, data in feed(kv):
+        if data["id"] in ids:
+            assert data["id"] not in by_id, "duplicate completion event"
+            by_id[data["id"]] = (kind, data)
+    for (role, _task, task_id), rec in zip(jobs, records):
+        kind, data = by_id[rec["id"]]
+        assert kind == "deliberation.completed"
+        assert data["role"] == role and data["task_id"] == task_id and data["status"] == "completed"
+        assert data["winner_id"] == rec["result"]["winner_id"]
+        assert data["score"] == rec["result"]["proposals"][0]["score"]
+        assert data["duration_s"] > 0 and data["usage"]["total_tokens"] > 0 and data["time"] > 0
+
+    after = http.get("/v1/status").json()["counters"]
+    for role in ROLES:
+        assert after[f"accepted.{role}"] - before.get(f"accepted.{role}", 0) == 4
+        assert after[f"deliberations.{role}.completed"] - before.get(f"deliberations.{role}.completed", 0) == 4
+
+
+def test_sse_streams_every_stage_event_in_order_and_resumes_exactly(http):
+    r = http.post("/v1/deliberations", json={"role": "DEV", "task": "Write a stack class.", "rounds": 1})
+    assert r.status_code == 202
+    events_url = r.json()["events_url"]
+    # Live: read the first events as they happen, then drop the connection.
+    status, first = read_sse(http, events_url, stop_after=5)
+    assert status == 200 and [e["event"] for e in first] == ["stage.started"] + ["proposal"] * 3 + ["stage.completed"]
+    # Reconnect with Last-Event-ID: the rest, exactly once, ending with the terminal event.
+    status, rest = read_sse(http, events_url, headers={"Last-Event-ID": first[-1]["id"]})
+    assert status == 200
+    everything = first + rest
+    assert [e["event"] for e in everything] == expected_kinds(3, 1)
+    ids = [e["id"] for e in everything]
+    assert len(set(ids)) == len(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert first[0]["data"] == {"stage": "propose"} and everything[-1]["data"]["status"] == "completed"
+    # After the end: the whole history, then the close; the query parameter resumes too.
+    assert read_sse(http, events_url)[1] == everything
+    assert read_sse(http, events_url, params={"last_event_id": ids[10]})[1] == everything[11:]
+    assert read_sse(http, events_url, headers={"Last-Event-ID": ids[-1]})[1] == []
+    # Errors are JSON.
+    assert read_sse(http, "/v1/deliberations/" + "0" * 32 + "/events")[0] == 404
+    assert read_sse(http, "/v1/deliberations/nope/events")[0] == 404
+    assert read_sse(http, events_url, headers={"Last-Event-ID": "bogus"})[0] == 422
+
+
+def test_orchestrate_architect_choice_and_fallback(http):
+    r = http.post("/v1/orchestrate", json={"role": "ARCHITECT", "task": "Design a URL shortener.", "top_k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decided_by"] == "architect" and body["architect"]["parse_error"] is None
+    assert body["reason"] == "candidate 2 is the most thorough"  # the fake architect picks the last one
+    assert [c["rank"] for c in body["candidates"]] == [1, 2]
+    assert body["chosen"] == {k: body["candidates"][1][k] for k in ("number", "author", "content", "score", "rank")}
+    stored = http.get(body["status_url"]).json()
+    assert stored["status"] == "completed" and stored["orchestration"]["chosen"]["author"] == body["chosen"]["author"]
+
+    r = http.post("/v1/orchestrate", json={"role": "ARCHITECT", "task": f"Design a cache. {UNPARSEABLE_ARCHITECT}"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decided_by"] == "fallback" and body["top_k"] == 3 and len(body["candidates"]) == 3
+    assert body["architect"]["raw"].startswith("I would go with") and "not a JSON object" in body["architect"]["parse_error"]
+    passing = [c for c in body["candidates"] if c["checks_passed"]]
+    expected = passing[0] if passing else max(body["candidates"], key=lambda c: c["score"])
+    assert body["chosen"]["number"] == expected["number"] and body["reason"]
+
+    assert http.post("/v1/orchestrate", json={"role": "DEV", "task": "x", "top_k": 11}).status_code == 422
+    assert http.post("/v1/orchestrate", json={"role": "NOPE", "task": "x"}).status_code == 404
+
+
+def test_stuck_record_becomes_timeout_and_is_published(http, cluster, kv):
+    """A record accepted in Valkey that no council was ever told about, past its deadline:
+    the QA council's sweeper ends it as timeout."""
+    record = DeliberationRecord(
+        request=DeliberationRequest(role="QA", task="stuck", constraints=Constraints(timeout_s=1, metadata={"task_id": "S-1"})),
+        created_at=time.time() - 10,
+    )
+
+    async def accept():
+        store = Store(cluster.valkey.url, "councils:")
+        try:
+            await store.create_record(record)
+        finally:
+            await store.close()
+
+    asyncio.run(accept())
+    rec = wait_until(lambda: (x := http.get(f"/v1/deliberations/{record.id}").json())["status"] == "timeout" and x,
+                     30, what="stuck record timed out")
+    assert "deadline passed" in rec["error"]
+    wait_until(lambda: any(d["id"] == record.id for _, d in feed(kv)), 10, what="timeout on the feed")
+    [(kind, data)] = [(k, d) for k, d in feed(kv) if d["id"] == record.id]
+    assert kind == "deliberation.failed" and data["status"] == "timeout" and data["task_id"] == "S-1"
+    assert [e["event"] for e in read_sse(http, f"/v1/deliberations/{record.id}/events")[1]] == ["timeout"]
+
+
+def test_status_reports_per_role_figures(http):
+    s = http.get("/v1/status").json()
+    assert s["uptime_s"] > 0 and s["ready"]
+    council = next(c for c in s["councils"] if c["role"] == "DEV")
+    assert council["agents"] == 3 and council["agent_ids"][0] == "agent-dev-001" and council["engines"] == ["fake"]
+    dev = s["by_role"]["DEV"]
+    assert dev["accepted"] >= 5 and dev["by_status"]["completed"] >= 5 and dev["active"] == 0
+    assert dev["tokens"]["total"] == dev["tokens"]["prompt"] + dev["tokens"]["completion"] > 0
+    assert dev["duration_s"]["count"] >= 5 and 0 < dev["duration_s"]["p50"] <= dev["duration_s"]["p95"] <= dev["duration_s"]["p99"]
+    assert s["by_role"]["QA"]["by_status"]["timeout"] >= 1
+    assert s["by_role"]["ARCHITECT"]["orchestrations"] == {"architect": 1, "fallback": 1}

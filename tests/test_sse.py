@@ -1,0 +1,112 @@
+"""The SSE event stream (serve_app/sse.py) against a real Valkey, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from actors.specs import DeliberationRecord, DeliberationRequest
+from serve_app.sse import event_stream, format_event, valid_stream_id
+
+
+def parse_sse(text: str) -> list[dict]:
+    """SSE text → [{"id", "event", "data"}] for events, [{"comment": ...}] for comments; `retry:` skipped."""
+    out = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        item: dict = {}
+        for line in block.split("\n"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "":
+                item["comment"] = value
+            elif field == "data":
+                item["data"] = json.loads(value)
+            elif field in ("id", "event"):
+                item[field] = value
+        if item:
+            out.append(item)
+    return out
+
+
+async def collect(stream, limit: int = 1000) -> list[dict]:
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if len(chunks) >= limit:
+            break
+    return parse_sse("".join(chunks))
+
+
+async def new_record(store, **update) -> DeliberationRecord:
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task="t"), **update)
+    await store.create_record(record)
+    return record
+
+
+def test_format_event_is_one_block_with_one_data_line():
+    text = format_event("proposal", {"content": "line 1\nline 2"}, "1-2")
+    assert text == 'id: 1-2\nevent: proposal\ndata: {"content":"line 1\\nline 2"}\n\n'
+    assert parse_sse(text) == [{"id": "1-2", "event": "proposal", "data": {"content": "line 1\nline 2"}}]
+    assert valid_stream_id("1700000000000-0") and not valid_stream_id("abc") and not valid_stream_id("1-2\nx")
+
+
+async def test_history_then_close_and_exact_resume(store):
+    record = await new_record(store)
+    kinds = ["stage.started", "proposal", "proposal", "stage.completed", "completed"]
+    ids = [await store.add_event(record.id, k, {"n": i}) for i, k in enumerate(kinds)]
+    everything = await collect(event_stream(store, record.id, slice_ms=50))
+    assert [e["event"] for e in everything] == kinds and [e["id"] for e in everything] == ids
+    for cut in range(len(ids)):
+        rest = await collect(event_stream(store, record.id, ids[cut], slice_ms=50))
+        assert [e["id"] for e in rest] == ids[cut + 1:]  # exactly after, no gap, no duplicate
+
+
+async def test_live_events_arrive_in_order_and_stream_ends_at_the_terminal_one(store):
+    record = await new_record(store)
+
+    async def council():
+        for i in range(3):
+            await asyncio.sleep(0.05)
+            await store.add_event(record.id, "proposal", {"n": i})
+        await store.add_event(record.id, "timeout", {"status": "timeout"}, final=True)
+        await store.add_event(record.id, "late", {})  # never sent: the stream closed at the terminal event
+
+    writer = asyncio.create_task(council())
+    events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=30)), 10)
+    await writer
+    assert [(e["event"], e["data"].get("n")) for e in events] == [
+        ("proposal", 0), ("proposal", 1), ("proposal", 2), ("timeout", None)]
+
+
+async def test_finished_record_without_terminal_event_gets_a_synthesized_one(store):
+    record = await new_record(store)
+    last = await store.add_event(record.id, "stage.completed", {"stage": "score"})
+    record.status, record.error = "failed", "boom"
+    await store.save_record(record)
+    events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=30)), 10)
+    assert [e.get("id") for e in events] == [last, None]  # the synthesized one has no resume id
+    assert events[-1]["event"] == "failed" and events[-1]["data"]["synthesized"] and events[-1]["data"]["error"] == "boom"
+
+
+async def test_heartbeat_on_silence_and_disconnect_ends_the_stream(store):
+    record = await new_record(store)
+    polls = 0
+
+    async def disconnected() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls > 6
+
+    events = await asyncio.wait_for(
+        collect(event_stream(store, record.id, slice_ms=20, heartbeat_s=0.05, disconnected=disconnected)), 10)
+    assert events and all(e == {"comment": "heartbeat"} for e in events)
+
+
+async def test_expired_record_ends_the_stream(store):
+    record = await new_record(store)
+    await store.add_event(record.id, "proposal", {})
+    await store.client.delete(store.key("delib", record.id))
+    events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=20)), 10)
+    assert [e["event"] for e in events] == ["proposal", "gone"]
