@@ -121,7 +121,8 @@ class Engine:
         try:
             import ray
 
-            ray.get_runtime_context().current_actor.start.remote()
+            if ray.is_initialized():  # never start a Ray instance just by asking
+                ray.get_runtime_context().current_actor.start.remote()
         except Exception:  # a plain object (tests, scripts): start() is called explicitly
             pass
 

@@ -172,7 +172,7 @@ class Ingress:
         await asyncio.gather(*(self.registry.council(c.role).info.remote() for c in councils))
         self.restored = True
         log.info("restored %d councils and %d engines", len(councils), len(engines))
-        await asyncio.gather(*(self.registry.engine(spec).health.remote() for spec in engines))
+        await asyncio.gather(*(self.registry.engine(spec).start.remote() for spec in engines))
         self.engines_ready = True
 
     # -- health -------------------------------------------------------------------------------

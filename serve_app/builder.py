@@ -1,7 +1,6 @@
 """The typed application builder: `serve deploy` / `serve run` validate the config's `args` as an AppConfig,
 so a wrong field fails the deploy with a message that names it."""
 
-from __future__ import annotations
 
 from ray.serve import Application
 

@@ -12,6 +12,7 @@ on the same port and namespace. Ctrl-C stops everything it started, by process g
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -184,6 +185,19 @@ def serve_deploy(config: Path, dashboard_url: str, env: dict[str, str]) -> None:
                    check=True, env={**os.environ, **env})
 
 
+def serve_failures(dashboard_url: str) -> str | None:
+    """The message of any Serve application whose deployment failed, from the dashboard's REST API."""
+    status, body = http_get(f"{dashboard_url}/api/serve/applications/")
+    if status != 200:
+        return None
+    try:
+        apps = json.loads(body).get("applications", {})
+    except ValueError:
+        return None
+    failed = [f"{name}: {app.get('message', '')}" for name, app in apps.items() if app.get("status") == "DEPLOY_FAILED"]
+    return "\n".join(failed) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serve_app.launcher", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,12 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             f"dashboard {head.dashboard_url}")
         wait_for(head.answers, 180, "Ray dashboard")
         serve_deploy(config_path, head.dashboard_url, child_env)
-        log(f"deployed {args.config}; waiting for {ready_url}")
+        log(f"deployed {config_path}; waiting for {ready_url}")
         started = time.time()
 
         def progress():
             if not head.alive():
                 raise RuntimeError(f"Ray head exited; see {head.log_path}")
+            failed = serve_failures(head.dashboard_url)
+            if failed:  # a bad config never becomes ready: say why instead of waiting
+                raise RuntimeError(f"serve deploy failed:\n{failed}")
             if int(time.time() - started) % 15 == 0:
                 log(f"... {int(time.time() - started)}s: {http_get(ready_url)[1][:200]}")
 
@@ -274,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("stopping")
         return 0
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        log(f"ERROR: {exc}")
+        return 1
     finally:
         head.stop()
         if valkey is not None:

@@ -42,6 +42,7 @@ class Launcher:
         return f"127.0.0.1:{self.ports['ray']}"
 
     def start(self, timeout_s: float = 900) -> None:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         out = open(self.log, "ab")
         env = {k: v for k, v in os.environ.items() if k != "COUNCILS_VALKEY_URL"}
         self.proc = subprocess.Popen(
@@ -57,7 +58,7 @@ class Launcher:
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"launcher exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        return "READY on" in self.log.read_text()
+        return "READY on" in self.log.read_text()[self.log_offset:]
 
     def ctrl_c(self, timeout_s: float = 120) -> int:
         os.killpg(self.proc.pid, signal.SIGINT)

