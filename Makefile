@@ -34,6 +34,7 @@ test-fast: install
 
 bench: model
 	$(PY) -m benchmarks.propose_fanout
+	$(PY) -m benchmarks.head_restart
 
 clean:
 	rm -rf .data
