@@ -32,9 +32,10 @@ test: model
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+# Every benchmark in one run (~20 min on 2 cores): JSON + PNG in benchmarks/results/, docs/benchmarks.md.
 bench: model
-	$(PY) -m benchmarks.propose_fanout
-	$(PY) -m benchmarks.head_restart
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf .data

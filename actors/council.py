@@ -8,6 +8,7 @@ restore: every unfinished deliberation resumes from its last checkpointed stage.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import ray
 import valkey as valkey_sync
 
+from . import metrics
 from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
@@ -37,16 +39,29 @@ class CouncilNotFound(Exception):
 
 
 class _StoreSink:
-    """RecordSink over the Valkey store: checkpoints and stage events."""
+    """RecordSink over the Valkey store: checkpoints and stage events (timed for the stage metric)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, role: str = ""):
         self.store = store
+        self.role = role
+        self.stage_started: dict[tuple[str, str], float] = {}
 
     async def checkpoint(self, record: DeliberationRecord) -> None:
         await self.store.save_record(record)
 
     async def event(self, record: DeliberationRecord, kind: str, data: dict[str, Any]) -> None:
         await self.store.add_event(record.id, kind, data)
+        if kind == "stage.started":
+            self.stage_started[(record.id, data["stage"])] = time.monotonic()
+        elif kind == "stage.completed":
+            started = self.stage_started.pop((record.id, data["stage"]), None)
+            if started is not None:  # a stage resumed after a restart has no start here
+                metrics.stage_finished(self.role, data["stage"], time.monotonic() - started)
+
+    def forget(self, delib_id: str) -> None:
+        """Drop the start times of a deliberation that ended before its stage did."""
+        for key in [k for k in self.stage_started if k[0] == delib_id]:
+            del self.stage_started[key]
 
 
 class Council:
@@ -54,8 +69,10 @@ class Council:
                  sweep_interval_s: float = SWEEP_INTERVAL_S):
         self.role = role
         self.store = Store(valkey_url, key_prefix, record_ttl_s)
-        self.sink = _StoreSink(self.store)
-        self.generator = RayEngineGenerator(namespace=NAMESPACE)
+        self.sink = _StoreSink(self.store, role)
+        # Engines by name; the actor behind a name is looked up in Valkey (it changes on a rollover).
+        self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_actor)
+        self.generator = metrics.MeteredGenerator(self.engines, role)
         self.tasks: dict[str, asyncio.Task] = {}
         self.sweep_interval_s = sweep_interval_s
         self.sweeper: asyncio.Task | None = None
@@ -67,6 +84,7 @@ class Council:
             raw = sync.get(f"{key_prefix}council:{role}")
             self.spec: CouncilSpec | None = CouncilSpec.model_validate_json(raw) if raw else None
             self.unfinished: list[str] = sorted(sync.smembers(f"{key_prefix}active:{role}"))
+            self._apply_settings(sync.get(f"{key_prefix}settings"))
         finally:
             sync.close()
         log.info("council %s restored: spec v%s, %d unfinished", role,
@@ -133,9 +151,27 @@ class Council:
         }
 
     async def reload(self) -> int | None:
-        """Re-read the spec after an update. Running deliberations keep the spec they started with."""
+        """Re-read the spec after an update. Running deliberations keep the spec they started with.
+        Also re-resolves engine actors (a config deploy reloads councils after an engine rollover)."""
         self.spec = await self.store.get_council(self.role)
+        self.engines.forget()
         return self.spec.version if self.spec else None
+
+    async def configure(self) -> dict[str, Any]:
+        """Re-read the live settings (the ingress's user_config) from Valkey."""
+        raw = await self.store.client.get(self.store.key("settings"))
+        self._apply_settings(raw)
+        return {"record_ttl_s": self.store.record_ttl_s}
+
+    def _apply_settings(self, raw: str | None) -> None:
+        if not raw:
+            return
+        try:
+            ttl = json.loads(raw).get("record_ttl_s")
+            if ttl:
+                self.store.record_ttl_s = int(ttl)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("council %s: ignoring unreadable settings %r: %s", self.role, raw, exc)
 
     async def retire(self, reason: str = "council deleted") -> list[str]:
         """Before the actor is killed: end every running deliberation as failed, with the reason."""
@@ -197,8 +233,17 @@ class Council:
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._run(delib_id))
             self.tasks[delib_id] = task
-            task.add_done_callback(lambda t, i=delib_id: self.tasks.pop(i, None) if self.tasks.get(i) is t else None)
+            task.add_done_callback(lambda t, i=delib_id: self._task_done(i, t))
+            self._report_inflight()
         return task
+
+    def _task_done(self, delib_id: str, task: asyncio.Task) -> None:
+        if self.tasks.get(delib_id) is task:
+            self.tasks.pop(delib_id, None)
+        self._report_inflight()
+
+    def _report_inflight(self) -> None:
+        metrics.set_inflight(self.role, sum(1 for t in self.tasks.values() if not t.done()))
 
     async def _run(self, delib_id: str) -> None:
         record = await self.store.get_record(delib_id)
@@ -221,7 +266,8 @@ class Council:
             record.council_version = record.council_version or spec.version
             await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
-            await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: {exc}")
+            await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: "
+                                                  f"{exc}{self.generator.why_waiting()}")
         except EngineUnavailable as exc:
             await self._finish(record, "failed", f"engine unavailable: {exc}")
         except asyncio.CancelledError:
@@ -241,6 +287,7 @@ class Council:
     async def _completed(self, record: DeliberationRecord) -> None:
         result = record.result
         assert result is not None
+        metrics.deliberation_finished(self.role, "completed", result.duration_s)
         # The protocol already saved the completed record; the terminal stage event, then the feed.
         await self.store.add_event(record.id, "completed", {"status": "completed", "winner_id": result.winner_id,
                                                              "score": result.proposals[0].score}, final=True)
@@ -253,6 +300,9 @@ class Council:
         record.error = error
         record.finished_at = time.time()
         await self.store.save_record(record)
+        self.sink.forget(record.id)
+        metrics.deliberation_finished(self.role, status,
+                                      record.finished_at - (record.started_at or record.created_at))
         await self.store.add_event(record.id, status, {"status": status, "error": error}, final=True)
         await self.store.publish("deliberation.failed", self._outcome(record))
 

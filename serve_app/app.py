@@ -32,15 +32,19 @@ from actors.specs import (
     CouncilUpsert,
     DeliberationRecord,
     DeliberationRequest,
-    default_council,
+    RuntimeSettings,
 )
+from actors import metrics
 from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
 from actors.store import Store
 
-from . import sse
+from . import declarative, sse
 from .errors import ApiError, error_body, validation_message
+from . import auth, limits, openai_compat, openapi_doc, redact
+from .openai_compat import ChatCompletionRequest
 from .registry import ActorRegistry
+from .runtime import effective_request
 from .stats import percentiles, role_summary
 
 log = logging.getLogger("councils.ingress")
@@ -85,23 +89,23 @@ async def _valkey_down(_request: Request, exc: Exception):
 
 @api.middleware("http")
 async def _limit_body(request: Request, call_next):
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            return JSONResponse(error_body(400, "invalid Content-Length"), status_code=400)
-        if int(length) > LIMITS.max_body_bytes:
-            return JSONResponse(error_body(413, f"request body over {LIMITS.max_body_bytes} bytes"), status_code=413)
     try:
         return await call_next(request)
     except Exception as exc:  # last resort: a clear JSON error, logged, never a bare 500 page
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(503, f"service error: {type(exc).__name__}: {exc}"), status_code=503)
+        return JSONResponse(error_body(503, f"service error: {type(exc).__name__}: {redact.scrub(str(exc))}"),
+                            status_code=503)
+
+
+# Outermost last: the token is checked before anything else, then the body is bounded (limits.py)
+# before any route reads it. The OpenAPI document describes the errors and the token (openapi_doc.py).
+api.add_middleware(limits.BodyLimitMiddleware)
+api.add_middleware(auth.BearerAuthMiddleware)
+openapi_doc.install(api)
 
 
 def check_role(role: str) -> str:
-    if not re.match(ROLE_PATTERN, role):
-        raise ApiError(422, f"role {role!r} is invalid: roles match {ROLE_PATTERN}")
-    return role
+    return limits.check_role(role)  # ROLE_PATTERN and the configured limits.role_pattern
 
 
 def _progress(record: DeliberationRecord) -> dict[str, Any]:
@@ -125,11 +129,18 @@ def check_delib_id(delib_id: str) -> str:
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: AppConfig | dict):
+    def __init__(self, config: AppConfig | dict, deployed_at: float | None = None):
         self.config = AppConfig.model_validate(config)
+        # When the builder ran (serve deploy of changed args): orders configs, see declarative.py.
+        self.deployed_at = deployed_at
+        self.settings = RuntimeSettings()  # user_config; see reconfigure
+        self.background: set[asyncio.Task] = set()
         url = self.config.valkey_url or os.environ.get("COUNCILS_VALKEY_URL")
         if not url:
             raise ValueError("no Valkey: set valkey_url in the config args or COUNCILS_VALKEY_URL")
+        redact.register_url(url)  # its password never shows in an error or a log line of ours
+        limits.configure(self.config.limits)
+        auth.configure()  # COUNCILS_API_TOKEN(_FILE); an unreadable token file stops the replica here
         self.store = Store(url, self.config.key_prefix, self.config.record_ttl_s)
         self.registry = ActorRegistry(url, self.config.key_prefix, self.config.record_ttl_s,
                                       self.config.council_max_concurrency)
@@ -139,6 +150,54 @@ class Ingress:
         self.reconcile_error: str | None = None
         # Reconcile in the background: the replica answers /healthz at once, /readyz when done.
         self.reconcile_task = asyncio.get_event_loop().create_task(self.reconcile())
+        self._spawn(self._report_councils_forever())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_event_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    # -- live settings (user_config) ----------------------------------------------------------
+    async def reconfigure(self, user_config: dict | None) -> None:
+        """Serve calls this with the deployment's user_config at start and whenever only it changed:
+        the replica keeps running. An invalid user_config raises, naming the field (deploy fails)."""
+        settings = RuntimeSettings.model_validate(user_config or {})
+        self.settings = settings
+        ttl = settings.record_ttl_s or self.config.record_ttl_s
+        self.store.record_ttl_s = ttl
+        self.registry.record_ttl_s = ttl
+        limits.configure(settings.limits or self.config.limits)
+        log.info("settings applied: %s", settings.model_dump())
+        self._spawn(self._push_settings_retrying())
+
+    async def _push_settings(self) -> None:
+        """Councils read the retention from Valkey (also after a restart); tell the running ones."""
+        newest = await self.store.applied_stamp()
+        if self.deployed_at is not None and newest is not None and newest > self.deployed_at:
+            return  # a replica of an older deploy: the newer one's settings stand
+        await self.store.put_settings({"record_ttl_s": self.store.record_ttl_s})
+        handles = [h for c in await self.store.list_councils() if (h := self.registry.existing_council(c.role))]
+        await asyncio.gather(*(h.configure.remote() for h in handles), return_exceptions=True)
+
+    async def _push_settings_retrying(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                return await self._push_settings()
+            except Exception as exc:
+                log.warning("pushing settings to councils failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _report_councils_forever(self, interval_s: float = 10.0) -> None:
+        """councils_active_councils: every replica reports the registry's size (they agree)."""
+        while True:
+            try:
+                metrics.set_active_councils(int(await self.store.client.scard(self.store.key("councils"))))
+            except Exception as exc:  # Valkey away for a moment
+                log.debug("active councils metric: %s", exc)
+            await asyncio.sleep(interval_s)
 
     # -- start-up reconcile -------------------------------------------------------------------
     async def reconcile(self) -> None:
@@ -149,31 +208,49 @@ class Ingress:
                 self.reconcile_error = None
                 return
             except Exception as exc:
-                self.reconcile_error = f"{type(exc).__name__}: {exc}"
+                self.reconcile_error = redact.scrub(f"{type(exc).__name__}: {exc}")
                 log.warning("reconcile failed (%s); retrying in %.1fs", self.reconcile_error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
     async def _reconcile_once(self) -> None:
         await self.store.ping()
-        # Engines of the config are declarative: the config's spec is written, then every engine gets its actor.
-        for spec in self.config.engines:
-            await self.store.put_engine(spec)
-        engines = await self.store.list_engines()
-        for spec in engines:
-            self.registry.engine(spec)
-        if not await self.store.list_councils():
-            d = self.config.default_councils
-            for role in d.roles:
-                await self.store.put_council(
-                    default_council(role, d.engine, d.agents_per_council, d.rounds, d.max_tokens), only_if_absent=True
-                )
+        await self._push_settings()
+        # The config's engines and councils are declarative: written to Valkey first (declarative.py).
+        applied = await declarative.apply_config(self.store, self.config, self.deployed_at)
+        for role in applied.pruned:
+            await self.registry.remove_council(role, "council pruned: absent from the deployed config")
+        # Every council in Valkey gets its actor (get-or-create); one whose spec changed reloads it.
         councils = await self.store.list_councils()
+        changed = set(applied.councils_changed)
+        await asyncio.gather(*(self.registry.council(c.role).reload.remote() for c in councils if c.role in changed))
         await asyncio.gather(*(self.registry.council(c.role).info.remote() for c in councils))
+        metrics.set_active_councils(len(councils))
         self.restored = True
-        log.info("restored %d councils and %d engines", len(councils), len(engines))
-        await asyncio.gather(*(self.registry.engine(spec).start.remote() for spec in engines))
+        # Every engine gets its actor under its current name and is started; a changed spec rolls over.
+        engines = await self.store.list_engines()
+        rolling = {s.name for s in applied.engines_changed}
+        log.info("restored %d councils and %d engines%s", len(councils), len(engines),
+                 f"; rolling over engines {sorted(rolling)}" if rolling else "")
+        await asyncio.gather(
+            *(self._start_engine(spec) for spec in engines if spec.name not in rolling),
+            *(declarative.roll_engine(self.store, self.registry, spec) for spec in applied.engines_changed),
+        )
+        if rolling:  # councils open handles to the new actors now, then the old ones drain and go
+            await asyncio.gather(*(self.registry.council(c.role).reload.remote() for c in councils))
+        if not applied.stale:
+            self._spawn(self._retire_stale_engines())
         self.engines_ready = True
+
+    async def _start_engine(self, spec) -> None:
+        await self.registry.engine(spec, await self.store.engine_actor(spec.name)).start.remote()
+
+    async def _retire_stale_engines(self) -> None:
+        try:
+            stale = await declarative.stale_engine_actors(self.store, self.registry)
+            await asyncio.gather(*(declarative.retire_engine_actor(self.registry, a) for a in stale))
+        except Exception:
+            log.exception("retiring old engine actors")
 
     # -- health -------------------------------------------------------------------------------
     @api.get("/healthz")
@@ -221,6 +298,7 @@ class Ingress:
     @api.put("/v1/councils/{role}")
     async def put_council(self, role: str, body: CouncilUpsert) -> JSONResponse:
         check_role(role)
+        limits.raise_for(limits.council_errors(body.agents, body.rounds))
         await self._check_engines(body.agents)
         spec = CouncilSpec(role=role, agents=body.agents, rounds=body.rounds, scoring=body.scoring)
         stored, created = await self._store_and_apply(spec)
@@ -239,8 +317,9 @@ class Ingress:
         spec = await self._council_or_404(role)
         if any(a.id == agent.id for a in spec.agents):
             raise ApiError(409, f"agent {agent.id!r} already in council {role}")
-        if len(spec.agents) >= LIMITS.max_agents:
-            raise ApiError(422, f"council {role} already has the maximum of {LIMITS.max_agents} agents")
+        if len(spec.agents) >= limits.current().max_agents:
+            raise ApiError(422, f"council {role} already has the maximum of {limits.current().max_agents} agents")
+        limits.raise_for(limits.agents_errors([agent], loc=("body",)))
         await self._check_engines([agent])
         stored, _ = await self._store_and_apply(spec.model_copy(update={"agents": [*spec.agents, agent]}))
         return stored.model_dump(mode="json")
@@ -268,20 +347,24 @@ class Ingress:
 
     async def _accept(self, request: DeliberationRequest) -> DeliberationRecord:
         """Validate against the council, store the record (durable before acknowledged), hand it to the council."""
+        limits.raise_for(limits.request_errors(request))
         spec = await self._council_or_404(request.role)
         if request.num_agents is not None and request.num_agents > len(spec.agents):
             raise ApiError(422, f"num_agents={request.num_agents} but council {request.role} has "
                                 f"{len(spec.agents)} agents")
+        request = effective_request(request, self.settings)  # live default and maximum timeout
         # Fix the effective shape now, so the record alone says what was asked (and its progress).
         request = request.model_copy(update={
             "rounds": spec.rounds if request.rounds is None else request.rounds,
             "num_agents": request.num_agents or len(spec.agents),
         })
+        await limits.check_capacity(self.store, request.role)  # 429 beyond max_active_per_council
         record = DeliberationRecord(request=request, council_version=spec.version)
         # Durable before acknowledged: once this returns, a restarted council will find the record.
         record, _ = await self.store.create_record(record)
         try:
-            await self.registry.council(request.role).submit.remote(record.id)
+            # Bounded: a council that is restarting must not hold the acknowledgement hostage.
+            await asyncio.wait_for(self.registry.council(request.role).submit.remote(record.id), timeout=10)
         except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
             log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
         return record
@@ -293,7 +376,7 @@ class Ingress:
     async def _wait_finished(self, record: DeliberationRecord) -> DeliberationRecord:
         """Follow the record in Valkey (not the actor call), so a council restart does not break the wait."""
         last_event = "0-0"
-        grace_s = 30  # past the deadline the council marks it timeout; leave it time to say so
+        grace_s = self.settings.wait_grace_s  # past the deadline the council marks it timeout; leave it time
         while time.time() < record.deadline + grace_s:
             current = await self.store.get_record(record.id)
             if current is None:
@@ -372,6 +455,18 @@ class Ingress:
             "winner_id": record.result.winner_id if record.result else None,
         })
 
+    # -- OpenAI-compatible: a council is the model council-<ROLE> (openai_compat.py) -------------
+    @api.get("/v1/models", responses={200: {"model": openai_compat.ModelList}})
+    async def list_models(self) -> dict:
+        return await openai_compat.list_models(self)
+
+    @api.post("/v1/chat/completions",
+              responses={200: {"model": openai_compat.ChatCompletion,
+                               "content": {"text/event-stream": {}},
+                               "description": "a chat.completion, or with stream=true chat.completion.chunk events"}})
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        return await openai_compat.chat_completions(self, body, request.is_disconnected)
+
     # -- status -------------------------------------------------------------------------------
     @api.get("/v1/status")
     async def status(self) -> dict:
@@ -391,5 +486,6 @@ class Ingress:
             "by_role": by_role,
             "counters": counters,
             "latency_s": latency,
+            "settings": {**self.settings.model_dump(mode="json"), "record_ttl_s": self.store.record_ttl_s},
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -15,7 +16,7 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, detail: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": {"status": status, "message": message}}
+    body: dict[str, Any] = {"error": {"status": status, "message": _text(message)}}
     if detail is not None:
         body["error"]["detail"] = _jsonable(detail)
     return body
@@ -34,11 +35,24 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
 def _jsonable(value: Any) -> Any:
     # Validation errors may carry exceptions or bytes in ctx/input: keep only what JSON can say.
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN / Infinity
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    return _text(str(value))
+
+
+def _text(value: str) -> str:
+    """A string that encodes as UTF-8: lone surrogates (valid in a JSON escape, not in UTF-8) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)

@@ -21,12 +21,13 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import psutil
 import yaml
 
-from .valkey_server import ValkeyProcess
+from .redact import redact_url
+from .valkey_server import ValkeyProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,14 +42,18 @@ class RayHead:
 
     def __init__(self, *, port: int, dashboard_port: int, temp_dir: str, redis_address: str,
                  namespace: str, env: dict[str, str], redis_password: str | None = None,
-                 num_cpus: int | None = None, log_path: Path):
+                 redis_username: str | None = None,
+                 num_cpus: int | None = None, log_path: Path, metrics_export_port: int | None = None):
         self.port = port
         self.dashboard_port = dashboard_port
         self.temp_dir = temp_dir
         self.redis_address = redis_address
         self.namespace = namespace
         self.redis_password = redis_password
+        self.redis_username = redis_username
         self.num_cpus = num_cpus
+        # Prometheus endpoint of this node's metrics agent (Ray's and the councils_* metrics).
+        self.metrics_export_port = metrics_export_port
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -62,6 +67,10 @@ class RayHead:
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.metrics_export_port}/metrics" if self.metrics_export_port else None
 
     def answers(self) -> bool:
         """The dashboard answers (401 too: then Ray's token authentication is on)."""
@@ -95,8 +104,12 @@ class RayHead:
                f"--temp-dir={self.temp_dir}"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.metrics_export_port:
+            cmd.append(f"--metrics-export-port={self.metrics_export_port}")
         if self.redis_password:
             cmd.append(f"--redis-password={self.redis_password}")
+        if self.redis_username:
+            cmd.append(f"--redis-username={self.redis_username}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -180,6 +193,29 @@ def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0, on_w
     raise TimeoutError(f"{what} not ready within {timeout_s:.0f}s")
 
 
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def ray_redis_args(url: str) -> tuple[str, str | None, str | None]:
+    """(RAY_REDIS_ADDRESS, --redis-username, --redis-password) for Ray's GCS from a Valkey URL:
+    `rediss://` keeps its scheme (Ray then speaks TLS; RAY_REDIS_CA_CERT names the CA), credentials are
+    URL-decoded."""
+    parsed = urlparse(url)
+    host_port = f"{parsed.hostname}:{parsed.port or 6379}"
+    address = f"rediss://{host_port}" if parsed.scheme == "rediss" else host_port
+    username = unquote(parsed.username) if parsed.username else None
+    password = unquote(parsed.password) if parsed.password else None
+    return address, username, password
+
+
 def serve_deploy(config: Path, dashboard_url: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address", dashboard_url],
                    check=True, env={**os.environ, **env})
@@ -194,7 +230,14 @@ def serve_failures(dashboard_url: str) -> str | None:
         apps = json.loads(body).get("applications", {})
     except ValueError:
         return None
-    failed = [f"{name}: {app.get('message', '')}" for name, app in apps.items() if app.get("status") == "DEPLOY_FAILED"]
+    failed = []
+    for name, app in apps.items():
+        if app.get("status") != "DEPLOY_FAILED":
+            continue
+        failed.append(f"{name}: {app.get('message', '')}")
+        # A replica that fails to start (e.g. a bad user_config) is explained on its deployment.
+        failed += [f"{name}/{dep}: {d.get('message', '')}" for dep, d in (app.get("deployments") or {}).items()
+                   if d.get("status") in ("DEPLOY_FAILED", "UNHEALTHY") and d.get("message")]
     return "\n".join(failed) or None
 
 
@@ -206,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valkey-port", type=int, default=int(os.environ.get("COUNCILS_VALKEY_PORT", 6389)))
     ap.add_argument("--ray-port", type=int, default=int(os.environ.get("COUNCILS_RAY_PORT", 6380)))
     ap.add_argument("--dashboard-port", type=int, default=int(os.environ.get("COUNCILS_DASHBOARD_PORT", 8265)))
+    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("COUNCILS_METRICS_PORT", 8080)),
+                    help="Prometheus metrics of the node (ray start --metrics-export-port); 0: a random port")
     ap.add_argument("--http-port", type=int, default=None,
                     help="override http_options.port of the config (default: the config's, 8000)")
     ap.add_argument("--namespace", default=os.environ.get("COUNCILS_GCS_NAMESPACE", "councils-local"),
@@ -221,16 +266,19 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"dev model: {ensure_dev_model()}")
 
+    if args.metrics_port and not port_is_free(args.metrics_port):
+        busy, args.metrics_port = args.metrics_port, free_port()
+        log(f"metrics port {busy} is taken; using {args.metrics_port} (set --metrics-port / COUNCILS_METRICS_PORT)")
+
     external = os.environ.get("COUNCILS_VALKEY_URL")
     valkey: ValkeyProcess | None = None
     if external:
         url = external
-        parsed = urlparse(url)
-        redis_address, password = f"{parsed.hostname}:{parsed.port or 6379}", parsed.password
-        log(f"external Valkey at {parsed.hostname}:{parsed.port or 6379}")
+        redis_address, username, password = ray_redis_args(url)
+        log(f"external Valkey at {redact_url(url)}")
     else:
         valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
-        url, redis_address, password = valkey.url, valkey.address, None
+        url, redis_address, username, password = valkey.url, valkey.address, None, None
         log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir})")
 
     child_env = {
@@ -242,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
                    temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
                    redis_address=redis_address, namespace=args.namespace, env=child_env,
-                   redis_password=password, num_cpus=args.num_cpus, log_path=data / "ray-head.log")
+                   redis_password=password, redis_username=username, num_cpus=args.num_cpus, log_path=data / "ray-head.log",
+                   metrics_export_port=args.metrics_port or None)
 
     stopping = False
 
@@ -263,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         head.start()
         log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
-            f"dashboard {head.dashboard_url}")
+            f"dashboard {head.dashboard_url}" + (f"; metrics {head.metrics_url}" if head.metrics_url else ""))
         wait_for(head.answers, 180, "Ray dashboard")
         serve_deploy(config_path, head.dashboard_url, child_env)
         log(f"deployed {config_path}; waiting for {ready_url}")

@@ -36,10 +36,28 @@ class ActorRegistry:
         except ValueError:
             return None
 
-    def engine(self, spec: EngineSpec):
+    def engine(self, spec: EngineSpec, actor_name: str | None = None):
+        """The engine's actor (default name `engine-<name>`; a rolled-over engine's actor has its own)."""
         from actors.engine import Engine, engine_actor_options  # vLLM is imported only where engines run
 
-        return ray.remote(Engine).options(**engine_actor_options(spec)).remote(spec.model_dump())
+        options = engine_actor_options(spec)
+        if actor_name:
+            options["name"] = actor_name
+        return ray.remote(Engine).options(**options).remote(spec.model_dump())
+
+    def engine_actor_names(self) -> list[str]:
+        """Names of the live engine actors (`engine-...`) in the councils namespace."""
+        return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                      if a.get("namespace") == NAMESPACE and a["name"].startswith("engine-"))
+
+    def named(self, actor_name: str):
+        try:
+            return ray.get_actor(actor_name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def kill(self, handle) -> None:
+        ray.kill(handle, no_restart=True)
 
     def existing_engine(self, name: str):
         try:

@@ -17,10 +17,18 @@ class FakeEngine:
         self.spec_ = spec
         self.delay_s = delay_s
         self.calls = 0
+        self.in_flight = 0
+        from actors.metrics import engine_started
+
+        engine_started(spec.get("name", "fake"))  # as the real engine does: councils_engine_restarts
 
     async def generate(self, messages, temperature: float = 0.7, max_tokens: int = 128, seed=None) -> dict:
         self.calls += 1
-        await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         text = default_response(messages, seed)
         return {"text": text, "prompt_tokens": sum(len(m["content"].split()) for m in messages),
                 "completion_tokens": len(text.split()), "finish_reason": "stop"}
@@ -32,7 +40,7 @@ class FakeEngine:
         self.delay_s = delay_s
 
     async def health(self) -> dict:
-        return {"ok": True, "pid": os.getpid(), "calls": self.calls}
+        return {"ok": True, "pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight}
 
     def spec(self) -> dict:
         return self.spec_

@@ -34,6 +34,7 @@ class LocalCluster:
         # Unix socket paths must stay short: a temp dir of our own under /tmp.
         self.temp_dir = tempfile.mkdtemp(prefix="cr-ray-", dir="/tmp")
         self.http_port = free_port()
+        self.metrics_port = free_port()
         self.head: RayHead | None = None
 
     def start(self) -> "LocalCluster":
@@ -46,7 +47,7 @@ class LocalCluster:
             env={"PYTHONPATH": str(ROOT), "COUNCILS_VALKEY_URL": self.valkey.url,
                  "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                  "RAY_SERVE_ENABLE_TASK_EVENTS": "0"},
-            num_cpus=4, log_path=self.workdir / "ray-head.log",
+            num_cpus=4, log_path=self.workdir / "ray-head.log", metrics_export_port=self.metrics_port,
         )
         self.head.start()
         wait_for(self.head.answers, 180, "Ray head")

@@ -1,0 +1,61 @@
+"""`make bench`: every benchmark, one command. Results in benchmarks/results/, the README section in
+docs/benchmarks.md.
+
+Holds the machine-wide lock (/tmp/councils-ray-tests.lock) for the whole run and runs the phases one
+after another, each in its own process, so only one engine is ever loaded and nothing competes for
+the cores:
+  inprocess  one in-process vLLM engine: fan-out, the in-process deliberation, quality
+  baselines  a vLLM OpenAI-compatible server: the original (sequential HTTP) and concurrent-HTTP designs
+  stack      the `make run` stack: Serve overhead, throughput, restore
+then `report` turns the raw runs into JSON, PNG plots and docs/benchmarks.md.
+
+    python -m benchmarks [--phases inprocess baselines stack] [--report-only]
+    COUNCILS_BENCH_QUICK=1 python -m benchmarks    # tiny settings: tries the machinery, figures meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from . import report
+from .common import ROOT, RUNS, load_run, machine_lock, save_run
+
+PHASES = ["inprocess", "baselines", "stack"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES)
+    ap.add_argument("--report-only", action="store_true", help="only rebuild JSON, plots and docs from results/runs/")
+    args = ap.parse_args()
+    failed = []
+    if not args.report_only:
+        t0 = time.time()
+        previous = load_run("suite") or {}
+        phases_s = dict(previous.get("phases_s", {})) if set(args.phases) != set(PHASES) else {}
+        with machine_lock():  # the phases see COUNCILS_BENCH_LOCK_HELD=1 and run under this lock
+            for phase in args.phases:
+                print(f"=== {phase} ===", flush=True)
+                started = time.time()
+                rc = subprocess.run([sys.executable, "-m", f"benchmarks.{phase}"], cwd=ROOT).returncode
+                phases_s[phase] = round(time.time() - started, 1)
+                print(f"=== {phase}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {phases_s[phase]:.0f}s ===",
+                      flush=True)
+                if rc != 0:
+                    failed.append(phase)
+                    (RUNS / f"{phase}.json").unlink(missing_ok=True)  # never report a stale run as this one's
+        save_run("suite", {"phases_s": phases_s, "total_s": round(sum(phases_s.values()), 1),
+                           "wall_s": round(time.time() - t0, 1), "failed": failed})
+    report.main()
+    if failed:
+        print(f"FAILED phases: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""Summarise the phases' raw runs: one JSON and one PNG per benchmark under benchmarks/results/,
+and the README section in docs/benchmarks.md (with the targets and whether each was met).
+
+    python -m benchmarks.report       # after `python -m benchmarks` (or its phases) wrote results/runs/
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, ratio, save
+
+DOC = ROOT / "docs" / "benchmarks.md"
+FIG = {"figsize": (5.2, 3.0), "dpi": 80}
+TARGETS = {"fanout_n3": 1.5, "serve_overhead": 0.10, "council_vs_original": 0.6}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9})
+    return plt
+
+
+def _savefig(fig, name: str) -> str:
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG["dpi"])
+    _plt().close(fig)
+    return f"{name}.png"
+
+
+def _bars(ax, labels, values, fmt="{:.2f}"):
+    bars = ax.bar(labels, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2"][: len(values)])
+    for b, v in zip(bars, values):
+        ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")
+    ax.margins(y=0.15)
+    return bars
+
+
+def _tps(rows: list[dict]) -> float:
+    return median([r["completion_tokens"] / r["wall_s"] for r in rows])
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+# ---------------------------------------------------------------- per benchmark
+
+
+def fanout(inproc: dict) -> dict | None:
+    f = inproc.get("fanout") if inproc else None
+    if not f:
+        return None
+    res = f["results"]
+    summary = {"max_tokens": f["max_tokens"], "reps": f["reps"], "results": res,
+               "target": f"ratio for N=3 <= {TARGETS['fanout_n3']}",
+               "n3_ratio": res.get("3", {}).get("ratio_to_n1")}
+    summary["met"] = None if summary["n3_ratio"] is None else summary["n3_ratio"] <= TARGETS["fanout_n3"]
+    save("propose_fanout", {"model": MODEL_LABEL, **summary})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIG["figsize"])
+    ns = list(res)
+    _bars(ax, [f"N={n}" for n in ns], [res[n]["median_wall_s"] for n in ns], "{:.2f} s")
+    for i, n in enumerate(ns):
+        ax.annotate(f"x{res[n]['ratio_to_n1']:.2f}", (i, res[n]["median_wall_s"] / 2), ha="center", color="white")
+    ax.set_ylabel("propose stage, median wall s")
+    ax.set_title(f"Propose fan-out on one engine ({f['max_tokens']} tokens/agent)")
+    summary["png"] = _savefig(fig, "propose_fanout")
+    return summary
+
+
+def overhead(inproc: dict, stack: dict) -> dict | None:
+    a = (inproc or {}).get("deliberation")
+    b = (stack or {}).get("overhead")
+    if not a or not b:
+        return None
+    inp, http = median([r["wall_s"] for r in a["rows"]]), median([r["wall_s"] for r in b["rows"]])
+    over = round(http / inp - 1, 3)
+    summary = {"in_process": {"rows": a["rows"], "median_wall_s": inp},
+               "serve_http": {"rows": b["rows"], "median_wall_s": http,
+                              "median_council_duration_s": median([r["council_duration_s"] for r in b["rows"]])},
+               "overhead": over, "target": f"overhead <= {TARGETS['serve_overhead']:.0%}",
+               "met": over <= TARGETS["serve_overhead"], "council": a["council"]}
+    save("serve_overhead", {"model": MODEL_LABEL, **summary})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIG["figsize"])
+    _bars(ax, ["in-process protocol", "HTTP through Serve"], [inp, http], "{:.2f} s")
+    ax.set_ylabel("full deliberation, median wall s")
+    ax.set_title(f"Serve overhead: {over:+.1%}")
+    summary["png"] = _savefig(fig, "serve_overhead")
+    return summary
+
+
+def baselines(inproc: dict, base: dict, stack: dict) -> dict | None:
+    council = (inproc or {}).get("deliberation")
+    if not base or not council:
+        return None
+    sides = {"original (sequential HTTP)": base["original"]["rows"],
+             "concurrent HTTP": base["concurrent"]["rows"],
+             "this council (in-process)": council["rows"]}
+    if stack and stack.get("overhead"):
+        sides["this council (via Serve)"] = stack["overhead"]["rows"]
+    orig = median([r["wall_s"] for r in sides["original (sequential HTTP)"]])
+    rows = {}
+    for name, rs in sides.items():
+        wall = median([r["wall_s"] for r in rs])
+        rows[name] = {"median_wall_s": wall, "ratio_to_original": ratio(wall, orig), "tokens_per_s": _tps(rs),
+                      "median_completion_tokens": median([r["completion_tokens"] for r in rs]), "rows": rs}
+    primary = rows["this council (in-process)"]["ratio_to_original"]
+    summary = {"designs": rows, "target": f"this council <= {TARGETS['council_vs_original']} x original wall time",
+               "council_ratio": primary, "met": primary <= TARGETS["council_vs_original"],
+               "server_command": base.get("server_command")}
+    if "this council (via Serve)" in rows:
+        summary["council_via_serve_ratio"] = rows["this council (via Serve)"]["ratio_to_original"]
+    save("baselines", {"model": MODEL_LABEL, **summary})
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.0))
+    labels = ["original\nseq. HTTP", "concurrent\nHTTP", "council\nin-process", "council\nvia Serve"][: len(rows)]
+    _bars(ax1, labels, [r["median_wall_s"] for r in rows.values()], "{:.1f} s")
+    ax1.set_title("deliberation wall time (median)")
+    _bars(ax2, labels, [r["tokens_per_s"] for r in rows.values()], "{:.1f}")
+    ax2.set_title("generated tokens / s")
+    summary["png"] = _savefig(fig, "baselines")
+    return summary
+
+
+def throughput(stack: dict) -> dict | None:
+    t = (stack or {}).get("throughput")
+    if not t:
+        return None
+    summary = {"by_concurrency": t}
+    save("throughput", {"model": MODEL_LABEL, **summary})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIG["figsize"])
+    cs = list(t)
+    x = range(len(cs))
+    w = 0.38
+    ax.bar([i - w / 2 for i in x], [t[c]["tokens_per_s"] for c in cs], w, label="deliberations (HTTP, 5 councils)")
+    ax.bar([i + w / 2 for i in x], [t[c]["engine_tokens_per_s"] for c in cs], w, label="engine, raw generate calls")
+    for i, c in enumerate(cs):
+        ax.annotate(f"{t[c]['deliberations_per_min']:.1f}/min\nx{t[c]['ratio_to_engine']:.2f}",
+                    (i - w / 2, t[c]["tokens_per_s"]), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(x), [f"{c} deliberations\n({t[c]['engine_concurrent_calls']} calls)" for c in cs])
+    ax.set_ylabel("generated tokens / s (median)")
+    ax.set_title("Throughput: deliberations vs the engine alone")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.margins(y=0.25)
+    summary["png"] = _savefig(fig, "throughput")
+    return summary
+
+
+def restore(stack: dict) -> dict | None:
+    r = (stack or {}).get("restore")
+    if not r:
+        return None
+    summary = dict(r)
+    acts = r["actors"]
+    ns = sorted(acts, key=int)
+    if len(ns) >= 2:
+        lo, hi = ns[0], ns[-1]
+        per = (acts[hi]["median_s"] - acts[lo]["median_s"]) / (int(hi) - int(lo))
+        summary["marginal_s_per_actor"] = round(per, 3)
+    save("restore", summary)
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.0, 3.0))
+    specs = r["spec_load"]
+    _bars(ax1, [f"{n} specs" for n in specs], [1000 * specs[n]["median_s"] for n in specs], "{:.1f} ms")
+    ax1.set_title("load council specs from Valkey")
+    _bars(ax2, [f"{n} councils" for n in ns], [acts[n]["median_s"] for n in ns], "{:.2f} s")
+    ax2.set_title("restore council actors (get-or-create + info)")
+    summary["png"] = _savefig(fig, "restore")
+    return summary
+
+
+def quality(inproc: dict) -> dict | None:
+    q = (inproc or {}).get("quality")
+    if not q:
+        return None
+    save("quality", {"model": MODEL_LABEL, **q})
+    summary = dict(q)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIG["figsize"])
+    items = [("one agent", q["single"]["winner"]), ("council winner", q["council"]["winner"]),
+             ("council majority", q["council"]["majority"])]
+    accs = [s["accuracy"] for _, s in items]
+    err = [[a - s["ci95"][0] for a, (_, s) in zip(accs, items)], [s["ci95"][1] - a for a, (_, s) in zip(accs, items)]]
+    ax.bar([n for n, _ in items], accs, yerr=err, capsize=4, color=["#4c72b0", "#55a868", "#8172b2"])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95 % Wilson CI)")
+    ax.set_title(f"Arithmetic a+b*c+d-e*f, {q['tasks']} tasks, {q['max_tokens']} tokens/generation")
+    summary["png"] = _savefig(fig, "quality")
+    return summary
+
+
+# ---------------------------------------------------------------- the README section
+
+
+def _spread(rows: list[dict]) -> str:
+    walls = [r["wall_s"] for r in rows]
+    mid = median(walls)
+    return f"{(max(walls) - min(walls)) / mid:.0%}" if mid else "n/a"
+
+
+def _quality_verdict(single: dict, council: dict) -> str:
+    overlap = single["ci95"][0] <= council["ci95"][1] and council["ci95"][0] <= single["ci95"][1]
+    text = []
+    if max(single["accuracy"], council["accuracy"]) < 0.2:
+        text.append("With a 135M-parameter model (a dequantised Q4 GGUF) on this budget both sides score near "
+                    "the floor.")
+    if overlap:
+        text.append("The two 95 % intervals overlap: on this task set the difference between one agent and the "
+                    "council is not significant; rerun with a larger model (`EngineSpec.model`) or more tasks to "
+                    "measure one.")
+    else:
+        better = "council" if council["accuracy"] > single["accuracy"] else "one agent"
+        text.append(f"The 95 % intervals do not overlap: the {better} scores higher on this task set.")
+    return " ".join(text)
+
+
+def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None) -> str:
+    from .common import machine, settings
+
+    m = (inproc or base or stack or {}).get("machine") or machine()
+    cfg = (inproc or base or stack or {}).get("settings") or settings()
+    eng = (inproc or {}).get("engine") or {}
+    png = "../benchmarks/results/"
+    out = ["## Benchmarks", ""]
+    out.append(
+        f"`make bench` (`python -m benchmarks`) runs every benchmark below in one go under the machine-wide lock "
+        f"`/tmp/councils-ray-tests.lock` (never beside a test cluster), writes one JSON per benchmark and its plot "
+        f"to `benchmarks/results/` (raw repetitions in `benchmarks/results/runs/`) and this section to "
+        f"`docs/benchmarks.md`.")
+    if suite:
+        out.append(f"The last run took **{suite['total_s'] / 60:.1f} min** "
+                   f"({', '.join(f'{k} {v:.0f} s' for k, v in suite['phases_s'].items())}).")
+    out += ["",
+            f"**Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}; "
+            f"run on {m['date']}.  ",
+            f"**Model**: {MODEL_LABEL}; max_model_len {eng.get('max_model_len', 2048)}, "
+            f"max_num_seqs {eng.get('max_num_seqs', 64)}, `VLLM_CPU_KVCACHE_SPACE=1`, the model's threads bound to "
+            f"every core. Each side of a comparison runs in the same `make bench` run, on the same model and "
+            f"settings, with the same council spec, prompts and max_tokens.  ",
+            f"**Settings**: the benchmark council is {cfg['agents']} agents, {cfg['rounds']} peer-review round "
+            f"(propose, critique, revise, score: 3 batched generation stages), **{cfg['max_tokens']} tokens per "
+            f"generation**; {cfg['reps']} timed repetitions of every deliberation (after one untimed warm-up), "
+            f"each repetition a different task from a fixed list, the same list on every side; figures are "
+            f"medians. Small figures on purpose: the whole suite must fit in 30 minutes on 2 cores.", ""]
+
+    out += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
+    f, o, b = s.get("fanout"), s.get("overhead"), s.get("baselines")
+    out.append(f"| propose fan-out, N=3 ≤ 1.5 × N=1 | "
+               + (f"{f['n3_ratio']:.2f} × | {_met(f['met'])} |" if f else "not measured | n/a |"))
+    out.append(f"| Serve overhead ≤ 10 % | "
+               + (f"{o['overhead']:+.1%} | {_met(o['met'])} |" if o else "not measured | n/a |"))
+    out.append(f"| this council ≤ 0.6 × the original design's wall time | "
+               + (f"{b['council_ratio']:.2f} × (via Serve: {b.get('council_via_serve_ratio', float('nan')):.2f} ×) "
+                  f"| {_met(b['met'])} |" if b else "not measured | n/a |"))
+    out.append("")
+
+    if f:
+        out += ["### 1. Propose fan-out", "",
+                f"The propose stage of the real protocol (`actors/protocol.py`) for N agents on one in-process "
+                f"engine, {f['max_tokens']} tokens per agent, median of {f['reps']} (`benchmarks/propose_fanout.py`). "
+                f"The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
+                "| agents | wall time | tokens generated | ratio to N=1 |", "|---|---|---|---|"]
+        for n, r in f["results"].items():
+            out.append(f"| {n} | {r['median_wall_s']:.2f} s | {r['median_completion_tokens']:.0f} | "
+                       f"{r['ratio_to_n1']:.2f} |")
+        out += ["", f"![fan-out]({png}{f['png']})", ""]
+
+    if o:
+        out += ["### 2. Serve overhead", "",
+                "A full deliberation of the benchmark council through the whole service: `POST "
+                "/v1/deliberations?wait=true` → Serve proxy → ingress replica → council actor → engine actor "
+                "(Ray calls) with a Valkey checkpoint and events after every stage, on the `make run` stack "
+                "(launcher on free ports, its own data dir). Against: the same protocol, the same council spec "
+                "and requests, called in-process on an in-process engine of the same spec (no Ray, no HTTP, no "
+                "Valkey). Wall time as the client sees it.", "",
+                "| path | median wall | |", "|---|---|---|",
+                f"| in-process protocol | {o['in_process']['median_wall_s']:.2f} s | |",
+                f"| HTTP through Serve | {o['serve_http']['median_wall_s']:.2f} s | council's own duration "
+                f"{o['serve_http']['median_council_duration_s']:.2f} s |",
+                f"| **overhead** | **{o['overhead']:+.1%}** | target ≤ 10 %: {_met(o['met'])} |", "",
+                "The two sides run on two engine instances of the same spec, loaded one after the other (only "
+                "one engine is ever loaded at a time, so they never compete for the 2 cores), so the difference "
+                "also holds run-to-run noise of CPU decoding: the repetitions of each side spread over "
+                f"{_spread(o['in_process']['rows'])} (in-process) and {_spread(o['serve_http']['rows'])} (HTTP) "
+                f"of their median. Time inside the council actor (the record's `duration_s`) against the client's "
+                f"wall time: {o['serve_http']['median_council_duration_s']:.2f} s of "
+                f"{o['serve_http']['median_wall_s']:.2f} s, so HTTP, Serve and the wait cost "
+                f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s; the rest "
+                "of the difference is inside the council: Ray calls to the engine actor, Valkey checkpoints and "
+                "events after every stage, and the engine itself.",
+                "", f"![overhead]({png}{o['png']})", ""]
+
+    if b:
+        d = b["designs"]
+        out += ["### 3. Against the original design and concurrent HTTP", "",
+                "The same protocol, council spec, requests and max_tokens, on the same model and settings:",
+                "- **original**: each agent calls a vLLM OpenAI-compatible server (`python -m "
+                "vllm.entrypoints.openai.api_server`, float32, eager, prefix caching on) over HTTP, one call "
+                "after another (propose, critique, revise), as the original orchestrator did;",
+                "- **concurrent HTTP**: the same server, all agents' calls of a stage sent at once;",
+                "- **this council**: the in-process `AsyncLLM` engine, the agents' calls of a stage batched; "
+                "and the same through the whole Serve stack (section 2).", "",
+                "| design | median wall | ratio to original | generated tokens/s | tokens per deliberation |",
+                "|---|---|---|---|---|"]
+        for name, r in d.items():
+            out.append(f"| {name} | {r['median_wall_s']:.2f} s | {r['ratio_to_original']:.2f} | "
+                       f"{r['tokens_per_s']:.1f} | {r['median_completion_tokens']:.0f} |")
+        out += ["", f"Target: this council ≤ 0.6 × the original's wall time: {b['council_ratio']:.2f} × "
+                f"— {_met(b['met'])}. The original design runs the 9 generations of a deliberation one after "
+                "another; the concurrent-HTTP design and this council run the 3 of each stage at once, and the "
+                "engine batches them (continuous batching), which on this CPU costs little more than one. "
+                f"Concurrent HTTP against this council: {d['concurrent HTTP']['ratio_to_original']:.2f} against "
+                f"{b['council_ratio']:.2f} of the original's wall time: both get the batching from vLLM, so what "
+                "this project adds over a script that calls one vLLM server concurrently is durable councils, "
+                "records and the service around them, not speed.", "",
+                f"![baselines]({png}{b['png']})", ""]
+
+    r = s.get("restore")
+    if r:
+        sl, ac, ct = r["spec_load"], r["actors"], r["constructor"]
+        big = max(sl, key=int)
+        out += ["### 4. Restore", "",
+                "What the ingress does on start (`Ingress._reconcile_once`): read every council spec from Valkey "
+                "(`Store.list_councils`), then get-or-create every council actor (`ActorRegistry.council`: "
+                "detached, named, `num_cpus=0`) and call its `info()`; each council's constructor reads its spec, "
+                "its unfinished deliberations and the live settings from Valkey. Engines are not involved "
+                "(councils look them up lazily), so engine load is excluded. Measured on the `make run` stack's "
+                "Ray cluster and Valkey, with the specs under fresh key prefixes, actors killed between repetitions.",
+                "", "| what | councils | median |", "|---|---|---|"]
+        for n, v in sl.items():
+            out.append(f"| load the specs from Valkey (`list_councils`) | {n} | {1000 * v['median_s']:.1f} ms |")
+        for n, v in ct.items():
+            out.append(f"| every council's constructor (Valkey reads), in one process, no Ray | {n} | "
+                       f"{v['total_s']:.2f} s ({v['per_council_ms']:.1f} ms each) |")
+        for n, v in ac.items():
+            out.append(f"| **restore the council actors** (get-or-create + `info()`) | {n} | **{v['median_s']:.2f} s** |")
+        out.append("")
+        per = r.get("marginal_s_per_actor")
+        rss = max(v["rss_mib_per_actor"] for v in ac.values())
+        out.append(
+            f"**1000 councils were not restored as actors**: every council actor is its own Ray worker process "
+            f"(~{rss:.0f} MiB resident each here), so 1000 would need ~{rss * 1000 / 1024:.0f} GiB, beyond this "
+            f"machine's 24 GiB, and Ray starts worker processes a few at a time on 2 cores. What was measured "
+            f"instead: the Valkey side of a {big}-council restore (the specs: {1000 * sl[big]['median_s']:.0f} ms; "
+            f"each constructor's reads: {ct[big]['per_council_ms']:.1f} ms), and actor restores of "
+            f"{' and '.join(ac)} councils"
+            + (f", whose difference gives {per:.2f} s per additional council actor on 2 cores — i.e. the restore "
+               f"time is the Ray worker start-up, not Valkey" if per is not None else "")
+            + ". On a cluster with more cores the starts run in parallel; many councils per process would need "
+              "a different actor layout (one actor hosting several councils).")
+        out += ["", f"![restore]({png}{r['png']})", ""]
+
+    t = s.get("throughput")
+    if t:
+        tt = t["by_concurrency"]
+        out += ["### 5. Throughput", "",
+                "Concurrent deliberations (`POST /v1/deliberations?wait=true`, all sent at once, spread round-robin "
+                "over the five default councils DEV, QA, ARCHITECT, DEVOPS, DATA; each 3 agents, 1 round, "
+                f"{cfg['max_tokens']} tokens per generation), median of {cfg['reps']} waves, on the `make run` stack. "
+                "Against: the engine's own throughput at the same concurrency — the same number of concurrent "
+                "raw `generate` calls the deliberations keep in flight (3 per deliberation), sent by a driver "
+                "straight to the engine actor, with prompts of the same kinds (propose, critique, revise) taken "
+                "from those deliberations, median of the same number of waves.", "",
+                "| concurrent deliberations | deliberations / min | generated tokens/s | engine alone, tokens/s "
+                "(concurrent calls) | ratio to engine |", "|---|---|---|---|---|"]
+        for c, r in tt.items():
+            out.append(f"| {c} | {r['deliberations_per_min']:.1f} | {r['tokens_per_s']:.1f} | "
+                       f"{r['engine_tokens_per_s']:.1f} ({r['engine_concurrent_calls']}) | {r['ratio_to_engine']:.2f} |")
+        out += ["", "A deliberation's stages are barriers (every critique waits for every proposal), so its calls "
+                "reach the engine in waves with idle gaps, while raw calls keep it busy; the ratio is the share of "
+                "the engine's throughput that deliberations turn into deliberation output.", "",
+                f"![throughput]({png}{t['png']})", ""]
+
+    q = s.get("quality")
+    if q:
+        sw, cw, cm = q["single"]["winner"], q["council"]["winner"], q["council"]["majority"]
+        out += ["### 6. Quality", "",
+                f"{q['tasks']} arithmetic tasks `a+b*c+d-e*f` (a..f drawn from 0..30 with seed {q['seed']}), as in "
+                "the multi-agent debate paper (Du et al., 2023), prompt: *\"What is the result of …? Make sure to "
+                "state your answer at the end of the response.\"* The answer is the last integer of the text. "
+                f"Same model, same max_tokens per generation ({q['max_tokens']}), same protocol prompts:", "",
+                "| | tasks | correct | accuracy | 95 % CI (Wilson) | answers parsed | generated tokens |",
+                "|---|---|---|---|---|---|---|",
+                f"| one agent (1-agent council, no review) | {sw['tasks']} | {sw['correct']} | {sw['accuracy']:.2f} | "
+                f"{sw['ci95'][0]:.2f}–{sw['ci95'][1]:.2f} | {sw['parsed']} | {q['single']['completion_tokens']} |",
+                f"| council, the winner it returns | {cw['tasks']} | {cw['correct']} | {cw['accuracy']:.2f} | "
+                f"{cw['ci95'][0]:.2f}–{cw['ci95'][1]:.2f} | {cw['parsed']} | {q['council']['completion_tokens']} |",
+                f"| council, majority of its final proposals | {cm['tasks']} | {cm['correct']} | {cm['accuracy']:.2f} | "
+                f"{cm['ci95'][0]:.2f}–{cm['ci95'][1]:.2f} | | (same run) |", "",
+                "What this measures: whether the protocol's critique-and-revise round and its check-based ranking "
+                "turn the same model's answers into more correct ones. The winner is ranked by the check suite "
+                "(non-empty, code parses, requirements addressed, structure), which does not look at the arithmetic, "
+                "and the protocol's prompts are written for engineering tasks, so this is a test of the protocol as "
+                "shipped, not of the debate paper's answer-sharing rounds. " + _quality_verdict(sw, cw), "",
+                f"![quality]({png}{q['png']})", ""]
+
+    h = (stack or {}).get("head_restart")
+    if h:
+        med = h["median"]
+        out += ["### Head restart to first deliberation", "",
+                f"On the same stack, the head's GCS SIGKILLed, median of {len(h['reps'])} "
+                "(`benchmarks/head_restart.py`):", "",
+                "| milestone | seconds after the kill |", "|---|---|",
+                f"| head back | {med['head_back_s']:.1f} |", f"| councils back | {med['councils_back_s']:.1f} |",
+                f"| engine ready | {med['engine_ready_s']:.1f} |",
+                f"| first successful deliberation | {med['first_deliberation_s']:.1f} |", ""]
+    return "\n".join(out)
+
+
+def main() -> dict:
+    inproc, base, stack = load_run("inprocess"), load_run("baselines"), load_run("stack")
+    suite = load_run("suite")
+    summaries = {"fanout": fanout(inproc), "overhead": overhead(inproc, stack),
+                 "baselines": baselines(inproc, base, stack), "throughput": throughput(stack),
+                 "restore": restore(stack), "quality": quality(inproc)}
+    if stack and stack.get("head_restart"):
+        save("head_restart", {"reps": stack["head_restart"]["reps"], "median": stack["head_restart"]["median"],
+                              "model": MODEL_LABEL})
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, base, stack, suite) + "\n")
+    print(f"wrote {DOC} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
+    return summaries
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Phase 3 of `make bench`: the `make run` stack (launcher: embedded Valkey, Valkey-backed Ray head,
+`serve deploy configs/local.yaml`, the real vLLM engine actor), on free ports with its own data dir.
+
+  overhead    the benchmark council (PUT /v1/councils/BENCH, the same spec phase 1 runs in-process)
+              deliberates over HTTP: POST /v1/deliberations?wait=true, same requests and max_tokens;
+  throughput  1, 4 and 16 concurrent deliberations spread round-robin over the five default councils
+              (DEV, QA, ARCHITECT, DEVOPS, DATA), then the engine's own throughput at the same
+              concurrency: the same number of concurrent raw `generate` calls (3 per deliberation: the
+              calls its stages keep in flight), made from this driver straight to the engine actor
+              with prompts of the same kinds (propose, critique, revise) taken from those deliberations;
+  restore     N council specs written under a fresh key prefix of the stack's Valkey, then the ingress's
+              reconcile, timed: Store.list_councils + get-or-create of every council actor (its real
+              constructor reads its spec, unfinished records and settings from Valkey) + its info().
+              Engines are not involved (councils resolve them lazily), so engine load is excluded.
+  head restart (optional, settings()["head_restart_reps"]) benchmarks/head_restart.py on this stack.
+
+    python -m benchmarks.stack        # writes benchmarks/results/runs/stack.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from serve_app.valkey_server import free_port
+
+from . import head_restart
+from .common import (BENCH_ROLE, TASKS, WARMUP_TASK, bench_council, bench_request, machine_lock, median,
+                     save_run, settings)
+
+DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
+
+
+def _body(request) -> dict:
+    return request.model_dump(mode="json", exclude_none=True)
+
+
+async def post_wait(client: httpx.AsyncClient, request) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    resp = await client.post("/v1/deliberations", params={"wait": "true"}, json=_body(request))
+    wall = time.perf_counter() - t0
+    if resp.status_code != 200:
+        raise RuntimeError(f"deliberation failed: {resp.status_code} {resp.text[:500]}")
+    record = resp.json()
+    assert record["status"] == "completed", record.get("error")
+    return wall, record
+
+
+def _row(wall: float, record: dict) -> dict:
+    result = record["result"]
+    return {"wall_s": round(wall, 3), "council_duration_s": round(result["duration_s"], 3),
+            "completion_tokens": result["usage"]["completion_tokens"],
+            "prompt_tokens": result["usage"]["prompt_tokens"], "winner_id": result["winner_id"]}
+
+
+# ---------------------------------------------------------------- overhead (HTTP side)
+
+
+async def overhead(client: httpx.AsyncClient, reps: int) -> dict:
+    council = bench_council()
+    resp = await client.put(f"/v1/councils/{BENCH_ROLE}", json=council.model_dump(
+        mode="json", include={"agents", "rounds", "scoring"}))
+    assert resp.status_code in (200, 201), resp.text
+    await post_wait(client, bench_request(WARMUP_TASK))  # warm-up, not timed
+    rows = []
+    for i in range(reps):
+        wall, record = await post_wait(client, bench_request(TASKS[i % len(TASKS)]))
+        rows.append(_row(wall, record))
+        print(f"HTTP deliberation {i + 1}: {wall:.2f}s (council {rows[-1]['council_duration_s']:.2f}s), "
+              f"{rows[-1]['completion_tokens']} tokens", flush=True)
+    return {"council": council.model_dump(mode="json"), "rows": rows,
+            "median_wall_s": median([r["wall_s"] for r in rows])}
+
+
+# ---------------------------------------------------------------- throughput
+
+
+async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tuple[dict, list[dict]]:
+    requests = [bench_request(TASKS[(wave * c + j) % len(TASKS)], role=DEFAULT_ROLES[j % len(DEFAULT_ROLES)])
+                for j in range(c)]
+    t0 = time.perf_counter()
+    done = await asyncio.gather(*(post_wait(client, r) for r in requests))
+    wall = time.perf_counter() - t0
+    records = [rec for _, rec in done]
+    tokens = sum(r["result"]["usage"]["completion_tokens"] for r in records)
+    return {"wall_s": round(wall, 3), "deliberations": c, "completion_tokens": tokens,
+            "deliberations_per_min": round(60 * c / wall, 2), "tokens_per_s": round(tokens / wall, 2),
+            "median_latency_s": median([w for w, _ in done])}, records
+
+
+def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float, int]]:
+    """k (messages, temperature, seed) of the kinds a deliberation makes, from finished deliberations:
+    call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3."""
+    from actors.protocol import critique_messages, propose_messages, revise_messages
+    from actors.specs import DeliberationRequest, Proposal
+
+    out = []
+    for j in range(k):
+        record = records[(j // 3) % len(records)]
+        request = DeliberationRequest.model_validate(record["request"])
+        council = bench_council(role=request.role)
+        agent = council.agents[(j // 3) % len(council.agents)]
+        proposal = record["result"]["proposals"][(j // 3) % len(record["result"]["proposals"])]
+        target = Proposal(author=proposal["author"], content=proposal["content"])
+        critique = proposal["revisions"][0]["critique"] if proposal["revisions"] else ""
+        kind = j % 3
+        if kind == 0:
+            messages = propose_messages(agent, request)
+        elif kind == 1:
+            messages = critique_messages(agent, request, target)
+        else:
+            messages = revise_messages(agent, request, target, critique)
+        out.append((messages, agent.temperature, (agent.seed or 0) + 7 * j))
+    return out
+
+
+async def engine_wave(engine, calls, max_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    outs = await asyncio.gather(*(engine.generate.remote(m, temperature=t, max_tokens=max_tokens, seed=s)
+                                  for m, t, s in calls))
+    wall = time.perf_counter() - t0
+    tokens = sum(o["completion_tokens"] for o in outs)
+    return {"wall_s": round(wall, 3), "calls": len(calls), "completion_tokens": tokens,
+            "tokens_per_s": round(tokens / wall, 2)}
+
+
+async def throughput(client: httpx.AsyncClient, engine, reps: int) -> dict:
+    s = settings()
+    out: dict = {}
+    for c in s["throughput_concurrency"]:
+        waves, records = [], []
+        for w in range(reps):
+            row, recs = await deliberation_wave(client, c, w)
+            waves.append(row)
+            records += recs
+            print(f"{c} concurrent deliberations, wave {w + 1}: {row}", flush=True)
+        k = 3 * c  # the generate calls c deliberations keep in flight (3 agents per stage)
+        calls = raw_calls(records, k)
+        await engine_wave(engine, calls[:1], s["max_tokens"])  # warm the prefixes like the councils' were
+        raw = []
+        for w in range(reps):
+            row = await engine_wave(engine, calls, s["max_tokens"])
+            raw.append(row)
+            print(f"engine, {k} concurrent generate calls, wave {w + 1}: {row}", flush=True)
+        delib_tps = median([r["tokens_per_s"] for r in waves])
+        engine_tps = median([r["tokens_per_s"] for r in raw])
+        out[str(c)] = {
+            "deliberation_waves": waves, "engine_waves": raw, "engine_concurrent_calls": k,
+            "deliberations_per_min": median([r["deliberations_per_min"] for r in waves]),
+            "tokens_per_s": delib_tps, "engine_tokens_per_s": engine_tps,
+            "ratio_to_engine": round(delib_tps / engine_tps, 3) if engine_tps else None,
+        }
+    return out
+
+
+# ---------------------------------------------------------------- restore
+
+
+def council_processes() -> list[psutil.Process]:
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::Council"):
+            procs.append(p)
+    return procs
+
+
+async def write_specs(store, n: int, tag: str) -> list[str]:
+    from actors.specs import default_council
+
+    roles = [f"R{tag}{i:04d}" for i in range(n)]
+    for role in roles:
+        await store.put_council(default_council(role, "smollm2", n_agents=3, rounds=1, max_tokens=96))
+    return roles
+
+
+async def restore(valkey_url: str) -> dict:
+    import ray
+
+    from actors.council import Council
+    from actors.store import Store
+    from serve_app.registry import ActorRegistry
+
+    s = settings()
+    out: dict = {"spec_load": {}, "constructor": {}, "actors": {}}
+    # 1. Spec load from Valkey: what the reconcile reads first (SMEMBERS + MGET + validation).
+    for n in s["restore_spec_counts"]:
+        store = Store(valkey_url, f"benchspecs{n}:")
+        await write_specs(store, n, f"S{n}X")
+        times = []
+        for _ in range(s["restore_reps"]):
+            t0 = time.perf_counter()
+            specs = await store.list_councils()
+            times.append(time.perf_counter() - t0)
+            assert len(specs) == n
+        # 2. The council constructor's Valkey work, in this process (no actor, no Ray worker):
+        #    what each restored council reads (spec, unfinished set, settings) on a fresh connection.
+        t0 = time.perf_counter()
+        for c in specs:
+            Council(c.role, valkey_url, f"benchspecs{n}:")
+        ctor = time.perf_counter() - t0
+        await store.close()
+        out["spec_load"][str(n)] = {"runs_s": [round(t, 4) for t in times], "median_s": median(times)}
+        out["constructor"][str(n)] = {"total_s": round(ctor, 3), "per_council_ms": round(1000 * ctor / n, 2)}
+        print(f"{n} specs: list_councils {median(times) * 1000:.1f} ms; {n} constructors in-process {ctor:.2f}s",
+              flush=True)
+    # 3. Actor restore: the reconcile's get-or-create + info() of every council, on the Ray cluster.
+    for n in s["restore_actor_counts"]:
+        prefix = f"benchactors{n}:"
+        store = Store(valkey_url, prefix)
+        await write_specs(store, n, f"A{n}X")
+        registry = ActorRegistry(valkey_url, prefix, 3600)
+        runs = []
+        for rep in range(s["restore_reps"]):
+            before = {p.pid for p in council_processes()}  # the stack's own councils
+            t0 = time.perf_counter()
+            specs = await store.list_councils()
+            handles = [registry.council(c.role) for c in specs]
+            infos = await asyncio.gather(*(h.info.remote() for h in handles))
+            wall = time.perf_counter() - t0
+            assert all(i["version"] == 1 for i in infos), infos
+            new = [p for p in council_processes() if p.pid not in before]
+            rss = 0.0
+            for p in new:
+                try:
+                    rss += p.memory_info().rss / 2**20
+                except psutil.NoSuchProcess:
+                    pass
+            runs.append({"wall_s": round(wall, 3), "new_council_processes": len(new),
+                         "council_rss_mib_total": round(rss, 1)})
+            print(f"restore {n} council actors, rep {rep + 1}: {runs[-1]}", flush=True)
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            await _wait_gone([c.role for c in specs], len(before))
+        await store.close()
+        per_actor_rss = [r["council_rss_mib_total"] / max(r["new_council_processes"], 1) for r in runs]
+        out["actors"][str(n)] = {"runs": runs, "median_s": median([r["wall_s"] for r in runs]),
+                                 "rss_mib_per_actor": median(per_actor_rss)}
+    return out
+
+
+async def _wait_gone(roles: list[str], baseline: int, timeout_s: float = 120) -> None:
+    """Until the killed councils' names are free and their processes have exited."""
+    import ray
+
+    from actors.council import NAMESPACE, council_actor_name
+
+    names = {council_actor_name(r) for r in roles}
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        alive = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == NAMESPACE}
+        if not names & alive and len(council_processes()) <= baseline:
+            return
+        await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------- the phase
+
+
+async def run(ports: dict[str, int], url: str) -> dict:
+    import ray
+
+    s = settings()
+    out: dict = {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as client:
+        out["overhead"] = await overhead(client, s["reps"])
+        # A driver on the stack's own cluster (started by us, explicit address), to call the engine directly.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address=f"127.0.0.1:{ports['ray']}", namespace="councils", log_to_driver=False,
+                 logging_level="warning")
+        try:
+            import valkey as valkey_sync
+
+            valkey_url = f"redis://127.0.0.1:{ports['valkey']}/0"
+            sync = valkey_sync.from_url(valkey_url, decode_responses=True)
+            actor = sync.get("councils:engine:smollm2:actor") or "engine-smollm2"
+            sync.close()
+            engine = ray.get_actor(actor, namespace="councils")
+            out["throughput"] = await throughput(client, engine, s["reps"])
+            out["restore"] = await restore(valkey_url)
+        finally:
+            ray.shutdown()  # disconnects this driver only; the cluster is the launcher's to stop
+    return out
+
+
+def main() -> None:
+    s = settings()
+    data = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+    ports = {k: free_port() for k in ("valkey", "ray", "dashboard", "http")}
+    url = f"http://127.0.0.1:{ports['http']}"
+    with machine_lock():
+        proc = head_restart.start_launcher(data, ports)
+        try:
+            ready_s = head_restart.wait_launcher_ready(proc, data)
+            print(f"stack ready in {ready_s}s (data {data})", flush=True)
+            out = asyncio.run(run(ports, url))
+            out["stack_ready_s"] = ready_s
+            if s["head_restart_reps"]:
+                rows = head_restart.measure(ports, url, s["head_restart_reps"])
+                out["head_restart"] = {"reps": rows, "median": head_restart.summarise(rows)}
+        finally:
+            head_restart.stop_launcher(proc)
+    print(f"wrote {save_run('stack', out)}")
+
+
+if __name__ == "__main__":
+    main()

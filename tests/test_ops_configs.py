@@ -1,0 +1,102 @@
+"""The deployment files load and say what operations rely on: configs/local.yaml and production.yaml
+(Serve schema + the typed builder's AppConfig + user_config), configs/kuberay-rayservice.yaml (the same
+Serve config, GCS fault tolerance on Valkey), cluster.yaml (Ray's cluster schema, GPU workers, GCS FT,
+metrics port), and docs/operations.md (every metric with its tags)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from actors import metrics
+from actors.specs import AppConfig, RuntimeSettings
+from serve_app.builder import build_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+def councils_app(serve_config: dict) -> dict:
+    ServeDeploySchema.model_validate(serve_config)  # what `serve deploy` checks first
+    (app,) = serve_config["applications"]
+    assert app["name"] == "councils" and app["import_path"] == "serve_app.builder:build_app"
+    return app
+
+
+@pytest.mark.parametrize("path", ["configs/local.yaml", "configs/production.yaml"])
+def test_serve_configs_load_through_the_typed_builder(path):
+    app = councils_app(load(path))
+    config = AppConfig.model_validate(app["args"])
+    assert build_app(config) is not None
+    (ingress,) = app["deployments"]
+    assert ingress["name"] == "Ingress"
+    RuntimeSettings.model_validate(ingress["user_config"])
+    assert config.prune_councils is False and config.valkey_url is None  # Valkey from COUNCILS_VALKEY_URL
+
+
+def test_production_config():
+    serve_config = load("configs/production.yaml")
+    assert serve_config["proxy_location"] == "EveryNode" and serve_config["http_options"]["host"] == "0.0.0.0"
+    app = councils_app(serve_config)
+    config = AppConfig.model_validate(app["args"])
+    (engine,) = config.engines
+    assert engine.backend == "vllm" and engine.model == "Qwen/Qwen3-0.6B"
+    assert engine.num_gpus == 1 and engine.enable_prefix_caching
+    assert config.default_councils.engine == engine.name
+    assert app["deployments"][0]["num_replicas"] >= 2
+
+
+def test_kuberay_rayservice_serves_the_production_config_with_gcs_fault_tolerance():
+    manifest = load("configs/kuberay-rayservice.yaml")
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
+    spec = manifest["spec"]
+    assert yaml.safe_load(spec["serveConfigV2"]) == load("configs/production.yaml")
+    cluster = spec["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray.__version__
+    ft = cluster["gcsFaultToleranceOptions"]
+    assert ft["redisAddress"]
+    assert ft["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "councils-valkey", "key": "password"}
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["metrics-export-port"] == "8080"
+    assert "redis-password" not in head["rayStartParams"]  # KubeRay sets it from gcsFaultToleranceOptions
+    (gpu,) = cluster["workerGroupSpecs"]
+    container = gpu["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    for c in (head["template"]["spec"]["containers"][0], container):
+        env = {e["name"]: e for e in c["env"]}
+        assert env["COUNCILS_VALKEY_URL"]["valueFrom"]["secretKeyRef"]["name"] == "councils-valkey"
+
+
+def test_cluster_yaml_for_ray_up():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = load("cluster.yaml")
+    validate_config(prepare_config(yaml.safe_load((ROOT / "cluster.yaml").read_text())))
+    gpu = raw["available_node_types"]["gpu_worker"]
+    assert gpu["resources"]["GPU"] >= 1 and gpu["max_workers"] >= gpu["min_workers"] >= 1
+    assert any('[gpu]"' in c and "pip install" in c for c in raw["setup_commands"])
+    env_file = " ".join(raw["initialization_commands"])
+    assert "RAY_REDIS_ADDRESS" in env_file and "COUNCILS_VALKEY_URL" in env_file
+    head = " ".join(raw["head_start_ray_commands"])
+    assert ". ~/councils.env" in head and "RAY_external_storage_namespace=" in head
+    assert "--redis-password" in head and "--num-cpus=0" in head and "--metrics-export-port=8080" in head
+    assert "--metrics-export-port=8080" in " ".join(raw["worker_start_ray_commands"])
+
+
+def test_operations_doc_names_every_metric_with_its_tags():
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for name, (kind, _desc, tags, _buckets) in metrics.DEFINITIONS.items():
+        assert name.startswith("councils_")
+        exported = f"ray_{name}_total" if kind == "counter" else f"ray_{name}"
+        row = next((line for line in doc.splitlines() if f"`{exported}" in line), None)
+        assert row is not None, f"{exported} is not documented"
+        for tag in tags:
+            assert re.search(rf"\b{tag}\b", row), f"tag {tag} of {exported} is not documented"
