@@ -267,7 +267,7 @@ class Council:
             await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
             await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: "
-                                                  f"{exc}{self.generator.why_waiting()}")
+                                                  f"{exc}{self.engines.why_waiting()}")
         except EngineUnavailable as exc:
             await self._finish(record, "failed", f"engine unavailable: {exc}")
         except asyncio.CancelledError:
