@@ -47,7 +47,7 @@ async def run() -> dict:
         fanout = await propose_fanout.measure(gen, s["fanout_agents"], s["fanout_max_tokens"], s["fanout_reps"])
         out["fanout"] = {"max_tokens": s["fanout_max_tokens"], "reps": s["fanout_reps"],
                          "results": {str(k): v for k, v in fanout.items()}}
-        rows = await deliberations(gen, s["reps"])
+        rows = await deliberations(gen, s["overhead_reps"])
         out["deliberation"] = {"council": bench_council().model_dump(mode="json"), "rows": rows,
                                "median_wall_s": median([r["wall_s"] for r in rows])}
         out["quality"] = await quality.measure(gen, s["quality_tasks"], s["quality_max_tokens"], s["quality_seed"],

