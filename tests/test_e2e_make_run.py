@@ -29,7 +29,8 @@ ROLES = {"DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"}
 class Launcher:
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.ports = {"valkey": free_port(), "ray": free_port(), "dashboard": free_port(), "http": free_port()}
+        self.ports = {"valkey": free_port(), "ray": free_port(), "dashboard": free_port(), "http": free_port(),
+                      "metrics": free_port()}
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "launcher.log"
 
@@ -49,7 +50,7 @@ class Launcher:
             [sys.executable, "-m", "serve_app.launcher", "--config", str(ROOT / "configs" / "local.yaml"),
              "--data-dir", str(self.data_dir), "--valkey-port", str(self.ports["valkey"]),
              "--ray-port", str(self.ports["ray"]), "--dashboard-port", str(self.ports["dashboard"]),
-             "--http-port", str(self.ports["http"])],
+             "--http-port", str(self.ports["http"]), "--metrics-port", str(self.ports["metrics"])],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         out.close()
