@@ -86,11 +86,21 @@ def overhead(inproc: dict, stack: dict) -> dict | None:
                "serve_http": {"rows": b["rows"], "median_wall_s": http,
                               "median_council_duration_s": median([r["council_duration_s"] for r in b["rows"]])},
                "overhead": over, "target": f"overhead <= {TARGETS['serve_overhead']:.0%}",
-               "met": over <= TARGETS["serve_overhead"], "council": a["council"]}
+               "met": over <= TARGETS["serve_overhead"], "council": a["council"],
+               "idle_cpu": stack.get("idle_cpu")}
+    nice0 = stack.get("overhead_nice0") or {}
+    if nice0.get("rows"):
+        summary["serve_http_workers_nice0"] = {**nice0, "overhead": round(nice0["median_wall_s"] / inp - 1, 3)}
+    elif nice0:
+        summary["serve_http_workers_nice0"] = nice0
     save("serve_overhead", {"model": MODEL_LABEL, **summary})
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIG["figsize"])
-    _bars(ax, ["in-process protocol", "HTTP through Serve"], [inp, http], "{:.2f} s")
+    labels, values = ["in-process\nprotocol", "HTTP through\nServe"], [inp, http]
+    if nice0.get("rows"):
+        labels.append("HTTP, Ray workers\nat nice 0 (diag.)")
+        values.append(nice0["median_wall_s"])
+    _bars(ax, labels, values, "{:.2f} s")
     ax.set_ylabel("full deliberation, median wall s")
     ax.set_title(f"Serve overhead: {over:+.1%}")
     summary["png"] = _savefig(fig, "serve_overhead")
@@ -207,6 +217,35 @@ def _spread(rows: list[dict]) -> str:
     return f"{(max(walls) - min(walls)) / mid:.0%}" if mid else "n/a"
 
 
+def _overhead_causes(o: dict) -> list[str]:
+    """What the run measured about where the overhead goes: the stack's idle CPU, and the diagnostic
+    rerun with Ray's workers at nice 0."""
+    lines = []
+    idle = o.get("idle_cpu")
+    if idle:
+        kinds = sorted(idle["by_kind"].items(), key=lambda kv: -kv[1]["cpu_pct_of_one_core"])
+        engine_nice = idle["by_kind"].get("engine", {}).get("nice")
+        lines += ["", f"While no deliberation runs, the stack's own processes use {idle['total_cpu_pct_of_one_core']:.0f} % "
+                  f"of one core (of 2), measured over {idle['seconds']:.0f} s: "
+                  + ", ".join(f"{k} {v['cpu_pct_of_one_core']:.1f} %" for k, v in kinds)
+                  + "." + (f" Ray starts its workers, the engine included, at nice {engine_nice[0]} "
+                           "(`RAY_worker_niceness`, default 15), below every other process on the machine: on 2 cores "
+                           "the engine's two OpenMP threads are preempted by anything else that runs, and one preempted "
+                           "thread stalls the other at the next barrier." if engine_nice and engine_nice[0] > 0 else "")]
+    n0 = o.get("serve_http_workers_nice0")
+    if n0 and n0.get("rows"):
+        lines += ["", f"Diagnostic, run at the end of the same stack session: the stack's Ray workers reniced to 0 "
+                  f"({n0['reniced_processes']} processes), the same HTTP deliberations ({len(n0['rows'])}): median "
+                  f"{n0['median_wall_s']:.2f} s, **{n0['overhead']:+.1%}** against in-process. "
+                  + ("Most of the overhead is the engine's lower CPU priority under Ray, not HTTP, Serve or Valkey; "
+                     "starting the head with `RAY_worker_niceness=0` (or the engine actor raising its own priority) "
+                     "is the fix to try." if n0["overhead"] < o["overhead"] / 2 else
+                     "Priority explains little of it here.")]
+    elif n0:
+        lines += ["", f"Diagnostic rerun with Ray's workers at nice 0: {n0.get('skipped')}."]
+    return lines
+
+
 def _quality_verdict(single: dict, council: dict) -> str:
     overlap = single["ci95"][0] <= council["ci95"][1] and council["ci95"][0] <= single["ci95"][1]
     text = []
@@ -297,9 +336,10 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
                 f"wall time: {o['serve_http']['median_council_duration_s']:.2f} s of "
                 f"{o['serve_http']['median_wall_s']:.2f} s, so HTTP, Serve and the wait cost "
                 f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s; the rest "
-                "of the difference is inside the council: Ray calls to the engine actor, Valkey checkpoints and "
-                "events after every stage, and the engine itself.",
-                "", f"![overhead]({png}{o['png']})", ""]
+                "of the difference is inside the council actor: its Ray calls to the engine actor, the Valkey "
+                "checkpoints and events after every stage, and the engine actor's own speed."]
+        out += _overhead_causes(o)
+        out += ["", f"![overhead]({png}{o['png']})", ""]
 
     if b:
         d = b["designs"]
@@ -319,7 +359,8 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
         out += ["", f"Target: this council ≤ 0.6 × the original's wall time: {b['council_ratio']:.2f} × "
                 f"— {_met(b['met'])}. The original design runs the 9 generations of a deliberation one after "
                 "another; the concurrent-HTTP design and this council run the 3 of each stage at once, and the "
-                "engine batches them (continuous batching), which on this CPU costs little more than one. "
+                "engine batches them (continuous batching; section 1: three proposals cost "
+                + (f"{s['fanout']['n3_ratio']:.2f}" if s.get("fanout") else "?") + " × one). "
                 f"Concurrent HTTP against this council: {d['concurrent HTTP']['ratio_to_original']:.2f} against "
                 f"{b['council_ratio']:.2f} of the original's wall time: both get the batching from vLLM, so what "
                 "this project adds over a script that calls one vLLM server concurrently is durable councils, "
@@ -351,14 +392,17 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
         out.append(
             f"**1000 councils were not restored as actors**: every council actor is its own Ray worker process "
             f"(~{rss:.0f} MiB resident each here), so 1000 would need ~{rss * 1000 / 1024:.0f} GiB, beyond this "
-            f"machine's 24 GiB, and Ray starts worker processes a few at a time on 2 cores. What was measured "
+            f"machine's 24 GiB, and Ray starts only a few worker processes at once (`worker_maximum_startup_concurrency`, "
+            f"by default tied to the node's CPU count). What was measured "
             f"instead: the Valkey side of a {big}-council restore (the specs: {1000 * sl[big]['median_s']:.0f} ms; "
             f"each constructor's reads: {ct[big]['per_council_ms']:.1f} ms), and actor restores of "
             f"{' and '.join(ac)} councils"
-            + (f", whose difference gives {per:.2f} s per additional council actor on 2 cores — i.e. the restore "
+            + (f", whose difference gives {per:.2f} s per additional council actor on 2 cores: the restore "
                f"time is the Ray worker start-up, not Valkey" if per is not None else "")
-            + ". On a cluster with more cores the starts run in parallel; many councils per process would need "
-              "a different actor layout (one actor hosting several councils).")
+            + (f" (extrapolated, not measured: ~{per * 1000 / 60:.0f} min for 1000 on this machine if memory "
+               "allowed)" if per is not None else "")
+            + ". Restoring thousands of councils would need a different actor layout (one actor hosting many "
+              "councils) rather than a faster Valkey.")
         out += ["", f"![restore]({png}{r['png']})", ""]
 
     t = s.get("throughput")
