@@ -39,7 +39,7 @@ MODEL_PREFIX = "council-"
 OWNER = "councils-on-ray"
 ANSWER_CHUNK_CHARS = 48  # the winning answer is streamed in pieces of about this size
 HEARTBEAT_S = 15.0
-WAIT_GRACE_S = 30.0  # as the ingress's wait=true: time for the council to end a deliberation past its deadline
+WAIT_GRACE_S = 30.0  # default time for the council to end a deliberation past its deadline
 TERMINAL_KINDS = sse.TERMINAL_KINDS
 RUBRIC_ROLES = ("system", "developer")
 
@@ -288,6 +288,8 @@ async def stream(ingress: "Ingress", record: DeliberationRecord, model: str, inc
 
     yield chunk({"role": "assistant", "content": ""})
     after, last_sent, finished_seen = "0-0", clock(), False
+    # As wait=true: the live setting (user_config wait_grace_s) when the ingress has one.
+    grace_s = getattr(getattr(ingress, "settings", None), "wait_grace_s", WAIT_GRACE_S)
     while True:
         entries = await store.read_events(record.id, after, block_ms=slice_ms)
         ended = False
@@ -312,7 +314,7 @@ async def stream(ingress: "Ingress", record: DeliberationRecord, model: str, inc
             if finished_seen:  # finished, but its terminal event never came: the record is the truth
                 break
             finished_seen = True
-        elif clock() > record.deadline + WAIT_GRACE_S:
+        elif clock() > record.deadline + grace_s:
             break
         if clock() - last_sent >= HEARTBEAT_S:
             yield ": heartbeat\n\n"  # an SSE comment: OpenAI's client skips it
