@@ -24,8 +24,6 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from actors.specs import (
     AGENT_ID_PATTERN,
-    LIMITS,
-    ROLE_PATTERN,
     AgentSpec,
     AppConfig,
     CouncilSpec,
