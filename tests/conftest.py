@@ -93,3 +93,20 @@ def dev_engine():
         yield host
     finally:
         host.close()
+
+
+@pytest.fixture
+def http(cluster):
+    """An HTTP client on the module's `cluster` ingress (a module may override it, e.g. to send a token)."""
+    with cluster.client() as client:
+        yield client
+
+
+@pytest.fixture
+def kv(cluster):
+    """A plain Valkey client on the module's cluster Valkey."""
+    import valkey
+
+    client = valkey.Valkey.from_url(cluster.valkey.url, decode_responses=True)
+    yield client
+    client.close()

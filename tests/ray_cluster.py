@@ -8,7 +8,7 @@ can also kill and restart the head the way a crash would.
 from __future__ import annotations
 
 import fcntl
-import os
+from contextlib import contextmanager
 import shutil
 import tempfile
 import threading
@@ -114,3 +114,61 @@ def wait_until(predicate, timeout_s: float = 60, interval: float = 0.5, what: st
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {timeout_s}s (last: {last!r})")
+
+
+ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
+
+
+def app_config(valkey_url: str, prefix: str = "councils:"):
+    from actors.specs import AppConfig
+
+    return AppConfig.model_validate({
+        "valkey_url": valkey_url,
+        "key_prefix": prefix,
+        "engines": [{"name": "fake", "model": "test-engine"}],
+        "default_councils": {"engine": "fake", "agents_per_council": 3, "rounds": 1, "max_tokens": 32},
+    })
+
+
+def start_fake_engine(delay_s: float = 0.0):
+    """The deterministic engine under the engine's actor name, before the ingress reconciles (it then finds it)."""
+    import ray
+
+    from tests.fake_engine import FakeEngine
+
+    return ray.remote(FakeEngine).options(
+        name="engine-fake", namespace="councils", lifetime="detached", max_restarts=-1,
+        max_concurrency=64, num_cpus=0, get_if_exists=True,
+    ).remote({"name": "fake"}, delay_s)
+
+
+def deploy(cluster: LocalCluster, prefix: str = "councils:") -> None:
+    from ray import serve
+
+    from serve_app.builder import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": cluster.http_port})
+    serve.run(build_app(app_config(cluster.valkey.url, prefix)), name="councils", route_prefix="/")
+    cluster.wait_ready()
+
+
+@contextmanager
+def running_cluster(workdir: Path, *, engine_delay_s: float = 0.0, supervise: bool = False, deploy_app=deploy):
+    """A started cluster, the driver connected, the test engine up and the app deployed (`deploy_app(cluster)`).
+
+    Stopped on exit, also when set-up fails: a test module never leaves a cluster behind.
+    """
+    import ray
+
+    c = LocalCluster(workdir)
+    try:
+        c.start()
+        if supervise:
+            c.supervise()
+        connect(c)
+        start_fake_engine(engine_delay_s)
+        deploy_app(c)
+        yield c
+    finally:
+        ray.shutdown()
+        c.stop()

@@ -13,8 +13,7 @@ import time
 import pytest
 import ray
 
-from tests.ray_cluster import LocalCluster, connect, wait_until
-from tests.test_ray_ingress import ROLES, deploy, start_fake_engine
+from tests.ray_cluster import ROLES, connect, running_cluster, start_fake_engine, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -23,23 +22,8 @@ STAGE_DELAY_S = 0.6  # per engine call; a 3-round deliberation runs 7 stages ≈
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("ft"))
-    try:
-        c.start()
-        c.supervise()
-        connect(c)
-        start_fake_engine(STAGE_DELAY_S)
-        deploy(c)
+    with running_cluster(tmp_path_factory.mktemp("ft"), engine_delay_s=STAGE_DELAY_S, supervise=True) as c:
         yield c
-    finally:  # also when set-up fails: never leave a cluster behind
-        ray.shutdown()
-        c.stop()
-
-
-@pytest.fixture
-def http(cluster):
-    with cluster.client() as client:
-        yield client
 
 
 def actor(cluster, name: str):

@@ -8,7 +8,6 @@ with the real `serve deploy` CLI against the test cluster's dashboard.
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
@@ -19,15 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
-import valkey
 import yaml
 
 from actors.specs import EngineSpec
 from serve_app.declarative import rolled_actor_name
 from serve_app.launcher import http_get, serve_failures
 from tests.fake_engine import FakeEngine
-from tests.ray_cluster import LocalCluster, connect, wait_until
-from tests.test_ray_ingress import ROLES, start_fake_engine
+from tests.ray_cluster import ROLES, LocalCluster, running_cluster, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -141,30 +138,12 @@ class Load:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start()
-        connect(c)
-        start_fake_engine(ENGINE_DELAY_S)
+    def deploy_v1(c: LocalCluster) -> None:
         serve_deploy(c, serve_config(c), "v1")
         c.wait_ready()
+
+    with running_cluster(tmp_path_factory.mktemp("cluster"), engine_delay_s=ENGINE_DELAY_S, deploy_app=deploy_v1) as c:
         yield c
-    finally:  # also when set-up fails: never leave a cluster behind
-        ray.shutdown()
-        c.stop()
-
-
-@pytest.fixture
-def http(cluster):
-    with cluster.client() as client:
-        yield client
-
-
-@pytest.fixture
-def kv(cluster):
-    client = valkey.Valkey.from_url(cluster.valkey.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def test_rollout_under_load_new_council_user_config_and_replica(cluster, http, kv):

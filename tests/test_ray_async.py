@@ -13,14 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import ray
-import valkey
 
 from actors.specs import Constraints, DeliberationRecord, DeliberationRequest
 from actors.store import Store
 from tests.fakes import UNPARSEABLE_ARCHITECT
-from tests.ray_cluster import LocalCluster, connect, wait_until
-from tests.test_ray_ingress import ROLES, deploy, start_fake_engine
+from tests.ray_cluster import ROLES, running_cluster, wait_until
 from tests.test_sse import parse_sse
 
 pytestmark = pytest.mark.ray
@@ -30,29 +27,8 @@ ENGINE_DELAY_S = 0.2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start()
-        connect(c)
-        start_fake_engine(ENGINE_DELAY_S)
-        deploy(c)
+    with running_cluster(tmp_path_factory.mktemp("cluster"), engine_delay_s=ENGINE_DELAY_S) as c:
         yield c
-    finally:  # also when set-up fails: never leave a cluster behind
-        ray.shutdown()
-        c.stop()
-
-
-@pytest.fixture
-def http(cluster):
-    with cluster.client() as client:
-        yield client
-
-
-@pytest.fixture
-def kv(cluster):
-    client = valkey.Valkey.from_url(cluster.valkey.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def feed(kv) -> list[tuple[str, dict]]:

@@ -21,8 +21,7 @@ from ray import serve
 from actors.specs import Limits
 from serve_app import cli
 from serve_app.app import Ingress
-from tests.ray_cluster import LocalCluster, connect, wait_until
-from tests.test_ray_ingress import ROLES, app_config, start_fake_engine
+from tests.ray_cluster import ROLES, LocalCluster, app_config, running_cluster, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -36,11 +35,8 @@ def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
     token_file = work / "api-token"
     token_file.write_text(TOKEN + "\n")
-    c = LocalCluster(work)
-    try:
-        c.start()
-        connect(c)
-        start_fake_engine()
+
+    def deploy_with_token(c: LocalCluster) -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": c.http_port})
         config = app_config(c.valkey.url).model_copy(update={"limits": LIMITS})
         app = Ingress.options(ray_actor_options={
@@ -48,10 +44,9 @@ def cluster(tmp_path_factory):
         }).bind(config.model_dump(mode="json"))
         serve.run(app, name="councils", route_prefix="/")
         c.wait_ready()
+
+    with running_cluster(work, deploy_app=deploy_with_token) as c:
         yield c
-    finally:  # also when set-up fails: never leave a cluster behind
-        ray.shutdown()
-        c.stop()
 
 
 @pytest.fixture

@@ -5,62 +5,17 @@ One cluster for the module: the ingress is deployed once and every test talks HT
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import ray
-from ray import serve
 
-from actors.specs import AppConfig
-from serve_app.builder import build_app
-from tests.fake_engine import FakeEngine
-from tests.ray_cluster import LocalCluster, connect, wait_until
+from tests.ray_cluster import ROLES, running_cluster, wait_until
 
 pytestmark = pytest.mark.ray
 
-ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
-
-
-def app_config(valkey_url: str, prefix: str = "councils:") -> AppConfig:
-    return AppConfig.model_validate({
-        "valkey_url": valkey_url,
-        "key_prefix": prefix,
-        "engines": [{"name": "fake", "model": "test-engine"}],
-        "default_councils": {"engine": "fake", "agents_per_council": 3, "rounds": 1, "max_tokens": 32},
-    })
-
-
-def start_fake_engine(delay_s: float = 0.0):
-    return ray.remote(FakeEngine).options(
-        name="engine-fake", namespace="councils", lifetime="detached", max_restarts=-1,
-        max_concurrency=64, num_cpus=0, get_if_exists=True,
-    ).remote({"name": "fake"}, delay_s)
-
-
-def deploy(cluster: LocalCluster, prefix: str = "councils:") -> None:
-    serve.start(http_options={"host": "127.0.0.1", "port": cluster.http_port})
-    serve.run(build_app(app_config(cluster.valkey.url, prefix)), name="councils", route_prefix="/")
-    cluster.wait_ready()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        c.start()
-        connect(c)
-        start_fake_engine()
-        deploy(c)
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as c:
         yield c
-    finally:  # also when set-up fails: never leave a cluster behind
-        ray.shutdown()
-        c.stop()
-
-
-@pytest.fixture
-def http(cluster):
-    with cluster.client() as client:
-        yield client
 
 
 def test_default_councils_created_with_three_agents(http):
