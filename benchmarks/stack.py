@@ -2,7 +2,8 @@
 `serve deploy configs/local.yaml`, the real vLLM engine actor), on free ports with its own data dir.
 
   overhead    the benchmark council (PUT /v1/councils/BENCH, the same spec phase 1 runs in-process)
-              deliberates over HTTP: POST /v1/deliberations?wait=true, same requests and max_tokens;
+              deliberates over HTTP (POST /v1/deliberations?wait=true), interleaved with the same protocol
+              run in this driver on the same engine actor; same requests and max_tokens;
   throughput  1, 4 and 16 concurrent deliberations spread round-robin over the five default councils
               (DEV, QA, ARCHITECT, DEVOPS, DATA), then the engine's own throughput at the same
               concurrency: the same number of concurrent raw `generate` calls (3 per deliberation: the
@@ -32,7 +33,7 @@ from serve_app.valkey_server import free_port
 
 from . import head_restart
 from .common import (BENCH_ROLE, TASKS, WARMUP_TASK, bench_council, bench_request, machine_lock, median,
-                     save_run, settings)
+                     save_run, settings, timed_deliberation)
 
 DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
@@ -59,23 +60,38 @@ def _row(wall: float, record: dict) -> dict:
             "prompt_tokens": result["usage"]["prompt_tokens"], "winner_id": result["winner_id"]}
 
 
-# ---------------------------------------------------------------- overhead (HTTP side)
+# ---------------------------------------------------------------- overhead
 
 
-async def overhead(client: httpx.AsyncClient, reps: int) -> dict:
+async def overhead(client: httpx.AsyncClient, gen, reps: int) -> dict:
+    """The benchmark council's deliberation both ways on the stack's one engine actor, interleaved
+    (task i in-process then over HTTP, or the other way round on odd i), so both sides see the same
+    engine, the same background load and the same drift:
+      in-process  this driver runs the protocol (actors/protocol.py) itself and calls the engine actor
+                  the way a council actor does (RayEngineGenerator), no Valkey;
+      HTTP        POST /v1/deliberations?wait=true: Serve proxy, ingress, council actor (Valkey checkpoint
+                  and events after every sub-stage), the same engine actor.
+    """
     council = bench_council()
     resp = await client.put(f"/v1/councils/{BENCH_ROLE}", json=council.model_dump(
         mode="json", include={"agents", "rounds", "scoring"}))
     assert resp.status_code in (200, 201), resp.text
-    await post_wait(client, bench_request(WARMUP_TASK))  # warm-up, not timed
-    rows = []
+    await post_wait(client, bench_request(WARMUP_TASK))  # warm-ups, not timed
+    await timed_deliberation(gen, council, bench_request(WARMUP_TASK))
+    rows, local = [], []
     for i in range(reps):
-        wall, record = await post_wait(client, bench_request(TASKS[i % len(TASKS)]))
-        rows.append(_row(wall, record))
-        print(f"HTTP deliberation {i + 1}: {wall:.2f}s (council {rows[-1]['council_duration_s']:.2f}s), "
-              f"{rows[-1]['completion_tokens']} tokens", flush=True)
+        request = bench_request(TASKS[i % len(TASKS)])
+        for side in (("local", "http") if i % 2 == 0 else ("http", "local")):
+            if side == "http":
+                wall, record = await post_wait(client, request)
+                rows.append(_row(wall, record))
+            else:
+                local.append(await timed_deliberation(gen, council, request))
+        print(f"deliberation {i + 1}: HTTP {rows[-1]['wall_s']:.2f}s (council {rows[-1]['council_duration_s']:.2f}s), "
+              f"in-process on the same engine {local[-1]['wall_s']:.2f}s", flush=True)
     return {"council": council.model_dump(mode="json"), "rows": rows,
-            "median_wall_s": median([r["wall_s"] for r in rows])}
+            "median_wall_s": median([r["wall_s"] for r in rows]),
+            "same_engine_in_process": {"rows": local, "median_wall_s": median([r["wall_s"] for r in local])}}
 
 
 def _kind(cmd: str) -> str:
@@ -129,26 +145,6 @@ async def idle_cpu(launcher_pid: int, seconds: float = 20) -> dict:
     total = round(sum(k["cpu_pct_of_one_core"] for k in kinds.values()), 1)
     print(f"idle stack: {total}% of one core over {seconds:.0f}s: {kinds}", flush=True)
     return {"seconds": seconds, "total_cpu_pct_of_one_core": total, "by_kind": kinds}
-
-
-async def overhead_nice0(client: httpx.AsyncClient, launcher_pid: int, reps: int) -> dict:
-    """Diagnostic, run last: the same HTTP deliberations after renicing the stack's Ray workers (engine,
-    councils, Serve) from Ray's default 15 to 0, i.e. as if RAY_worker_niceness=0. Needs the right to
-    lower a nice value (root / CAP_SYS_NICE); otherwise it is skipped and says so."""
-    reniced = 0
-    try:
-        for p in [psutil.Process(launcher_pid), *psutil.Process(launcher_pid).children(recursive=True)]:
-            if p.nice() > 0:
-                p.nice(0)
-                reniced += 1
-    except psutil.AccessDenied as exc:
-        return {"skipped": f"cannot lower nice values here: {exc}"}
-    rows = []
-    for i in range(reps):
-        wall, record = await post_wait(client, bench_request(TASKS[i % len(TASKS)]))
-        rows.append(_row(wall, record))
-        print(f"HTTP deliberation, workers at nice 0, {i + 1}: {wall:.2f}s", flush=True)
-    return {"reniced_processes": reniced, "rows": rows, "median_wall_s": median([r["wall_s"] for r in rows])}
 
 
 # ---------------------------------------------------------------- throughput
@@ -359,12 +355,12 @@ async def _wait_gone(roles: list[str], baseline: int, timeout_s: float = 120) ->
 async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
     import ray
 
+    from actors.engine_client import RayEngineGenerator
+
     s = settings()
     out: dict = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as client:
-        out["overhead"] = await overhead(client, s["overhead_reps"])
-        out["idle_cpu"] = await idle_cpu(launcher_pid)
         # A driver on the stack's own cluster (started by us, explicit address), to call the engine directly.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=f"127.0.0.1:{ports['ray']}", namespace="councils", log_to_driver=False,
@@ -377,11 +373,17 @@ async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
             actor = sync.get("councils:engine:smollm2:actor") or "engine-smollm2"
             sync.close()
             engine = ray.get_actor(actor, namespace="councils")
+
+            async def resolve(_name: str) -> str:
+                return actor
+
+            out["overhead"] = await overhead(client, RayEngineGenerator("councils", resolve=resolve),
+                                             s["overhead_reps"])
+            out["idle_cpu"] = await idle_cpu(launcher_pid)
             out["throughput"] = await throughput(client, engine)
             out["restore"] = await restore(valkey_url)
         finally:
             ray.shutdown()  # disconnects this driver only; the cluster is the launcher's to stop
-        out["overhead_nice0"] = await overhead_nice0(client, launcher_pid, s["reps"])
     return out
 
 
