@@ -21,6 +21,26 @@ EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
 DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
 DURATIONS_KEPT = 1_000  # per-role samples kept for latency percentiles
 
+# KEYS: the record, the council's active set; ARGV: record JSON, record id, max active (0: no limit).
+# 0: the id exists (a retry); 1: created; -(n + 1): not created, the council has n >= max active.
+_CREATE_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local cap = tonumber(ARGV[3])
+local active = redis.call('SCARD', KEYS[2])
+if cap > 0 and active >= cap then return -(active + 1) end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class CouncilBusy(Exception):
+    """The council has its maximum of unfinished (pending or running) deliberations."""
+
+    def __init__(self, role: str, active: int):
+        super().__init__(f"council {role} has {active} deliberations pending or running")
+        self.role, self.active = role, active
+
 
 def same_council(a: CouncilSpec, b: CouncilSpec) -> bool:
     """Same agents, rounds and scoring (role, version and times aside)."""
@@ -173,19 +193,22 @@ class Store:
         # Unfinished deliberations of one council: what a restarted council picks up.
         return self.key("active", role)
 
-    async def create_record(self, record: DeliberationRecord) -> tuple[DeliberationRecord, bool]:
-        """Write a new record as accepted, once: a retried create with the same id returns the first."""
+    async def create_record(self, record: DeliberationRecord,
+                            max_active: int | None = None) -> tuple[DeliberationRecord, bool]:
+        """Write a new record as accepted, once: a retried create with the same id returns the first.
+        With `max_active`, raise CouncilBusy instead when the council already has that many unfinished
+        deliberations; the count and the write are one atomic step, so concurrent creates never
+        overshoot the limit."""
         key = self.key("delib", record.id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(key, record.model_dump_json(), nx=True)
-            pipe.sadd(self._active_key(record.request.role), record.id)
-            created, _ = await pipe.execute()
-        if not created:
+        active = self._active_key(record.request.role)
+        outcome = await self.client.eval(_CREATE_RECORD, 2, key, active, record.model_dump_json(), record.id,
+                                         max_active or 0)
+        if int(outcome) == 0:  # a retry of an id that exists already
             existing = await self.get_record(record.id)
             assert existing is not None
-            if existing.finished:  # the index entry added above must not outlive a finished record
-                await self.client.srem(self._active_key(record.request.role), record.id)
             return existing, False
+        if int(outcome) < 0:
+            raise CouncilBusy(record.request.role, -int(outcome) - 1)
         await self.bump(f"accepted.{record.request.role}")
         return record, True
 

@@ -35,7 +35,7 @@ from actors.specs import (
 from actors import metrics
 from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
-from actors.store import Store
+from actors.store import CouncilBusy, Store
 
 from . import declarative, sse
 from .errors import ApiError, error_body, validation_message
@@ -356,10 +356,13 @@ class Ingress:
             "rounds": spec.rounds if request.rounds is None else request.rounds,
             "num_agents": request.num_agents or len(spec.agents),
         })
-        await limits.check_capacity(self.store, request.role)  # 429 beyond max_active_per_council
         record = DeliberationRecord(request=request, council_version=spec.version)
         # Durable before acknowledged: once this returns, a restarted council will find the record.
-        record, _ = await self.store.create_record(record)
+        # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
+        try:
+            record, _ = await self.store.create_record(record, max_active=limits.current().max_active_per_council)
+        except CouncilBusy as exc:
+            raise await limits.busy_error(self.store, request.role, exc.active) from None
         try:
             # Bounded: a council that is restarting must not hold the acknowledgement hostage.
             await asyncio.wait_for(self.registry.council(request.role).submit.remote(record.id), timeout=10)

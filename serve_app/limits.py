@@ -110,15 +110,13 @@ def check_role(role: str) -> str:
 
 
 # -- concurrent deliberations per council -------------------------------------------------------------
-async def check_capacity(store, role: str, limits: Limits | None = None) -> None:
-    """429 with Retry-After when the council already has max_active_per_council pending or running
-    deliberations. Checked at acceptance: two requests racing for the last slot may both get it."""
+async def busy_error(store, role: str, active: int, limits: Limits | None = None) -> ApiError:
+    """The 429, with Retry-After, for a council that has max_active_per_council pending or running
+    deliberations (`Store.create_record(..., max_active=...)` checks and writes in one atomic step)."""
     lim = limits or _current
-    active = await store.active_count(role)
-    if active >= lim.max_active_per_council:
-        raise ApiError(429, f"council {role} is busy: {active} deliberations pending or running "
-                            f"(limit {lim.max_active_per_council}); retry later",
-                       headers={"Retry-After": str(await retry_after_s(store, role))})
+    return ApiError(429, f"council {role} is busy: {active} deliberations pending or running "
+                         f"(limit {lim.max_active_per_council}); retry later",
+                    headers={"Retry-After": str(await retry_after_s(store, role))})
 
 
 async def retry_after_s(store, role: str) -> int:
