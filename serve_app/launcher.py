@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    # Also SIGINT explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps
+    # ignoring it, so `kill -INT` of a backgrounded `make run` would otherwise do nothing.
+    signal.signal(signal.SIGINT, _stop)
     config_path = Path(args.config)
     config = yaml.safe_load(config_path.read_text())
     if args.http_port is not None:  # deploy a copy of the config with the port changed, nothing else
