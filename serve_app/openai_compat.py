@@ -1,7 +1,8 @@
 """A council as an OpenAI-compatible model: `POST /v1/chat/completions`, `GET /v1/models`.
 
-Each council is the model `council-<ROLE>`. The last user message is the task, the system (or
-developer) messages are the rubric; the answer is the winning proposal and `usage` sums the tokens of
+Each council is the model `council-<ROLE>`. The last user message is the task, preceded by the
+conversation's earlier user and assistant turns that fit (newest kept first, see `with_earlier_turns`); the
+system (or developer) messages are the rubric; the answer is the winning proposal and `usage` sums the tokens of
 every agent of the deliberation. With `stream: true` the response is Server-Sent Events of
 `chat.completion.chunk` objects, as OpenAI sends them: first the assistant role, then one chunk per
 stage event of the deliberation, whose delta has no content but a `council` field (the progress), then
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Liter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from actors.protocol import TASK_CHARS
 from actors.specs import CEILING_MAX_TOKENS, CouncilSpec, DeliberationRecord, DeliberationRequest
 
 from . import limits, sse
@@ -172,13 +174,38 @@ def _text(message: ChatMessage, index: int) -> str:
     return "\n".join(texts)
 
 
+def with_earlier_turns(messages: list[ChatMessage], task_at: int, max_chars: int) -> str:
+    """The task: the last user message, after the conversation's earlier user and assistant turns so a
+    follow-up ("now add tests") is understood. The newest earlier turns that fit are kept, within
+    max_chars and within the part of the task the agents' prompts show (protocol.TASK_CHARS), so the
+    history never pushes the request itself out of the prompt; older turns are left out and the task
+    says how many. A last message that is empty or too long on its own stays alone (it is the 422)."""
+    task = _text(messages[task_at], task_at)
+    turns = [f"{m.role}: {t}" for i, m in enumerate(messages[:task_at])
+             if m.role in ("user", "assistant") and (t := _text(m, i).strip())]
+    if not turns or not task.strip():
+        return task
+    tail = f"\n\nThe request now:\n{task}"
+    budget = min(max_chars, TASK_CHARS) - len(tail) - 64  # 64: room for the heading
+    kept: list[str] = []
+    for turn in reversed(turns):
+        if sum(len(t) + 2 for t in kept) + len(turn) > budget:
+            break
+        kept.insert(0, turn)
+    if not kept:
+        return task
+    left_out = len(turns) - len(kept)
+    head = "Conversation so far" + (f" ({left_out} earlier messages left out)" if left_out else "") + ":\n"
+    return head + "\n\n".join(kept) + tail
+
+
 def to_deliberation(body: ChatCompletionRequest, role: str) -> DeliberationRequest:
     """The deliberation a chat request asks for; errors name the chat request's fields."""
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users:
         raise ApiError(422, "body.messages: at least one message with role 'user' is needed (the last one is the task)")
     task_at = users[-1]
-    task = _text(body.messages[task_at], task_at)
+    task = with_earlier_turns(body.messages, task_at, limits.current().max_task_chars)
     rubric_at = [i for i, m in enumerate(body.messages) if m.role in RUBRIC_ROLES]
     rubric = "\n\n".join(t for i in rubric_at if (t := _text(body.messages[i], i).strip()))
     constraints: dict[str, Any] = {"rubric": rubric}

@@ -198,10 +198,32 @@ def test_chat_request_maps_to_a_deliberation():
         {"role": "user", "content": [{"type": "text", "text": "Write a"}, {"type": "text", "text": "palindrome check."}]},
     ], max_completion_tokens=64, rounds=0, requirements=["handle empty strings"], metadata={"task_id": "T-9"},
         temperature=0.3, top_p=0.9, some_unknown_field=1), "DEV")
-    assert req.role == "DEV" and req.task == "Write a\npalindrome check."
+    assert req.role == "DEV" and req.task == ("Conversation so far:\nuser: first question\n\nassistant: an earlier answer"
+                                              "\n\nThe request now:\nWrite a\npalindrome check.")
     assert req.constraints.rubric == "Prefer the standard library.\n\nExplain briefly."
     assert req.max_tokens == 64 and req.rounds == 0 and req.constraints.requirements == ["handle empty strings"]
     assert req.constraints.metadata == {"task_id": "T-9"}
+
+
+def test_chat_keeps_the_newest_earlier_turns_that_fit_and_the_request_whole():
+    from actors.protocol import TASK_CHARS
+
+    limits.configure(Limits())
+    history = []
+    for i in range(40):
+        history += [{"role": "user", "content": f"question {i} " + "q" * 80},
+                    {"role": "assistant", "content": f"answer {i} " + "a" * 80}]
+    req = to_deliberation(_chat(messages=[*history, {"role": "tool", "content": "tool output"},
+                                          {"role": "user", "content": "Now add tests."}]), "DEV")
+    assert req.task.endswith("The request now:\nNow add tests.") and len(req.task) <= TASK_CHARS
+    assert "answer 39" in req.task and "question 0 " not in req.task and "tool output" not in req.task
+    left_out = int(req.task.split("(", 1)[1].split(" ", 1)[0])
+    assert 0 < left_out < 80 and req.task.count("\nuser: ") + req.task.count("\nassistant: ") == 80 - left_out
+    # A request with no earlier turns is the last message alone; an empty last message is still a 422.
+    assert to_deliberation(_chat(messages=[{"role": "user", "content": "just this"}]), "DEV").task == "just this"
+    with pytest.raises(ApiError) as exc:
+        to_deliberation(_chat(messages=[*history[:2], {"role": "user", "content": ""}]), "DEV")
+    assert exc.value.status == 422 and "body.messages.2.content" in exc.value.message
 
 
 @pytest.mark.parametrize("kw,needle", [
