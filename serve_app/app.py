@@ -7,6 +7,7 @@ number of replicas may run, and a rollout replaces them without touching a counc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -114,6 +115,16 @@ def _progress(record: DeliberationRecord) -> dict[str, Any]:
 
 def _status_code(record: DeliberationRecord) -> int:
     return {"completed": 200, "timeout": 504}.get(record.status, 503)
+
+
+def idempotent_id(role: str, key: str | None) -> str | None:
+    """The deliberation id an `Idempotency-Key` header stands for (per council), or None without one:
+    a client that retries a POST with the same key gets the same deliberation, not a second one."""
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable() or not key.isascii():
+        raise ApiError(422, "header Idempotency-Key: 1 to 255 printable ASCII characters")
+    return hashlib.sha256(f"{role}\n{key}".encode()).hexdigest()[:32]
 
 
 def check_delib_id(delib_id: str) -> str:
@@ -336,15 +347,17 @@ class Ingress:
 
     # -- deliberations ------------------------------------------------------------------------
     @api.post("/v1/deliberations")
-    async def create_deliberation(self, request: DeliberationRequest, wait: bool = Query(False)) -> JSONResponse:
-        record = await self._accept(request)
+    async def create_deliberation(self, request: DeliberationRequest, wait: bool = Query(False),
+                                  idempotency_key: str | None = Header(None, alias="Idempotency-Key")) -> JSONResponse:
+        record = await self._accept(request, idempotency_key)
         if not wait:
             return JSONResponse(self._accepted(record), status_code=202)
         record = await self._wait_finished(record)
         return JSONResponse(record.model_dump(mode="json"), status_code=_status_code(record))
 
-    async def _accept(self, request: DeliberationRequest) -> DeliberationRecord:
-        """Validate against the council, store the record (durable before acknowledged), hand it to the council."""
+    async def _accept(self, request: DeliberationRequest, idempotency_key: str | None = None) -> DeliberationRecord:
+        """Validate against the council, store the record (durable before acknowledged), hand it to the council.
+        With an Idempotency-Key, a retry returns the deliberation the first request started."""
         limits.raise_for(limits.request_errors(request))
         spec = await self._council_or_404(request.role)
         if request.num_agents is not None and request.num_agents > len(spec.agents):
@@ -357,12 +370,20 @@ class Ingress:
             "num_agents": request.num_agents or len(spec.agents),
         })
         record = DeliberationRecord(request=request, council_version=spec.version)
+        if (delib_id := idempotent_id(request.role, idempotency_key)) is not None:
+            record.id = delib_id
         # Durable before acknowledged: once this returns, a restarted council will find the record.
         # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
         try:
-            record, _ = await self.store.create_record(record, max_active=limits.current().max_active_per_council)
+            record, created = await self.store.create_record(record, max_active=limits.current().max_active_per_council)
         except CouncilBusy as exc:
             raise await limits.busy_error(self.store, request.role, exc.active) from None
+        if not created:  # the same Idempotency-Key again
+            if record.request != request:
+                raise ApiError(409, f"Idempotency-Key already used for deliberation {record.id}, with a different "
+                                    "request; use a new key for a new request")
+            if record.finished:
+                return record
         try:
             # Bounded: a council that is restarting must not hold the acknowledgement hostage.
             await asyncio.wait_for(self.registry.council(request.role).submit.remote(record.id), timeout=10)
@@ -466,7 +487,8 @@ class Ingress:
                                "content": {"text/event-stream": {}},
                                "description": "a chat.completion, or with stream=true chat.completion.chunk events"}})
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
-        return await openai_compat.chat_completions(self, body, request.is_disconnected)
+        return await openai_compat.chat_completions(self, body, request.is_disconnected,
+                                                    request.headers.get("idempotency-key"))
 
     # -- status -------------------------------------------------------------------------------
     @api.get("/v1/status")

@@ -264,12 +264,12 @@ def _ended_badly(record: DeliberationRecord) -> tuple[int, str]:
 
 
 async def chat_completions(ingress: "Ingress", body: ChatCompletionRequest,
-                           disconnected: Callable[[], Awaitable[bool]]):
+                           disconnected: Callable[[], Awaitable[bool]], idempotency_key: str | None = None):
     role = body.model[len(MODEL_PREFIX):] if body.model.startswith(MODEL_PREFIX) else ""
     if not role or not limits.role_ok(role) or await ingress.store.get_council(role) is None:
         return model_not_found(body.model)
     request = to_deliberation(body, role)
-    record = await ingress._accept(request)
+    record = await ingress._accept(request, idempotency_key)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(stream(ingress, record, body.model, include_usage, disconnected),

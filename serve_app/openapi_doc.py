@@ -51,7 +51,9 @@ SUCCESSES = {
     ("put", "/v1/councils/{role}"): {"201": "Created (200: replaced)"},
 }
 CONFLICTS = {("post", "/v1/councils/{role}/agents"), ("delete", "/v1/councils/{role}/agents/{agent_id}"),
-             ("post", "/v1/orchestrate")}
+             ("post", "/v1/orchestrate"),
+             # an Idempotency-Key already used with a different request
+             ("post", "/v1/deliberations"), ("post", "/v1/chat/completions")}
 
 
 def error_statuses(method: str, path: str) -> set[int]:

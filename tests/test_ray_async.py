@@ -208,3 +208,28 @@ def test_status_reports_per_role_figures(http):
     assert dev["duration_s"]["count"] >= 5 and 0 < dev["duration_s"]["p50"] <= dev["duration_s"]["p95"] <= dev["duration_s"]["p99"]
     assert s["by_role"]["QA"]["by_status"]["timeout"] >= 1
     assert s["by_role"]["ARCHITECT"]["orchestrations"] == {"architect": 1, "fallback": 1}
+
+
+def test_idempotency_key_retries_get_the_same_deliberation(http, kv):
+    body = {"role": "QA", "task": "Write a test plan for a login form.", "constraints": {"metadata": {"n": 1}}}
+    key = {"Idempotency-Key": f"client-retry-{time.time()}"}
+    accepted_before = http.get("/v1/status").json()["counters"].get("accepted.QA", 0)
+    first = http.post("/v1/deliberations", json=body, headers=key)
+    assert first.status_code == 202, first.text
+    delib_id = first.json()["id"]
+    # A retry while it runs, and one after it finished, both name the first deliberation.
+    again = http.post("/v1/deliberations", json=body, headers=key)
+    assert again.status_code == 202 and again.json()["id"] == delib_id
+    done = http.post("/v1/deliberations", params={"wait": "true"}, json=body, headers=key)
+    assert done.status_code == 200 and done.json()["id"] == delib_id and done.json()["status"] == "completed"
+    # Accepted and run once.
+    assert http.get("/v1/status").json()["counters"]["accepted.QA"] - accepted_before == 1
+    wait_until(lambda: any(d["id"] == delib_id for _, d in feed(kv)), 10, what="the feed event")
+    assert [k for k, d in feed(kv) if d["id"] == delib_id] == ["deliberation.completed"]
+    # The same key with another request is a conflict, and writes nothing; another council's key space is its own.
+    other = http.post("/v1/deliberations", json={**body, "task": "Something else."}, headers=key)
+    assert other.status_code == 409 and delib_id in other.json()["error"]["message"]
+    dev = http.post("/v1/deliberations", json={**body, "role": "DEV"}, headers=key)
+    assert dev.status_code == 202 and dev.json()["id"] != delib_id
+    bad = http.post("/v1/deliberations", json=body, headers={"Idempotency-Key": "x" * 300})
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.json()["error"]["message"]
