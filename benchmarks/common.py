@@ -135,6 +135,19 @@ class EngineGenerator:
             await self.engine.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed))
 
 
+async def on_bench_engine(fn):
+    """`await fn(generator)` on one in-process engine of `make run`'s spec (bench_engine_spec), loaded for
+    the call and shut down after it: how the benchmarks that run on their own get their engine."""
+    from actors.engine import Engine
+
+    engine = Engine(bench_engine_spec())
+    await engine.start()
+    try:
+        return await fn(EngineGenerator(engine))
+    finally:
+        await engine.shutdown()
+
+
 class SequentialGenerator:
     """One call at a time, in the order they were made: the original design, where each agent's
     call finishes before the next agent's starts. (asyncio.Lock is FIFO.)"""

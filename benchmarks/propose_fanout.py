@@ -13,11 +13,10 @@ import argparse
 import asyncio
 import time
 
-from actors.engine import DEV_MODEL, Engine
 from actors.protocol import deliberate
-from actors.specs import DeliberationRecord, DeliberationRequest, EngineSpec, default_council
+from actors.specs import DeliberationRecord, DeliberationRequest, default_council
 
-from .common import EngineGenerator, NullSink, machine_lock, median, save  # noqa: F401 (re-exported)
+from .common import EngineGenerator, NullSink, machine_lock, median, on_bench_engine, save
 
 TASK = "Write a Python function that merges two sorted lists into one sorted list."
 
@@ -51,12 +50,7 @@ async def measure(gen: EngineGenerator, agents: list[int], max_tokens: int, reps
 
 
 async def run(agents: list[int], max_tokens: int, reps: int) -> dict:
-    engine = Engine(EngineSpec(name="bench", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))
-    await engine.start()
-    try:
-        return await measure(EngineGenerator(engine), agents, max_tokens, reps)
-    finally:
-        await engine.shutdown()
+    return await on_bench_engine(lambda gen: measure(gen, agents, max_tokens, reps))
 
 
 def main() -> None:

@@ -22,8 +22,7 @@ import re
 import time
 from collections import Counter
 
-from .common import (EngineGenerator, NullSink, bench_council, bench_engine_spec, machine_lock, save_run, settings,
-                     wilson)
+from .common import NullSink, bench_council, machine_lock, on_bench_engine, save_run, settings, wilson
 
 PROMPT = "What is the result of {expr}? Make sure to state your answer at the end of the response."
 _INT = re.compile(r"-?\d[\d,]*")
@@ -104,14 +103,7 @@ async def measure(gen, n_tasks: int, max_tokens: int, seed: int, agents: int = 3
 
 
 async def _standalone(n_tasks: int, max_tokens: int, seed: int) -> dict:
-    from actors.engine import Engine
-
-    engine = Engine(bench_engine_spec())
-    await engine.start()
-    try:
-        return await measure(EngineGenerator(engine), n_tasks, max_tokens, seed)
-    finally:
-        await engine.shutdown()
+    return await on_bench_engine(lambda gen: measure(gen, n_tasks, max_tokens, seed))
 
 
 def main() -> None:
