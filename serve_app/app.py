@@ -486,9 +486,9 @@ class Ingress:
               responses={200: {"model": openai_compat.ChatCompletion,
                                "content": {"text/event-stream": {}},
                                "description": "a chat.completion, or with stream=true chat.completion.chunk events"}})
-    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
-        return await openai_compat.chat_completions(self, body, request.is_disconnected,
-                                                    request.headers.get("idempotency-key"))
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request,
+                               idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+        return await openai_compat.chat_completions(self, body, request.is_disconnected, idempotency_key)
 
     # -- status -------------------------------------------------------------------------------
     @api.get("/v1/status")

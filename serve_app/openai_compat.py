@@ -188,10 +188,12 @@ def with_earlier_turns(messages: list[ChatMessage], task_at: int, max_chars: int
     tail = f"\n\nThe request now:\n{task}"
     budget = min(max_chars, TASK_CHARS) - len(tail) - 64  # 64: room for the heading
     kept: list[str] = []
+    used = 0
     for turn in reversed(turns):
-        if sum(len(t) + 2 for t in kept) + len(turn) > budget:
+        if used + len(turn) > budget:
             break
         kept.insert(0, turn)
+        used += len(turn) + 2  # + the blank line that joins it to the next
     if not kept:
         return task
     left_out = len(turns) - len(kept)
