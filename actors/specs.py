@@ -41,6 +41,7 @@ CEILING_AGENTS = 64
 CEILING_ROUNDS = 10
 CEILING_MAX_TOKENS = 32_768
 CEILING_BODY_BYTES = 16 * 1024 * 1024
+CEILING_TESTS_CHARS = 20_000  # constraints.tests / sql_schema
 METADATA_MAX_CHARS = 16_000  # constraints.metadata, as JSON
 METADATA_MAX_DEPTH = 8
 
@@ -107,8 +108,10 @@ class AgentSpec(Strict):
 
 
 class ScoringSpec(Strict):
-    """Weights of the check suite; a check missing here weighs 1."""
+    """How a council judges proposals: which verifiers run (None: the role's defaults, see
+    actors/verifiers), and the weights of their checks (a check missing here weighs 1)."""
 
+    verifiers: list[str] | None = Field(None, max_length=32)
     weights: dict[str, float] = Field(default_factory=dict, max_length=64)
     min_chars: int = Field(20, ge=0)
     max_chars: int = Field(20000, ge=1)
@@ -153,6 +156,14 @@ class CouncilUpsert(Strict):
 class Constraints(Strict):
     rubric: str = Field("", max_length=CEILING_RUBRIC_CHARS)
     requirements: list[str] = Field(default_factory=list, max_length=32)
+    # What the verifiers check the artifact against (actors/verifiers): Python tests (assert lines,
+    # >>> doctest lines or pytest-style test_* functions), a JSON Schema, an SQL schema to execute on.
+    tests: str | None = Field(None, max_length=CEILING_TESTS_CHARS)
+    json_schema: dict[str, Any] | None = None
+    sql_schema: str | None = Field(None, max_length=CEILING_TESTS_CHARS)
+    # Exact-answer tasks: "integer", "number", "choice:A|B|C" or a regex with one group; the final
+    # answer is extracted from every proposal and equal answers vote together.
+    answer_format: str | None = Field(None, min_length=1, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(300, gt=0, le=3600)
 
@@ -231,33 +242,124 @@ class Completion(Strict):
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
 
 
+CheckStatus = Literal["passed", "failed", "skipped"]
+
+
 class CheckResult(Strict):
+    """One verifier check on one text. Skipped checks (not applicable: no code block, no tests...)
+    carry their reason in `message` and do not count in the score."""
+
     name: str
-    passed: bool
+    status: CheckStatus
     message: str
     weight: float = 1.0
+    # Checks that run tests report how many passed.
+    tests_passed: int | None = None
+    tests_total: int | None = None
+    duration_s: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_boolean(cls, data: Any) -> Any:
+        # Records written before checks could be skipped carry `passed: bool`.
+        if isinstance(data, dict) and "passed" in data and "status" not in data:
+            passed = data["passed"]
+            data = {k: v for k, v in data.items() if k != "passed"}
+            data["status"] = "passed" if passed else "failed"
+        return data
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
 
-class Revision(Strict):
-    round: int
-    critic: str
-    critique: str
+class Version(Strict):
+    """One text of a proposal: its author's original (round 0) or a critic's revision (round k).
+    Every version stays a candidate for the decision."""
+
+    round: int = 0
+    written_by: str
+    critique: str | None = None  # the critique a revision answers
     content: str
+    checks: list[CheckResult] = Field(default_factory=list)
+    score: float | None = None  # weighted share of passed checks among those that applied
+    answer: str | None = None  # the final answer, when the request declares answer_format
 
 
 class Proposal(Strict):
+    """Seat `author`'s line of work: its versions, and the one it stands for (`chosen`: the best
+    verified so far; a revision that fails checks its predecessor passed never displaces it)."""
+
     author: str
-    content: str
-    revisions: list[Revision] = Field(default_factory=list)
-    checks: list[CheckResult] = Field(default_factory=list)
-    score: float | None = None
+    content: str  # versions[chosen].content
+    versions: list[Version] = Field(default_factory=list)
+    chosen: int = 0
+    checks: list[CheckResult] = Field(default_factory=list)  # versions[chosen].checks
+    score: float | None = None  # versions[chosen].score
     rank: int | None = None
+    reason: str | None = None  # why it ranked where it did
     usage: Usage = Field(default_factory=Usage)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_revisions(cls, data: Any) -> Any:
+        # Records written before versions were kept: the original text is lost, the revisions are not.
+        if isinstance(data, dict) and "revisions" in data and "versions" not in data:
+            data = dict(data)
+            revisions = data.pop("revisions") or []
+            data["versions"] = [{"round": 0, "written_by": data.get("author", ""), "content": data.get("content", "")}] + [
+                {"round": r["round"], "written_by": r["critic"], "critique": r["critique"], "content": r["content"]}
+                for r in revisions]
+            data["chosen"] = len(data["versions"]) - 1
+        return data
+
+    @property
+    def current(self) -> Version:
+        return self.versions[self.chosen]
+
+
+class PeerRanking(Strict):
+    """One reviewer's ranking of the other proposals (anonymized for the reviewer), best first."""
+
+    reviewer: str
+    order: list[str]  # proposal authors, best first
+    raw: str  # the reviewer's answer as generated
+    parsed: bool  # False: the answer did not parse and `order` is the shuffled order it was shown
+
+
+class CandidateVerdict(Strict):
+    """Where one version ranked in the decision, and why."""
+
+    proposal: str  # author of the proposal line
+    version: int
+    written_by: str
+    rank: int
+    score: float | None = None
+    checks_failed: int = 0
+    tests_passed: int | None = None
+    tests_total: int | None = None
+    answer: str | None = None
+    votes: int | None = None
+    borda: float | None = None
+    reason: str
+
+
+DecidedBy = Literal["verifiers", "votes", "peer_rank", "tie_break", "only_candidate"]
 
 
 class DeliberationResult(Strict):
-    proposals: list[Proposal]  # ranked, rank 1 first
-    winner_id: str
+    proposals: list[Proposal]  # ranked, rank 1 first; each stands for its chosen version
+    winner_id: str  # author of the winning proposal
+    winner_version: int = 0
+    written_by: str | None = None  # who wrote the winning text: the author, or the critic who revised it
+    decided_by: DecidedBy | None = None
+    reason: str | None = None
+    candidates: list[CandidateVerdict] = Field(default_factory=list)  # every version, ranked
+    rankings: list[PeerRanking] = Field(default_factory=list)
     duration_s: float
     usage: Usage
 
@@ -273,6 +375,9 @@ class DeliberationRecord(Strict):
     proposals: list[Proposal] = Field(default_factory=list)
     # Critiques of the round in progress, kept between its critique and revise stages.
     pending_critiques: list[str] = Field(default_factory=list)
+    # Peer rankings, once the rank stage ran; stages skipped by early stop (every proposal verified).
+    rankings: list[PeerRanking] = Field(default_factory=list)
+    stages_skipped: list[str] = Field(default_factory=list)
     result: DeliberationResult | None = None
     error: str | None = None
     created_at: float = Field(default_factory=now)
