@@ -21,7 +21,7 @@ from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .specs import CouncilSpec, DeliberationRecord, Usage
-from .store import Store
+from .store import StaleWriter, Store
 
 log = logging.getLogger("councils.council")
 
@@ -39,15 +39,22 @@ class CouncilNotFound(Exception):
 
 
 class _StoreSink:
-    """RecordSink over the Valkey store: checkpoints and stage events (timed for the stage metric)."""
+    """RecordSink over the Valkey store: checkpoints (fenced on the runner's owner epoch of the record)
+    and stage events (timed for the stage metric)."""
 
-    def __init__(self, store: Store, role: str = ""):
+    def __init__(self, store: Store, role: str = "", epochs: dict[str, int] | None = None):
         self.store = store
         self.role = role
+        # Owner epoch of every deliberation this council runs (Council._run claims it).
+        self.epochs: dict[str, int] = {} if epochs is None else epochs
         self.stage_started: dict[tuple[str, str], float] = {}
 
     async def checkpoint(self, record: DeliberationRecord) -> None:
-        await self.store.save_record(record)
+        if record.finished:
+            # The protocol's last checkpoint (scored, status completed) is stored as in_progress with its
+            # result: Council._completed then finishes it, events and counters included, in one step.
+            record = record.model_copy(update={"status": "in_progress"})
+        await self.store.save_record(record, self.epochs[record.id])
 
     async def event(self, record: DeliberationRecord, kind: str, data: dict[str, Any]) -> None:
         await self.store.add_event(record.id, kind, data)
@@ -69,12 +76,16 @@ class Council:
                  sweep_interval_s: float = SWEEP_INTERVAL_S):
         self.role = role
         self.store = Store(valkey_url, key_prefix, record_ttl_s)
-        self.sink = _StoreSink(self.store, role)
+        self.epochs: dict[str, int] = {}  # deliberation id -> the owner epoch this council holds
+        self.sink = _StoreSink(self.store, role, self.epochs)
         # Engines by name; the actor behind a name is looked up in Valkey (it changes on a rollover).
         self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_actor)
         self.generator = metrics.MeteredGenerator(self.engines, role)
         self.tasks: dict[str, asyncio.Task] = {}
         self.sweep_interval_s = sweep_interval_s
+        # A runner holds a lease on each record it runs (renewed every sweep), so another council's
+        # sweeper leaves it alone instead of taking it over while it is alive.
+        self.lease_s = max(3 * sweep_interval_s, 1.0)
         self.sweeper: asyncio.Task | None = None
         self.retired = False
         self.started_at = time.time()
@@ -114,6 +125,8 @@ class Council:
         while True:
             await asyncio.sleep(self.sweep_interval_s)
             try:
+                for delib_id, epoch in list(self.epochs.items()):
+                    await self.store.hold_lease(delib_id, epoch, self.lease_s)
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
@@ -127,6 +140,8 @@ class Council:
 
         The tasks dict is the lock: a record this actor is running is never touched here (its own
         wait_for ends it at the deadline), and _ensure_running never starts a second task for an id.
+        A record another runner holds a live lease on is left to it; if two runners still meet, the
+        owner epoch (Store.claim_record) lets only the newest write.
         """
         if self.retired:
             return []
@@ -135,6 +150,8 @@ class Council:
             task = self.tasks.get(delib_id)
             if self.retired or (task is not None and not task.done()):
                 continue
+            if await self.store.lease_holder(delib_id) is not None:
+                continue  # another council's runner is alive and running it
             self._ensure_running(delib_id)
             adopted.append(delib_id)
         if adopted:
@@ -185,7 +202,10 @@ class Council:
         for delib_id in await self.store.active_ids(self.role):
             record = await self.store.get_record(delib_id)
             if record and not record.finished:
-                await self._finish(record, "failed", reason)
+                try:  # taken over from whichever runner has it: that one's next write is refused
+                    await self._finish(record, "failed", reason, force=True)
+                except StaleWriter:  # gone meanwhile
+                    continue
                 failed.append(delib_id)
         return failed
 
@@ -246,10 +266,25 @@ class Council:
         metrics.set_inflight(self.role, sum(1 for t in self.tasks.values() if not t.done()))
 
     async def _run(self, delib_id: str) -> None:
-        record = await self.store.get_record(delib_id)
+        try:
+            await self._run_owned(delib_id)
+        except StaleWriter as exc:
+            # Another runner took this deliberation over, or finished it: it is theirs now. Stop here.
+            log.warning("council %s: stopped running %s: %s", self.role, delib_id, exc)
+        finally:
+            self.epochs.pop(delib_id, None)
+            self.sink.forget(delib_id)
+
+    async def _run_owned(self, delib_id: str) -> None:
+        # Take ownership first: from here on every write of this record is fenced on this epoch, so a
+        # second runner (a zombie actor, another cluster during a switchover) can no longer overwrite it.
+        epoch = await self.store.claim_record(delib_id)
+        record = await self.store.get_record(delib_id) if epoch is not None else None
         if record is None or record.finished:
             await self.store.drop_active(self.role, delib_id)
             return
+        self.epochs[delib_id] = epoch
+        await self.store.hold_lease(delib_id, epoch, self.lease_s)
         if record.request.role != self.role:
             await self._finish(record, "failed", f"record belongs to council {record.request.role}, not {self.role}")
             return
@@ -265,46 +300,58 @@ class Council:
                     f" (status was {record.status}, stages done: {record.stages_done or 'none'})")
             record.council_version = record.council_version or spec.version
             await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
+            if record.result is None:
+                raise RuntimeError("the protocol ended without a result")
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
             await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: "
                                                   f"{exc}{self.engines.why_waiting()}")
         except EngineUnavailable as exc:
             await self._finish(record, "failed", f"engine unavailable: {exc}")
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StaleWriter):
             raise
         except Exception as exc:  # a bug or a bad engine answer: the record must still end
             log.exception("deliberation %s failed", delib_id)
             await self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
         else:
-            # Outside the handlers above: the record is saved as completed, and an error while
-            # announcing it must not turn it into a failure. (SSE clients still get an end: the
-            # stream synthesizes one from the finished record.)
+            # Outside the handlers above: the result is checkpointed, and an error while finishing must not
+            # turn it into a failure. If the finish did not get through, the record stays in the active set
+            # with its result, and the next run (sweep, restart) only finishes it.
             try:
                 await self._completed(record)
+            except StaleWriter:
+                raise
             except Exception:
-                log.exception("deliberation %s completed, but its completion events were not written", delib_id)
+                log.exception("deliberation %s: result checkpointed, finishing it failed; the sweeper retries",
+                              delib_id)
 
     async def _completed(self, record: DeliberationRecord) -> None:
+        """Finish a record that has its result: record, terminal stage event and feed entry in one step."""
         result = record.result
         assert result is not None
-        metrics.deliberation_finished(self.role, "completed", result.duration_s)
-        # The protocol already saved the completed record; the terminal stage event, then the feed.
-        await self.store.add_event(record.id, "completed", {"status": "completed", "winner_id": result.winner_id,
-                                                             "score": result.proposals[0].score}, final=True)
-        await self.store.publish("deliberation.completed", self._outcome(record))
+        record.status = "completed"  # also for a record resumed after its result was checkpointed
+        record.finished_at = record.finished_at or time.time()
+        done = await self.store.finish_record(
+            record, self.epochs[record.id],
+            terminal=("completed", {"status": "completed", "winner_id": result.winner_id,
+                                    "score": result.proposals[0].score}),
+            feed=("deliberation.completed", self._outcome(record)))
+        if done:
+            metrics.deliberation_finished(self.role, "completed", result.duration_s)
 
-    async def _finish(self, record: DeliberationRecord, status: str, error: str) -> None:
-        """End a record as failed or timeout: save it, then its terminal stage event, then the feed
-        (a timeout is published as deliberation.failed with status timeout)."""
+    async def _finish(self, record: DeliberationRecord, status: str, error: str, *, force: bool = False) -> None:
+        """End a record as failed or timeout, in one step with its terminal stage event and its feed entry
+        (a timeout is published as deliberation.failed with status timeout). Fenced on this council's
+        epoch of the record; `force` (retire) takes the record over from whoever runs it instead."""
         record.status = status  # type: ignore[assignment]
         record.error = error
         record.finished_at = time.time()
-        await self.store.save_record(record)
+        done = await self.store.finish_record(record, None if force else self.epochs[record.id],
+                                              terminal=(status, {"status": status, "error": error}),
+                                              feed=("deliberation.failed", self._outcome(record)))
         self.sink.forget(record.id)
-        metrics.deliberation_finished(self.role, status,
-                                      record.finished_at - (record.started_at or record.created_at))
-        await self.store.add_event(record.id, status, {"status": status, "error": error}, final=True)
-        await self.store.publish("deliberation.failed", self._outcome(record))
+        if done:
+            metrics.deliberation_finished(self.role, status,
+                                          record.finished_at - (record.started_at or record.created_at))
 
     def _outcome(self, record: DeliberationRecord) -> dict[str, Any]:
         """The payload of deliberation.completed / deliberation.failed on <prefix>events."""

@@ -1,7 +1,14 @@
 """Valkey: the source of truth for councils, engines, deliberation records and events.
 
-Every write that touches more than one key goes through a MULTI/EXEC transaction, so a
-crash never leaves half a council or a record without its index entry.
+Every write that touches more than one key goes through a MULTI/EXEC transaction or one Lua script,
+so a crash never leaves half a council or a record without its index entry.
+
+Deliberation records are fenced: a runner takes ownership of a record (`claim_record` bumps its owner
+epoch, `<prefix>delib:<id>:owner`) and every later write of it is a compare-and-set on that epoch, so
+of two runners of one deliberation (a zombie actor, a KubeRay switchover) only the newest writes; the
+other gets StaleWriter and stops. A finished record is immutable, and finishing it (record, TTL,
+active-set removal, terminal stage event, `councils:events` entry, stats, durations) is one script:
+one completion event per deliberation, and a retried finish counts nothing twice.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
 DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
 DURATIONS_KEPT = 1_000  # per-role samples kept for latency percentiles
 
-# KEYS: the record, the council's active set; ARGV: record JSON, record id, max active (0: no limit).
-# 0: the id exists (a retry); 1: created; -(n + 1): not created, the council has n >= max active.
+# KEYS: the record, the council's active set, stats; ARGV: record JSON, record id, max active (0: no limit),
+# the `accepted.<ROLE>` counter. 0: the id exists (a retry); 1: created (and counted);
+# -(n + 1): not created, the council has n >= max active.
 _CREATE_RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local cap = tonumber(ARGV[3])
@@ -30,8 +38,87 @@ local active = redis.call('SCARD', KEYS[2])
 if cap > 0 and active >= cap then return -(active + 1) end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
 return 1
 """
+
+# Is a stored record (JSON) finished? Shared by the scripts below.
+_FINISHED_LUA = """
+local function finished(raw)
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or type(rec) ~= 'table' then return false end
+  local s = rec['status']
+  return s == 'completed' or s == 'failed' or s == 'timeout'
+end
+"""
+
+# KEYS: record, owner. Take ownership of an unfinished record: the new owner epoch, or
+# -1: no such record (expired, never written); -2: finished (immutable, nothing to run).
+_CLAIM_RECORD = _FINISHED_LUA + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return -1 end
+if finished(raw) then return -2 end
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS: record, owner; ARGV: record JSON, epoch ('' : take ownership now).
+# {1, epoch}: written; {-1, owner}: a newer owner holds it; {-2, owner}: gone; {-3, owner}: finished.
+_CHECKPOINT_RECORD = _FINISHED_LUA + """
+local owner = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[2] ~= '' and owner ~= tonumber(ARGV[2]) then return {-1, owner} end
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {-2, owner} end
+if finished(raw) then return {-3, owner} end
+if ARGV[2] == '' then owner = redis.call('INCR', KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, owner}
+"""
+
+# KEYS: record, owner, active set, stage events, councils:events, stats, durations.
+# ARGV: record JSON, epoch ('' : take ownership now), TTL, id, terminal kind, terminal data ('' : none),
+#       feed kind, feed data ('' : none), duration ('' : none), durations kept, events maxlen, feed maxlen,
+#       then stats field/increment pairs.
+# {1, epoch}: finished now; {0, owner}: it was finished already (a retry: nothing written, nothing counted);
+# {-1, owner}: a newer owner holds it; {-2, owner}: gone.
+_FINISH_RECORD = _FINISHED_LUA + """
+local owner = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[2] ~= '' and owner ~= tonumber(ARGV[2]) then return {-1, owner} end
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {-2, owner} end
+if finished(raw) then return {0, owner} end
+if ARGV[2] == '' then owner = redis.call('INCR', KEYS[2]) end
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('SREM', KEYS[3], ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'kind', ARGV[5], 'data', ARGV[6])
+end
+redis.call('EXPIRE', KEYS[4], ttl)
+if ARGV[8] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], '*', 'kind', ARGV[7], 'data', ARGV[8])
+end
+for i = 13, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[6], ARGV[i], tonumber(ARGV[i + 1]))
+end
+if ARGV[9] ~= '' then
+  redis.call('LPUSH', KEYS[7], ARGV[9])
+  redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[10]) - 1)
+end
+return {1, owner}
+"""
+
+
+class StaleWriter(Exception):
+    """A write of a deliberation record by a runner that no longer owns it: a newer runner took it over,
+    or it is finished (immutable) or gone. The runner must stop; the record is someone else's now."""
+
+    def __init__(self, delib_id: str, epoch: int | None, owner: int, reason: str):
+        super().__init__(f"deliberation {delib_id}: write as owner {epoch} refused: {reason} (owner is {owner})")
+        self.delib_id, self.epoch, self.owner, self.reason = delib_id, epoch, owner, reason
+
+
+_REFUSED = {-1: "a newer runner owns it", -2: "the record is gone", -3: "the record is finished"}
 
 
 class CouncilBusy(Exception):
@@ -201,41 +288,85 @@ class Store:
         overshoot the limit."""
         key = self.key("delib", record.id)
         active = self._active_key(record.request.role)
-        outcome = await self.client.eval(_CREATE_RECORD, 2, key, active, record.model_dump_json(), record.id,
-                                         max_active or 0)
+        outcome = await self.client.eval(_CREATE_RECORD, 3, key, active, self.key("stats"), record.model_dump_json(),
+                                         record.id, max_active or 0, f"accepted.{record.request.role}")
         if int(outcome) == 0:  # a retry of an id that exists already
             existing = await self.get_record(record.id)
             assert existing is not None
             return existing, False
         if int(outcome) < 0:
             raise CouncilBusy(record.request.role, -int(outcome) - 1)
-        await self.bump(f"accepted.{record.request.role}")
         return record, True
 
     async def get_record(self, delib_id: str) -> DeliberationRecord | None:
         raw = await self.client.get(self.key("delib", delib_id))
         return DeliberationRecord.model_validate_json(raw) if raw else None
 
-    async def save_record(self, record: DeliberationRecord) -> None:
-        """Checkpoint a record. A finished record leaves the active index and gets its TTL."""
+    def _owner_key(self, delib_id: str) -> str:
+        return self.key("delib", delib_id, "owner")
+
+    async def claim_record(self, delib_id: str) -> int | None:
+        """Take ownership of an unfinished record: its new owner epoch, which every later write of this
+        runner passes. None when there is nothing to run (no such record, or it is finished)."""
+        epoch = int(await self.client.eval(_CLAIM_RECORD, 2, self.key("delib", delib_id), self._owner_key(delib_id)))
+        return epoch if epoch > 0 else None
+
+    async def record_owner(self, delib_id: str) -> int:
+        return int(await self.client.get(self._owner_key(delib_id)) or 0)
+
+    async def hold_lease(self, delib_id: str, epoch: int, ttl_s: float) -> None:
+        """Say "owner `epoch` is alive and running this record" for ttl_s (renewed while it runs)."""
+        await self.client.set(self.key("delib", delib_id, "lease"), epoch, px=max(int(ttl_s * 1000), 1))
+
+    async def lease_holder(self, delib_id: str) -> int | None:
+        raw = await self.client.get(self.key("delib", delib_id, "lease"))
+        return int(raw) if raw is not None else None
+
+    async def save_record(self, record: DeliberationRecord, epoch: int | None = None) -> None:
+        """Checkpoint an unfinished record as owner `epoch` (None: take ownership now, for a one-off writer).
+        Raises StaleWriter if a newer runner owns it or it is finished or gone. A finished record goes
+        through finish_record (without stage or feed events)."""
+        if record.finished:
+            await self.finish_record(record, epoch)
+            return
         record.updated_at = time.time()
-        key = self.key("delib", record.id)
+        code, owner = await self.client.eval(_CHECKPOINT_RECORD, 2, self.key("delib", record.id),
+                                              self._owner_key(record.id), record.model_dump_json(),
+                                              "" if epoch is None else str(epoch))
+        if int(code) < 0:
+            raise StaleWriter(record.id, epoch, int(owner), _REFUSED[int(code)])
+
+    async def finish_record(self, record: DeliberationRecord, epoch: int | None = None, *,
+                            terminal: tuple[str, dict[str, Any]] | None = None,
+                            feed: tuple[str, dict[str, Any]] | None = None) -> bool:
+        """Finish a record as owner `epoch` (None: take ownership now), in one atomic script: the record
+        with its TTL, out of the active set, the `terminal` stage event, the `feed` entry on councils:events,
+        the stats counters and the duration sample. True if this call finished it; False if it was
+        finished already (a retried call: nothing is written or counted again). Raises StaleWriter if a
+        newer runner owns it or it is gone."""
+        assert record.finished, record.status
+        record.updated_at = time.time()
         role = record.request.role
-        async with self.client.pipeline(transaction=True) as pipe:
-            if record.finished:
-                pipe.set(key, record.model_dump_json(), ex=self.record_ttl_s)
-                pipe.srem(self._active_key(role), record.id)
-                pipe.expire(self.key("delib", record.id, "events"), self.record_ttl_s)
-                pipe.hincrby(self.key("stats"), f"deliberations.{role}.{record.status}", 1)
-                if record.result is not None:
-                    usage = record.result.usage
-                    pipe.hincrby(self.key("stats"), f"tokens.{role}.prompt", usage.prompt_tokens)
-                    pipe.hincrby(self.key("stats"), f"tokens.{role}.completion", usage.completion_tokens)
-                    pipe.lpush(self.key("durations", role), f"{record.result.duration_s:.3f}")
-                    pipe.ltrim(self.key("durations", role), 0, DURATIONS_KEPT - 1)
-            else:
-                pipe.set(key, record.model_dump_json())
-            await pipe.execute()
+        counters = {f"deliberations.{role}.{record.status}": 1}
+        duration = ""
+        if record.result is not None:
+            usage = record.result.usage
+            counters[f"tokens.{role}.prompt"] = usage.prompt_tokens
+            counters[f"tokens.{role}.completion"] = usage.completion_tokens
+            duration = f"{record.result.duration_s:.3f}"
+        keys = [self.key("delib", record.id), self._owner_key(record.id), self._active_key(role),
+                self.key("delib", record.id, "events"), self.key("events"), self.key("stats"),
+                self.key("durations", role)]
+        args = [record.model_dump_json(), "" if epoch is None else str(epoch), self.record_ttl_s, record.id,
+                terminal[0] if terminal else "", json.dumps(terminal[1]) if terminal else "",
+                feed[0] if feed else "", json.dumps(feed[1]) if feed else "",
+                duration, DURATIONS_KEPT, DELIB_EVENTS_MAXLEN, EVENTS_MAXLEN]
+        for field, by in counters.items():
+            args += [field, by]
+        code, owner = await self.client.eval(_FINISH_RECORD, len(keys), *keys, *args)
+        if int(code) < 0:
+            raise StaleWriter(record.id, epoch, int(owner), _REFUSED[int(code)])
+        return int(code) == 1
 
     async def active_ids(self, role: str) -> list[str]:
         return sorted(await self.client.smembers(self._active_key(role)))

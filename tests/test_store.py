@@ -126,3 +126,168 @@ async def test_record_survives_valkey_restart_from_aof(tmp_path):
     finally:
         await store.close()
         server.stop()
+
+
+# -- fenced writes and atomic completion (issue 16) ---------------------------------------------------
+def _record(role: str = "DEV", task: str = "Reverse a list.") -> DeliberationRecord:
+    return DeliberationRecord(request=DeliberationRequest(role=role, task=task))
+
+
+async def _feed(store, delib_id: str) -> list[str]:
+    import json
+
+    return [f["kind"] for _, f in await store.client.xrange(store.key("events"))
+            if json.loads(f["data"])["id"] == delib_id]
+
+
+async def _terminal_events(store, delib_id: str) -> list[str]:
+    return [k for _, k, _ in await store.read_events(delib_id, count=10_000)
+            if k in ("completed", "failed", "timeout")]
+
+
+async def test_a_stale_owner_gets_an_error_and_a_finished_record_is_immutable(store):
+    import pytest
+
+    from actors.store import StaleWriter
+
+    rec = _record()
+    await store.create_record(rec)
+    first = await store.claim_record(rec.id)
+    second = await store.claim_record(rec.id)  # a second runner takes the deliberation over
+    assert second > first
+    rec.status, rec.stages_done = "in_progress", ["propose"]
+    with pytest.raises(StaleWriter, match="a newer runner owns it"):
+        await store.save_record(rec, first)
+    assert (await store.get_record(rec.id)).stages_done == []  # nothing of the stale write landed
+    await store.save_record(rec, second)
+    failed = rec.model_copy(update={"status": "failed", "error": "boom"})
+    with pytest.raises(StaleWriter):  # a stale runner cannot finish it either
+        await store.finish_record(failed, first, terminal=("failed", {}), feed=("deliberation.failed", {"id": rec.id}))
+    assert await store.finish_record(failed, second, terminal=("failed", {}),
+                                     feed=("deliberation.failed", {"id": rec.id}))
+    # A late in_progress checkpoint after the finish, by the owner itself or a one-off writer: refused.
+    late = rec.model_copy(update={"stages_done": ["propose", "critique-1"]})
+    for epoch in (second, None):
+        with pytest.raises(StaleWriter, match="the record is finished"):
+            await store.save_record(late, epoch)
+    stored = await store.get_record(rec.id)
+    assert stored.status == "failed" and stored.stages_done == ["propose"]
+    assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+    assert await store.active_ids("DEV") == []
+    assert await store.claim_record(rec.id) is None  # nothing left to run
+
+
+async def test_a_retried_finish_writes_one_event_and_counts_once(store):
+    from actors.specs import DeliberationResult, Proposal, Usage
+
+    rec = _record()
+    await store.create_record(rec)
+    epoch = await store.claim_record(rec.id)
+    rec.status = "completed"
+    rec.result = DeliberationResult(proposals=[Proposal(author="a1", content="x", score=0.5, rank=1)],
+                                    winner_id="a1", duration_s=1.25,
+                                    usage=Usage(prompt_tokens=10, completion_tokens=4))
+    outcomes = [await store.finish_record(rec, epoch, terminal=("completed", {"status": "completed"}),
+                                          feed=("deliberation.completed", {"id": rec.id})) for _ in range(3)]
+    assert outcomes == [True, False, False]
+    assert await _feed(store, rec.id) == ["deliberation.completed"]
+    assert await _terminal_events(store, rec.id) == ["completed"]
+    stats = await store.stats()
+    assert stats["deliberations.DEV.completed"] == 1 and stats["accepted.DEV"] == 1
+    assert stats["tokens.DEV.prompt"] == 10 and stats["tokens.DEV.completion"] == 4
+    assert await store.durations("DEV") == [1.25]
+    assert 0 < await store.client.ttl(store.key("delib", rec.id, "events")) <= 60
+
+
+class _InProcessCouncil:
+    """A council actor's class hosted in-process on the fake generator (as in test_council_async.py)."""
+
+    def __init__(self, url: str, prefix: str, **generator):
+        from actors.council import Council
+        from tests.fakes import FakeGenerator
+
+        self.council = Council("DEV", url, prefix, record_ttl_s=60, sweep_interval_s=0.05)
+        self.council.generator = FakeGenerator(**generator)
+
+    async def close(self) -> None:
+        c = self.council
+        c.retired = True
+        for task in [c.sweeper, *c.tasks.values()]:
+            if task is not None:
+                task.cancel()
+        await asyncio.sleep(0.05)
+        await c.store.close()
+
+
+async def test_two_runners_of_one_deliberation_finish_it_once(valkey_server, key_prefix, store):
+    """A zombie council (slowed) and a second one (a switchover) run the same id: the record ends finished
+    with its TTL, one completion event, counters incremented once, and the stale runner stops."""
+    await store.put_council(default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=32))
+    slow = _InProcessCouncil(valkey_server.url, key_prefix, delay=0.3)
+    fast = _InProcessCouncil(valkey_server.url, key_prefix)
+    rec = _record()
+    await store.create_record(rec)
+    try:
+        await slow.council.submit(rec.id)
+        slow_task = slow.council.tasks[rec.id]
+        while (await store.get_record(rec.id)).status != "in_progress":
+            await asyncio.sleep(0.01)
+        done = await fast.council.deliberate(rec.id)
+        assert done["status"] == "completed"
+        await asyncio.wait_for(asyncio.shield(slow_task), 10)  # the slowed runner stops at its next write
+        assert slow_task.exception() is None
+        assert len(slow.council.generator.calls) < len(fast.council.generator.calls)
+        final = await store.get_record(rec.id)
+        assert final.status == "completed"
+        assert final.model_dump(mode="json") == done
+        assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+        assert await store.active_ids("DEV") == []
+        assert await _feed(store, rec.id) == ["deliberation.completed"]
+        assert await _terminal_events(store, rec.id) == ["completed"]
+        stats = await store.stats()
+        assert stats["deliberations.DEV.completed"] == 1 and stats["accepted.DEV"] == 1
+        assert stats["tokens.DEV.completion"] == final.result.usage.completion_tokens
+        assert len(await store.durations("DEV")) == 1
+    finally:
+        await slow.close()
+        await fast.close()
+
+
+async def test_a_crash_between_result_and_completion_still_publishes_once(valkey_server, key_prefix, store):
+    """The runner dies right after checkpointing the result (before the completion event): the restarted
+    council finds the record unfinished, finishes it, and publishes exactly one completion event."""
+    await store.put_council(default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=32))
+    crashing = _InProcessCouncil(valkey_server.url, key_prefix)
+    sink_event = crashing.council.sink.event
+
+    async def crash_after_score(record, kind, data):
+        await sink_event(record, kind, data)
+        if kind == "stage.completed" and data.get("stage") == "score":
+            raise asyncio.CancelledError  # the process is gone: nothing after this runs
+
+    crashing.council.sink.event = crash_after_score
+    rec = _record()
+    await store.create_record(rec)
+    restarted = None
+    try:
+        await crashing.council.submit(rec.id)
+        task = crashing.council.tasks[rec.id]
+        await asyncio.gather(task, return_exceptions=True)
+        await crashing.close()
+        restarted = _InProcessCouncil(valkey_server.url, key_prefix)  # its constructor reads the active set
+        await restarted.council.resume_unfinished()
+        for _ in range(500):
+            if await _feed(store, rec.id):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # a few sweeps more
+        final = await store.get_record(rec.id)
+        assert final.status == "completed" and final.result is not None
+        assert await _feed(store, rec.id) == ["deliberation.completed"]
+        assert await _terminal_events(store, rec.id) == ["completed"]
+        assert (await store.stats())["deliberations.DEV.completed"] == 1
+        assert restarted.council.generator.calls == []  # nothing ran again: the result was durable
+        assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+    finally:
+        if restarted is not None:
+            await restarted.close()
