@@ -20,8 +20,8 @@ from . import metrics
 from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
-from .specs import CouncilSpec, DeliberationRecord, Usage
-from .store import StaleWriter, Store
+from .specs import CouncilSpec, DeliberationRecord
+from .store import StaleWriter, Store, feed_entry
 
 log = logging.getLogger("councils.council")
 
@@ -111,6 +111,10 @@ class Council:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def resume_unfinished(self) -> list[str]:
+        if self.spec is None and not self.retired:
+            await self._retire_if_deleted()
+        if self.retired:
+            return []
         self._start_sweeper()
         for delib_id in self.unfinished:
             self._ensure_running(delib_id)
@@ -208,6 +212,20 @@ class Council:
                     continue
                 failed.append(delib_id)
         return failed
+
+    async def _retire_if_deleted(self) -> None:
+        """No spec: the council was deleted, and this actor was created by a call that raced the delete
+        (a POST on another replica) or outlived it. Fail what is left of the council and go away for good,
+        so nothing brings a deleted council back."""
+        self.spec = await self.store.get_council(self.role)
+        if self.spec is not None:  # re-created meanwhile
+            return
+        reason = f"council {self.role} was deleted"
+        log.warning("council %s: no spec (deleted); retiring this actor", self.role)
+        await self.retire(reason)
+        await self.store.purge_council(self.role, reason)
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id():
+            ray.actor.exit_actor()  # an intentional exit: Ray does not restart it
 
     # -- deliberations ------------------------------------------------------------------------
     async def submit(self, delib_id: str) -> str:
@@ -355,23 +373,7 @@ class Council:
 
     def _outcome(self, record: DeliberationRecord) -> dict[str, Any]:
         """The payload of deliberation.completed / deliberation.failed on <prefix>events."""
-        result = record.result
-        if result is not None:
-            winner, score, duration, usage = result.winner_id, result.proposals[0].score, result.duration_s, result.usage
-        else:  # unfinished work: no winner; the time and tokens it used until it ended
-            winner, score = None, None
-            finished = record.finished_at or time.time()
-            duration = max(finished - (record.started_at or record.created_at), 0.0)
-            usage = Usage()
-            for p in record.proposals:
-                usage = usage.add(p.usage)
-        return {
-            "id": record.id, "role": self.role, "status": record.status,
-            "task_id": record.request.constraints.metadata.get("task_id"),
-            "winner_id": winner, "score": score, "duration_s": round(duration, 3),
-            "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},
-            "error": record.error, "time": time.time(),
-        }
+        return feed_entry(record)
 
 
 def council_actor_options(role: str, max_concurrency: int = 64) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.exceptions import ConnectionError, TimeoutError, WatchError
 from valkey.asyncio.retry import Retry
 
-from .specs import CouncilSpec, DeliberationRecord, EngineSpec
+from .specs import CouncilSpec, DeliberationRecord, EngineSpec, Usage
 
 EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
 DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
@@ -107,6 +107,46 @@ if ARGV[9] ~= '' then
 end
 return {1, owner}
 """
+
+
+# KEYS: council spec, active set, durations, stats; ARGV: role. Remove a deleted council's keys and its stats
+# fields (`<kind>.<ROLE>[.<x>]`): the number of fields removed; -1: the council exists (again);
+# -2: it still has unfinished deliberations (fail those first).
+_PURGE_COUNCIL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('SCARD', KEYS[2]) > 0 then return -2 end
+redis.call('DEL', KEYS[2], KEYS[3])
+local removed = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+  local _, _, role = string.find(field, '^[^.]+%.([^.]+)')
+  if role == ARGV[1] then
+    redis.call('HDEL', KEYS[4], field)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+def feed_entry(record: DeliberationRecord) -> dict[str, Any]:
+    """The payload of deliberation.completed / deliberation.failed on <prefix>events."""
+    result = record.result
+    if result is not None:
+        winner, score, duration, usage = result.winner_id, result.proposals[0].score, result.duration_s, result.usage
+    else:  # unfinished work: no winner; the time and tokens it used until it ended
+        winner, score = None, None
+        finished = record.finished_at or time.time()
+        duration = max(finished - (record.started_at or record.created_at), 0.0)
+        usage = Usage()
+        for p in record.proposals:
+            usage = usage.add(p.usage)
+    return {
+        "id": record.id, "role": record.request.role, "status": record.status,
+        "task_id": record.request.constraints.metadata.get("task_id"),
+        "winner_id": winner, "score": score, "duration_s": round(duration, 3),
+        "usage": {**usage.model_dump(), "total_tokens": usage.total_tokens},
+        "error": record.error, "time": time.time(),
+    }
 
 
 class StaleWriter(Exception):
@@ -209,12 +249,45 @@ class Store:
                 except WatchError:
                     continue
 
-    async def delete_council(self, role: str) -> bool:
+    async def delete_council(self, role: str, reason: str = "council deleted") -> bool:
+        """Delete a council and everything of it: the spec goes first (a council actor that finds no spec
+        retires itself, so nothing can bring one back), then every unfinished deliberation ends `failed`
+        with `reason`, then its active set, durations and stats fields go. False if there was no spec."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.key("council", role))
             pipe.srem(self.key("councils"), role)
             deleted, _ = await pipe.execute()
+        await self.purge_council(role, reason)
         return bool(deleted)
+
+    async def purge_council(self, role: str, reason: str = "council deleted") -> list[str]:
+        """End every unfinished deliberation of a deleted council as `failed` with `reason` (taken over from
+        any runner), then remove its active set, durations and stats fields: the ids failed. Nothing is
+        removed if the council exists again (re-created meanwhile)."""
+        failed: list[str] = []
+        while True:
+            for delib_id in await self.active_ids(role):
+                if await self.fail_record(role, delib_id, reason):
+                    failed.append(delib_id)
+            keys = [self.key("council", role), self._active_key(role), self.key("durations", role), self.key("stats")]
+            # -2: a deliberation was accepted meanwhile (its POST passed the check before the delete): fail it too.
+            if int(await self.client.eval(_PURGE_COUNCIL, len(keys), *keys, role)) != -2:
+                return failed
+
+    async def fail_record(self, role: str, delib_id: str, reason: str) -> bool:
+        """End an unfinished record of council `role` as failed, taking it over from whichever runner has it
+        (that one's next write is refused), with its terminal event and feed entry. False if it was finished
+        or gone (then it only leaves the active set)."""
+        record = await self.get_record(delib_id)
+        if record is None or record.finished:
+            await self.drop_active(role, delib_id)
+            return False
+        record.status, record.error, record.finished_at = "failed", reason, time.time()
+        try:
+            return await self.finish_record(record, None, terminal=("failed", {"status": "failed", "error": reason}),
+                                            feed=("deliberation.failed", feed_entry(record)))
+        except StaleWriter:  # gone meanwhile
+            return False
 
     # -- engines ------------------------------------------------------------------------------
     async def get_engine(self, name: str) -> EngineSpec | None:

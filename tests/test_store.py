@@ -291,3 +291,54 @@ async def test_a_crash_between_result_and_completion_still_publishes_once(valkey
     finally:
         if restarted is not None:
             await restarted.close()
+
+
+async def test_deleting_a_council_fails_its_deliberations_and_removes_its_keys(valkey_server, key_prefix, store):
+    await store.put_council(default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=32))
+    await store.put_council(default_council("QA", "fake"))
+    runner = _InProcessCouncil(valkey_server.url, key_prefix, delay=0.3)
+    done, running, pending, other = _record(), _record(), _record(), _record(role="QA")
+    for rec in (done, running, pending, other):
+        await store.create_record(rec)
+    try:
+        assert (await runner.council.deliberate(done.id))["status"] == "completed"
+        await runner.council.submit(running.id)
+        task = runner.council.tasks[running.id]
+        while (await store.get_record(running.id)).status != "in_progress":
+            await asyncio.sleep(0.01)
+        assert await store.delete_council("DEV")
+        for rec in (running, pending):
+            stored = await store.get_record(rec.id)
+            assert stored.status == "failed" and stored.error == "council deleted"
+            assert await _feed(store, rec.id) == ["deliberation.failed"]
+            assert await _terminal_events(store, rec.id) == ["failed"]
+            assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+        await asyncio.wait_for(asyncio.shield(task), 10)  # its runner stopped at its next write
+        assert (await store.get_record(running.id)).status == "failed"
+        assert not await store.client.exists(store.key("active", "DEV"), store.key("durations", "DEV"),
+                                              store.key("council", "DEV"))
+        assert {k for k in await store.stats() if ".DEV" in k} == set()
+        assert (await store.stats())["accepted.QA"] == 1 and await store.active_ids("QA") == [other.id]
+    finally:
+        await runner.close()
+
+
+async def test_a_council_actor_created_after_its_delete_retires_itself(valkey_server, key_prefix, store):
+    """A POST on another replica passed the existence check before the delete: its record lands after it,
+    and its get-or-create makes a council actor for the deleted role. That actor fails the record and retires."""
+    await store.put_council(default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=32))
+    assert await store.delete_council("DEV")
+    late = _record()
+    await store.create_record(late)
+    zombie = _InProcessCouncil(valkey_server.url, key_prefix)
+    try:
+        assert await zombie.council.submit(late.id) == "finished"
+        assert zombie.council.retired and zombie.council.sweeper is None
+        stored = await store.get_record(late.id)
+        assert stored.status == "failed" and stored.error == "council DEV was deleted"
+        assert await _feed(store, late.id) == ["deliberation.failed"]
+        assert zombie.council.generator.calls == []
+        assert not await store.client.exists(store.key("active", "DEV"))
+        assert {k for k in await store.stats() if ".DEV" in k} == set()
+    finally:
+        await zombie.close()
