@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -57,6 +58,8 @@ class RayHead:
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        # Inherited by every process of this head (gcs_server, raylet, workers): stop() finds them all.
+        self.marker = uuid.uuid4().hex
         # One start/stop at a time: a supervisor thread and an operator may both act on a crash.
         self.lock = threading.RLock()
 
@@ -112,6 +115,7 @@ class RayHead:
             cmd.append(f"--redis-username={self.redis_username}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
+        env[OWNER_ENV] = self.marker
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
@@ -119,41 +123,122 @@ class RayHead:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 20) -> None:
+        """Stop the head and everything it started, also what outlived a killed `ray start` and holds a port."""
         with self.lock:
             if self.proc is None:
                 return
-            kill_tree(self.proc.pid, timeout_s)
+            kill_tree(self.proc.pid, timeout_s, marker=self.marker)
+            self.proc.poll()
             self.proc = None
+
+
+class Backoff:
+    """Delays between restarts of one process: none for the first after it ran a while, then doubling
+    (base_s, 2 base_s, ...) up to cap_s, so a process that cannot stay up is not restarted every second."""
+
+    def __init__(self, base_s: float = 1.0, cap_s: float = 60.0, stable_s: float = 60.0):
+        self.base_s, self.cap_s, self.stable_s = base_s, cap_s, stable_s
+        self.failures = 0  # restarts since it last stayed up for stable_s
+        self.started_at: float | None = None
+
+    def next_delay(self, now: float) -> float:
+        if self.started_at is not None and now - self.started_at >= self.stable_s:
+            self.failures = 0
+        delay = 0.0 if self.failures == 0 else min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        self.failures += 1
+        return delay
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+
+
+def exit_reason(proc: subprocess.Popen | None) -> str:
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return "not running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class Supervisor:
     """Heals the local cluster without a person: a dead Valkey restarts from its AOF, and a dead Ray head
     (GCS or raylet: `ray start --block` exits when either dies, and Ray's GCS exits on a Valkey outage)
-    restarts on the same port and GCS namespace, where GCS fault tolerance brings the actors back."""
+    restarts on the same port and GCS namespace, where GCS fault tolerance brings the actors back.
+    Restarts back off (Backoff) and every one is logged with why."""
 
-    def __init__(self, head: RayHead, valkey: ValkeyProcess | None, say=log):
+    def __init__(self, head: RayHead, valkey: ValkeyProcess | None, say=log, clock=time.monotonic,
+                 backoff=Backoff):
         self.head = head
         self.valkey = valkey
         self.say = say
+        self.clock = clock
         self.restarts = {"valkey": 0, "head": 0}
+        self.backoff = {"valkey": backoff(), "head": backoff()}
+        self.due: dict[str, float] = {}  # component -> when its scheduled restart runs
 
     def check(self) -> None:
         if self.valkey is not None and not self.valkey.alive():
-            self.say("Valkey died; restarting it from its AOF")
-            self.valkey.start()
-            self.restarts["valkey"] += 1
-        if self.head.proc is not None and self.head.restart_if_dead():
-            self.say("Ray head died; restarted it on the same port and GCS namespace")
-            self.restarts["head"] += 1
+            self._restart("valkey", "Valkey", self.valkey.proc, self.valkey.start, "from its AOF")
+        if self.head.proc is not None and not self.head.alive():
+            self._restart("head", "Ray head", self.head.proc, self.head.restart_if_dead,
+                          "on the same port and GCS namespace")
+
+    def _restart(self, name: str, what: str, proc, start, how: str) -> None:
+        now = self.clock()
+        if name not in self.due:
+            delay = self.backoff[name].next_delay(now)
+            self.due[name] = now + delay
+            self.say(f"{what} died ({exit_reason(proc)}); restarting it {how} "
+                     + (f"in {delay:.0f}s (attempt {self.backoff[name].failures} in a row)" if delay else "now"))
+        if now < self.due[name]:
+            return
+        del self.due[name]
+        try:
+            start()
+        except Exception as exc:  # the next check schedules another try, later
+            self.say(f"{what} did not start: {type(exc).__name__}: {exc}")
+            return
+        self.backoff[name].started(self.clock())
+        self.restarts[name] += 1
+        self.say(f"{what} restarted {how}")
 
 
-def kill_tree(pid: int, timeout_s: float = 20) -> None:
-    """SIGTERM a process, its process group and every descendant (Ray workers may leave the group), then SIGKILL."""
+OWNER_ENV = "COUNCILS_PROCESS_OWNER"  # a marker every process a launcher started inherits
+
+
+def owned_processes(pid: int, marker: str | None = None) -> list[psutil.Process]:
+    """The process `pid`, its descendants, its process group and session, and every process of this user
+    whose environment carries `marker` (OWNER_ENV): also what outlived its parent, was re-parented to init
+    or left the group (Ray's workers), so nothing it started is missed."""
+    found: dict[int, psutil.Process] = {}
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        found[pid] = root
+        found.update((c.pid, c) for c in root.children(recursive=True))
     except psutil.NoSuchProcess:
-        return
+        pass
+    me = os.getuid()
+    for p in psutil.process_iter(["uids"]):
+        if p.pid == os.getpid() or p.pid in found:
+            continue
+        try:
+            if p.info["uids"] is None or p.info["uids"].real != me:
+                continue
+            if os.getpgid(p.pid) == pid or os.getsid(p.pid) == pid or (
+                    marker and p.environ().get(OWNER_ENV) == marker):
+                found[p.pid] = p
+        except (psutil.Error, OSError):
+            continue
+    return list(found.values())
+
+
+def kill_tree(pid: int, timeout_s: float = 20, marker: str | None = None) -> None:
+    """SIGTERM everything `pid` started (owned_processes: even if `pid` itself is gone), then SIGKILL."""
+    procs = owned_processes(pid, marker)
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
@@ -170,6 +255,18 @@ def kill_tree(pid: int, timeout_s: float = 20) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def stop_started(head: "RayHead | None", valkey: ValkeyProcess | None) -> None:
+    """Stop what the launcher started: the Ray head (and anything of it left holding a port), then Valkey,
+    each even if the step before failed."""
+    for what, proc in (("the Ray head", head), ("Valkey", valkey)):
+        if proc is None:
+            continue
+        try:
+            proc.stop()
+        except Exception as exc:  # keep going: the next one must stop too
+            log(f"stopping {what}: {type(exc).__name__}: {exc}")
 
 
 def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
@@ -270,33 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         busy, args.metrics_port = args.metrics_port, free_port()
         log(f"metrics port {busy} is taken; using {args.metrics_port} (set --metrics-port / COUNCILS_METRICS_PORT)")
 
-    external = os.environ.get("COUNCILS_VALKEY_URL")
-    valkey: ValkeyProcess | None = None
-    if external:
-        url = external
-        redis_address, username, password = ray_redis_args(url)
-        log(f"external Valkey at {redact_url(url)}")
-    else:
-        valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
-        url, redis_address, username, password = valkey.url, valkey.address, None, None
-        log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir})")
-
-    child_env = {
-        "COUNCILS_VALKEY_URL": url,
-        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-        "HF_HUB_OFFLINE": "1",
-        "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
-    }
-    head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
-                   temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
-                   redis_address=redis_address, namespace=args.namespace, env=child_env,
-                   redis_password=password, redis_username=username, num_cpus=args.num_cpus, log_path=data / "ray-head.log",
-                   metrics_export_port=args.metrics_port or None)
-
     stopping = False
 
     def _stop(signum, _frame):
         nonlocal stopping
+        if stopping:  # a second Ctrl-C (or SIGTERM) during the shutdown must not cut it short
+            log(f"{signal.Signals(signum).name}: already stopping; waiting for what this started to exit")
+            return
         stopping = True
         raise KeyboardInterrupt
 
@@ -304,15 +381,40 @@ def main(argv: list[str] | None = None) -> int:
     # Also SIGINT explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps
     # ignoring it, so `kill -INT` of a backgrounded `make run` would otherwise do nothing.
     signal.signal(signal.SIGINT, _stop)
-    config_path = Path(args.config)
-    config = yaml.safe_load(config_path.read_text())
-    if args.http_port is not None:  # deploy a copy of the config with the port changed, nothing else
-        config.setdefault("http_options", {})["port"] = args.http_port
-        config_path = data / "serve-config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    args.http_port = config.get("http_options", {}).get("port", 8000)
-    ready_url = f"http://127.0.0.1:{args.http_port}/readyz"
+    # Everything below runs inside the try: whatever has been started when anything fails (a bad config,
+    # a Valkey that does not come up, a signal) is stopped in the finally.
+    valkey: ValkeyProcess | None = None
+    head: RayHead | None = None
     try:
+        config_path = Path(args.config)
+        config = yaml.safe_load(config_path.read_text())
+        if args.http_port is not None:  # deploy a copy of the config with the port changed, nothing else
+            config.setdefault("http_options", {})["port"] = args.http_port
+            config_path = data / "serve-config.yaml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        args.http_port = config.get("http_options", {}).get("port", 8000)
+        ready_url = f"http://127.0.0.1:{args.http_port}/readyz"
+        external = os.environ.get("COUNCILS_VALKEY_URL")
+        if external:
+            url = external
+            redis_address, username, password = ray_redis_args(url)
+            log(f"external Valkey at {redact_url(url)}")
+        else:
+            valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
+            url, redis_address, username, password = valkey.url, valkey.address, None, None
+            log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir})")
+
+        child_env = {
+            "COUNCILS_VALKEY_URL": url,
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            "HF_HUB_OFFLINE": "1",
+            "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
+        }
+        head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
+                       temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
+                       redis_address=redis_address, namespace=args.namespace, env=child_env,
+                       redis_password=password, redis_username=username, num_cpus=args.num_cpus, log_path=data / "ray-head.log",
+                       metrics_export_port=args.metrics_port or None)
         head.start()
         log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
             f"dashboard {head.dashboard_url}" + (f"; metrics {head.metrics_url}" if head.metrics_url else ""))
@@ -343,13 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("stopping")
         return 0
-    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
-        log(f"ERROR: {exc}")
+    except (RuntimeError, OSError, ValueError, yaml.YAMLError, subprocess.CalledProcessError) as exc:
+        log(f"ERROR: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        head.stop()
-        if valkey is not None:
-            valkey.stop()
+        stopping = True  # from here on a signal is only logged: the cleanup runs to its end
+        stop_started(head, valkey)
         log("stopped")
 
 

@@ -63,12 +63,20 @@ class ValkeyProcess:
         # Own process group: stopping it never touches anything we did not start.
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        try:
+            self._wait_answering(timeout_s)
+        except BaseException:  # a timeout, a Ctrl-C: never leave behind a server we started and gave up on
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def _wait_answering(self, timeout_s: float) -> None:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"valkey-server exited with {self.proc.returncode}; see {self.data_dir}/valkey.log")
             if self._answers():
-                return self
+                return
             time.sleep(0.05)
         raise TimeoutError(f"valkey-server on port {self.port} did not answer within {timeout_s}s")
 

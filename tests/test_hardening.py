@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import textwrap
 
@@ -308,6 +309,9 @@ def test_launcher_passes_valkey_credentials_and_tls_to_ray():
 # -- CLI up / down -----------------------------------------------------------------------------------
 FAKE_LAUNCHER = textwrap.dedent("""
     import signal, sys, time
+    # As the real launcher does: Ctrl-C is handled whatever SIGINT disposition was inherited (a shell's
+    # background job, nohup and `make test &` start it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print("fake launcher up", flush=True)
     try:
         while True:
@@ -325,7 +329,12 @@ def test_cli_up_and_down_by_pid_file(tmp_path, monkeypatch, capsys):
     script.write_text(FAKE_LAUNCHER)
     monkeypatch.setattr(cli, "launcher_command", lambda args: [sys.executable, str(script)])
     data = str(tmp_path / "data")
-    assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 0
+    # Started the way `make test &` starts everything: with SIGINT ignored, which a child inherits.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     info = json.loads((tmp_path / "data" / cli.PID_FILE).read_text())
     assert cli.read_pid(tmp_path / "data" / cli.PID_FILE)["pid"] == info["pid"]
     assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 1  # one at a time
