@@ -116,8 +116,7 @@ async def test_record_survives_valkey_restart_from_aof(tmp_path):
         await store.put_engine(EngineSpec(name="e1", model="m"))
         rec = DeliberationRecord(request=DeliberationRequest(role="DEV", task="t"))
         await store.create_record(rec)
-        await asyncio.sleep(1.2)  # appendfsync everysec
-        server.kill()
+        server.kill()  # at once: appendfsync always, an acknowledged write is on disk
         server.start()
         assert (await store.get_council("DEV")).role == "DEV"
         assert (await store.get_engine("e1")).model == "m"
@@ -342,3 +341,46 @@ async def test_a_council_actor_created_after_its_delete_retires_itself(valkey_se
         assert {k for k in await store.stats() if ".DEV" in k} == set()
     finally:
         await zombie.close()
+
+
+async def test_valkey_sigkilled_mid_deliberation_keeps_every_acknowledged_write_and_it_completes(tmp_path):
+    """SIGKILL of Valkey while a council runs a deliberation, restart from the AOF on the same port: every
+    write acknowledged before the kill is there (no sleep: appendfsync always), and the council (its client
+    reconnects and retries) completes the deliberation with one completion event."""
+    from actors.store import Store
+    from serve_app.valkey_server import ValkeyProcess
+
+    server = ValkeyProcess(tmp_path / "v").start()
+    store = Store(server.url, "x:", record_ttl_s=60)
+    council = _InProcessCouncil(server.url, "x:", delay=0.3)
+    try:
+        await store.put_council(default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=32))
+        rec = _record()
+        await store.create_record(rec)
+        await council.council.submit(rec.id)
+        while "propose" not in (await store.get_record(rec.id)).stages_done:
+            await asyncio.sleep(0.02)
+        probes = [await store.publish("probe", {"id": "probe", "n": n}) for n in range(20)]
+        events = await store.read_events(rec.id, count=10_000)
+        checkpoint = await store.get_record(rec.id)
+        server.kill()
+        server.start()
+        feed = {entry_id for entry_id, _ in await store.client.xrange(store.key("events"))}
+        assert set(probes) <= feed
+        assert (await store.read_events(rec.id, count=10_000))[:len(events)] == events
+        assert set(checkpoint.stages_done) <= set((await store.get_record(rec.id)).stages_done)
+        for _ in range(1500):
+            done = await store.get_record(rec.id)
+            if done.finished:
+                break
+            await asyncio.sleep(0.02)
+        assert done.status == "completed", done.error
+        for _ in range(100):  # the record and its completion event are one write
+            if await _feed(store, rec.id):
+                break
+            await asyncio.sleep(0.02)
+        assert await _feed(store, rec.id) == ["deliberation.completed"]
+    finally:
+        await council.close()
+        await store.close()
+        server.stop()
