@@ -110,7 +110,8 @@ async def apply_config(store: Store, config: AppConfig, stamp: float | None = No
     if config.prune_councils:
         keep = configured_roles(config)
         for spec in await store.list_councils():
-            if spec.role not in keep and await store.delete_council(spec.role):
+            if spec.role not in keep and await store.delete_council(
+                    spec.role, "council pruned: absent from the deployed config"):
                 applied.pruned.append(spec.role)
     if applied.councils_changed or applied.pruned or applied.engines_added or applied.engines_changed:
         log.info("config applied: councils %s, defaults %s, pruned %s, engines added %s, engines to roll %s",
