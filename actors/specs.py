@@ -59,6 +59,14 @@ class Limits(Strict):
     role_pattern: str = Field(ROLE_PATTERN, min_length=1, max_length=200)
     # Pending + running deliberations of one council; beyond it new ones get 429 with Retry-After.
     max_active_per_council: int = Field(32, ge=1, le=100_000)
+    # Pending + running deliberations of all councils together (429 with Retry-After beyond it).
+    max_active_total: int = Field(256, ge=1, le=1_000_000)
+    # Councils in the registry (each one is a Ray actor, a worker process): creating one more is a 422.
+    max_councils: int = Field(64, ge=1, le=10_000)
+    # Agents over all councils together (PUT / POST .../agents beyond it: 422).
+    max_agents_total: int = Field(512, ge=1, le=1_000_000)
+    # Open event streams (SSE, chat streams) per ingress replica; one more is a 429 with Retry-After.
+    max_sse_connections: int = Field(256, ge=1, le=100_000)
 
     @field_validator("role_pattern")
     @classmethod
@@ -436,6 +444,11 @@ class AppConfig(Strict):
     council_max_concurrency: int = Field(64, ge=1)
     # Input limits in force (docs/api-hardening.md), within the request models' hard ceilings.
     limits: Limits = Field(default_factory=Limits)
+    # docs/security.md. A replica bound to a non-loopback address refuses to start without an API token
+    # unless this is true: an API open to the network only on purpose.
+    allow_unauthenticated: bool = False
+    # /openapi.json and /docs answer without a token only when true (with a token set they need it otherwise).
+    public_docs: bool = False
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> "AppConfig":

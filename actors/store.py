@@ -169,6 +169,38 @@ class CouncilBusy(Exception):
         self.role, self.active = role, active
 
 
+# The global cap on unfinished deliberations, run before _CREATE_RECORD in the same script (so the count and
+# the write stay one atomic step). Its arguments come last: KEYS[#KEYS] the set of councils, ARGV[#ARGV - 1]
+# the cap (0: none), ARGV[#ARGV] the active sets' key prefix. Over the cap: -(GLOBAL_BUSY + n), n the total.
+GLOBAL_BUSY = 1_000_000_001
+_GLOBAL_CAP = """
+local total_cap = tonumber(ARGV[#ARGV - 1])
+if total_cap > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  local total = 0
+  for _, role in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do
+    total = total + redis.call('SCARD', ARGV[#ARGV] .. role)
+  end
+  if total >= total_cap then return -(""" + str(GLOBAL_BUSY) + """ + total) end
+end
+"""
+
+
+class ServiceBusy(Exception):
+    """All councils together have the global maximum of unfinished deliberations (limits.max_active_total)."""
+
+    def __init__(self, active: int):
+        super().__init__(f"{active} deliberations pending or running in all councils")
+        self.active = active
+
+
+class RegistryFull(Exception):
+    """A council write would exceed max_councils or max_agents_total (nothing was written)."""
+
+    def __init__(self, limit: str, value: int, cap: int):
+        super().__init__(f"limits.{limit}: {value} would exceed {cap}")
+        self.limit, self.value, self.cap = limit, value, cap
+
+
 def same_council(a: CouncilSpec, b: CouncilSpec) -> bool:
     """Same agents, rounds and scoring (role, version and times aside)."""
     fields = {"agents", "rounds", "scoring"}
@@ -248,6 +280,55 @@ class Store:
                     return stored, "updated" if raw else "created"
                 except WatchError:
                     continue
+
+    async def active_total(self) -> int:
+        """Unfinished deliberations of all councils together (what limits.max_active_total bounds)."""
+        roles = await self.client.smembers(self.key("councils"))
+        if not roles:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for role in roles:
+                pipe.scard(self._active_key(role))
+            return sum(int(n) for n in await pipe.execute())
+
+    async def put_council_capped(self, spec: CouncilSpec, max_councils: int,
+                                 max_agents_total: int) -> tuple[CouncilSpec, bool]:
+        """put_council for API writes, within max_councils and max_agents_total: the registry and every
+        council are watched, so concurrent writes never overshoot either (RegistryFull: nothing written)."""
+        key = self.key("council", spec.role)
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.key("councils"), key)
+                    roles = sorted(await pipe.smembers(self.key("councils")))
+                    keys = [self.key("council", r) for r in roles]
+                    if keys:
+                        await pipe.watch(*keys)
+                    raws = dict(zip(roles, await pipe.mget(keys))) if keys else {}
+                    raw = raws.get(spec.role) or await pipe.get(key)
+                    if raw is None and len(roles) >= max_councils:
+                        raise RegistryFull("max_councils", len(roles) + 1, max_councils)
+                    agents = len(spec.agents) + sum(len(CouncilSpec.model_validate_json(r).agents)
+                                                    for role, r in raws.items() if r and role != spec.role)
+                    if agents > max_agents_total:
+                        raise RegistryFull("max_agents_total", agents, max_agents_total)
+                    now = time.time()
+                    if raw:
+                        old = CouncilSpec.model_validate_json(raw)
+                        stored = spec.model_copy(
+                            update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now})
+                    else:
+                        stored = spec.model_copy(update={"version": 1, "created_at": now, "updated_at": now})
+                    pipe.multi()
+                    pipe.set(key, stored.model_dump_json())
+                    pipe.sadd(self.key("councils"), spec.role)
+                    await pipe.execute()
+                    return stored, raw is None
+                except WatchError:
+                    continue
+                except RegistryFull:
+                    await pipe.reset()
+                    raise
 
     async def delete_council(self, role: str, reason: str = "council deleted") -> bool:
         """Delete a council and everything of it: the spec goes first (a council actor that finds no spec
@@ -353,16 +434,20 @@ class Store:
         # Unfinished deliberations of one council: what a restarted council picks up.
         return self.key("active", role)
 
-    async def create_record(self, record: DeliberationRecord,
-                            max_active: int | None = None) -> tuple[DeliberationRecord, bool]:
+    async def create_record(self, record: DeliberationRecord, max_active: int | None = None,
+                            max_active_total: int | None = None) -> tuple[DeliberationRecord, bool]:
         """Write a new record as accepted, once: a retried create with the same id returns the first.
         With `max_active`, raise CouncilBusy instead when the council already has that many unfinished
         deliberations; the count and the write are one atomic step, so concurrent creates never
         overshoot the limit."""
         key = self.key("delib", record.id)
         active = self._active_key(record.request.role)
-        outcome = await self.client.eval(_CREATE_RECORD, 3, key, active, self.key("stats"), record.model_dump_json(),
-                                         record.id, max_active or 0, f"accepted.{record.request.role}")
+        # With max_active_total (all councils together: ServiceBusy beyond it), _GLOBAL_CAP runs first.
+        outcome = await self.client.eval(_GLOBAL_CAP + _CREATE_RECORD, 4, key, active, self.key("stats"), self.key("councils"), record.model_dump_json(),
+                                         record.id, max_active or 0, f"accepted.{record.request.role}",
+                                         max_active_total or 0, self.key("active", ""))
+        if int(outcome) <= -GLOBAL_BUSY:
+            raise ServiceBusy(-int(outcome) - GLOBAL_BUSY)
         if int(outcome) == 0:  # a retry of an id that exists already
             existing = await self.get_record(record.id)
             assert existing is not None

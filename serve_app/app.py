@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import ResponseError as ValkeyResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from actors.specs import (
@@ -36,11 +37,11 @@ from actors.specs import (
 from actors import metrics
 from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
-from actors.store import CouncilBusy, Store
+from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
 
 from . import declarative, sse
 from .errors import ApiError, error_body, validation_message
-from . import auth, limits, openai_compat, openapi_doc, redact
+from . import auth, limits, openai_compat, openapi_doc, redact, security
 from .openai_compat import ChatCompletionRequest
 from .registry import ActorRegistry
 from .runtime import effective_request
@@ -49,6 +50,7 @@ from .stats import percentiles, role_summary
 log = logging.getLogger("councils.ingress")
 
 DELIB_ID_PATTERN = r"^[0-9a-f]{32}$"
+VALKEY_FULL_AT = 0.9  # share of Valkey's maxmemory above which API writes get 503 (the rest is the GCS's)
 
 api = FastAPI(
     title="Councils on Ray",
@@ -83,6 +85,19 @@ async def _http_error(_request: Request, exc: StarletteHTTPException):
 @api.exception_handler(ValkeyTimeoutError)
 async def _valkey_down(_request: Request, exc: Exception):
     return JSONResponse(error_body(503, f"Valkey unavailable: {type(exc).__name__}"), status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+@api.exception_handler(ValkeyResponseError)
+async def _valkey_refused(_request: Request, exc: Exception):
+    """Valkey at maxmemory (noeviction) refuses writes: 503 with Retry-After. The write that was refused was one
+    command, script or transaction, so nothing of it was stored (docs/security.md)."""
+    text = str(exc)
+    if "OOM" in text or "maxmemory" in text or "EXECABORT" in text:
+        return JSONResponse(error_body(503, "Valkey is full (maxmemory reached): nothing was written; retry later"),
+                            status_code=503, headers={"Retry-After": "30"})
+    log.error("Valkey refused a command: %s", redact.scrub(text))
+    return JSONResponse(error_body(503, f"Valkey error: {type(exc).__name__}"), status_code=503,
                         headers={"Retry-After": "5"})
 
 
@@ -128,7 +143,7 @@ def idempotent_id(role: str, key: str | None) -> str | None:
 
 
 def check_delib_id(delib_id: str) -> str:
-    if not re.match(DELIB_ID_PATTERN, delib_id):
+    if not re.fullmatch(DELIB_ID_PATTERN, delib_id):  # fullmatch: `$` alone also matches before a "\n"
         raise ApiError(404, f"deliberation {delib_id!r} not found")
     return delib_id
 
@@ -149,7 +164,11 @@ class Ingress:
             raise ValueError("no Valkey: set valkey_url in the config args or COUNCILS_VALKEY_URL")
         redact.register_url(url)  # its password never shows in an error or a log line of ours
         limits.configure(self.config.limits)
-        auth.configure()  # COUNCILS_API_TOKEN(_FILE); an unreadable token file stops the replica here
+        # COUNCILS_API_TOKEN(_FILE), COUNCILS_ADMIN_TOKEN(_FILE); an unreadable token file stops the replica here
+        auth_on = auth.configure(public_docs=self.config.public_docs)
+        # An open API on a network interface only on purpose (docs/security.md): else the deploy fails, saying why.
+        self.http_host = security.serve_http_host()
+        security.check_exposure(self.http_host, auth_on, self.config.allow_unauthenticated)
         self.store = Store(url, self.config.key_prefix, self.config.record_ttl_s)
         self.registry = ActorRegistry(url, self.config.key_prefix, self.config.record_ttl_s,
                                       self.config.council_max_concurrency)
@@ -267,15 +286,65 @@ class Ingress:
         return {"status": "ok"}
 
     @api.get("/readyz")
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self, request: Request) -> JSONResponse:
         try:
             valkey_ok = await asyncio.wait_for(self.store.ping(), 2)
         except Exception:
             valkey_ok = False
         ready = valkey_ok and self.restored and self.engines_ready
         body = {"ready": ready, "valkey": valkey_ok, "councils_restored": self.restored,
-                "engines_ready": self.engines_ready, "error": self.reconcile_error}
+                "engines_ready": self.engines_ready}
+        # Details (error text may name internal hosts; Valkey's settings) only for callers with a token,
+        # or on an API with no token that is bound to loopback (only local callers reach it).
+        scope = auth.caller_scope(request)
+        if scope in (auth.ADMIN, auth.READ) or (scope == auth.OPEN and security.is_loopback(self.http_host)):
+            body["error"] = self.reconcile_error
+            if valkey_ok:
+                body["valkey_persistence"] = await self._valkey_persistence()
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _check_valkey_room(self) -> None:
+        """503 + Retry-After before a write when Valkey is nearly full (used_memory over VALKEY_FULL_AT of
+        maxmemory): the rest stays for Ray's GCS, which shares this Valkey and must never hit maxmemory itself.
+        INFO is read at most once a second per replica."""
+        now = time.time()
+        cached = getattr(self, "_memory", None)
+        if cached is None or now - cached[0] > 1.0:
+            try:
+                info = await self.store.client.info("memory")
+                used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            except Exception:  # INFO refused (a managed Valkey): the OOM handler is the backstop
+                used, cap = 0, 0
+            cached = self._memory = (now, used, cap)
+        _, used, cap = cached
+        if cap and used >= VALKEY_FULL_AT * cap:
+            raise ApiError(503, f"Valkey is nearly full ({used} of maxmemory {cap} bytes): new deliberations and "
+                                "council writes are refused until records expire or the operator raises maxmemory",
+                           headers={"Retry-After": "30"})
+
+    async def _valkey_persistence(self) -> dict[str, Any]:
+        """appendonly / appendfsync / maxmemory(-policy) of the Valkey, with warnings (cached 30 s)."""
+        cached = getattr(self, "_persistence", None)
+        if cached and time.time() - cached[0] < 30:
+            return cached[1]
+        try:
+            info = await asyncio.wait_for(self.store.client.config_get("append*"), 2)
+            info.update(await asyncio.wait_for(self.store.client.config_get("maxmemory*"), 2))
+            settings = {k: info.get(k) for k in ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")}
+        except Exception as exc:  # CONFIG may be disabled on a managed Valkey
+            settings = {"unknown": f"CONFIG GET refused: {type(exc).__name__}"}
+        warnings = []
+        if settings.get("appendonly") not in (None, "yes"):
+            warnings.append("appendonly is not yes: an acknowledged deliberation may be lost in a crash")
+        if settings.get("appendfsync") not in (None, "always"):
+            warnings.append(f"appendfsync is {settings.get('appendfsync')!r}, not 'always': writes acknowledged "
+                            "in the last second may be lost in a crash")
+        if settings.get("maxmemory-policy") not in (None, "noeviction"):
+            warnings.append(f"maxmemory-policy is {settings.get('maxmemory-policy')!r}, not 'noeviction': "
+                            "Valkey may evict councils and records")
+        result = {**settings, "warnings": warnings}
+        self._persistence = (time.time(), result)
+        return result
 
     # -- councils -----------------------------------------------------------------------------
     @api.get("/v1/councils")
@@ -300,13 +369,32 @@ class Ingress:
             raise ApiError(422, f"unknown engine(s) {unknown}; known engines: {sorted(known)}")
 
     async def _store_and_apply(self, spec: CouncilSpec) -> tuple[CouncilSpec, bool]:
-        stored, created = await self.store.put_council(spec)
+        # Within max_councils and max_agents_total, checked and written atomically: a refused write leaves
+        # nothing behind and creates no actor.
+        lim = limits.current()
+        await self._check_valkey_room()
+        try:
+            stored, created = await self.store.put_council_capped(spec, lim.max_councils, lim.max_agents_total)
+        except RegistryFull as exc:
+            raise limits.registry_full_error(exc) from None
         await self.registry.council(stored.role).reload.remote()
         return stored, created
+
+    def _not_config_owned(self, role: str) -> None:
+        """A council declared in the deployed config (`councils:`) belongs to it: an API write would be put
+        back at the next replica start, so it is refused (409), naming the config."""
+        if any(c.role == role for c in self.config.councils):
+            try:
+                app_name = serve.get_replica_context().app_name
+            except Exception:
+                app_name = "councils"
+            raise ApiError(409, f"council {role} is owned by the deployed config (args.councils of Serve application "
+                                f"{app_name!r}); change it there and `serve deploy` again")
 
     @api.put("/v1/councils/{role}")
     async def put_council(self, role: str, body: CouncilUpsert) -> JSONResponse:
         check_role(role)
+        self._not_config_owned(role)
         limits.raise_for(limits.council_errors(body.agents, body.rounds))
         await self._check_engines(body.agents)
         spec = CouncilSpec(role=role, agents=body.agents, rounds=body.rounds, scoring=body.scoring)
@@ -316,6 +404,7 @@ class Ingress:
     @api.delete("/v1/councils/{role}")
     async def delete_council(self, role: str) -> dict:
         await self._council_or_404(role)
+        self._not_config_owned(role)
         # Valkey first: it is the truth, and a council deleted there is never restored again.
         await self.store.delete_council(role)
         await self.registry.remove_council(role)
@@ -324,6 +413,7 @@ class Ingress:
     @api.post("/v1/councils/{role}/agents", status_code=201)
     async def add_agent(self, role: str, agent: AgentSpec) -> dict:
         spec = await self._council_or_404(role)
+        self._not_config_owned(role)
         if any(a.id == agent.id for a in spec.agents):
             raise ApiError(409, f"agent {agent.id!r} already in council {role}")
         if len(spec.agents) >= limits.current().max_agents:
@@ -336,7 +426,8 @@ class Ingress:
     @api.delete("/v1/councils/{role}/agents/{agent_id}")
     async def remove_agent(self, role: str, agent_id: str) -> dict:
         spec = await self._council_or_404(role)
-        if not re.match(AGENT_ID_PATTERN, agent_id) or all(a.id != agent_id for a in spec.agents):
+        self._not_config_owned(role)
+        if not re.fullmatch(AGENT_ID_PATTERN, agent_id) or all(a.id != agent_id for a in spec.agents):
             raise ApiError(404, f"agent {agent_id!r} not in council {role}")
         if len(spec.agents) == 1:
             raise ApiError(409, f"agent {agent_id!r} is the last agent of council {role}; delete the council instead")
@@ -370,14 +461,18 @@ class Ingress:
             "num_agents": request.num_agents or len(spec.agents),
         })
         record = DeliberationRecord(request=request, council_version=spec.version)
+        await self._check_valkey_room()
         if (delib_id := idempotent_id(request.role, idempotency_key)) is not None:
             record.id = delib_id
         # Durable before acknowledged: once this returns, a restarted council will find the record.
         # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
         try:
-            record, created = await self.store.create_record(record, max_active=limits.current().max_active_per_council)
+            record, created = await self.store.create_record(record, max_active=limits.current().max_active_per_council,
+                                                             max_active_total=limits.current().max_active_total)
         except CouncilBusy as exc:
             raise await limits.busy_error(self.store, request.role, exc.active) from None
+        except ServiceBusy as exc:  # all councils together (limits.max_active_total)
+            raise limits.service_busy_error(exc.active) from None
         if not created:  # the same Idempotency-Key again
             if record.request != request:
                 raise ApiError(409, f"Idempotency-Key already used for deliberation {record.id}, with a different "
@@ -439,15 +534,24 @@ class Ingress:
         last_event_id: str | None = Query(None, description="resume after this event id (as Last-Event-ID)"),
         last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
     ) -> StreamingResponse:
-        await self._record_or_404(delib_id)
+        record = await self._record_or_404(delib_id)
         # The header is what a reconnecting EventSource sends; the query parameter is for clients that cannot.
         after = last_event_id_header or last_event_id or "0-0"
         if not sse.valid_stream_id(after):
             raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")
+        self._open_stream_slot()
         return StreamingResponse(
-            sse.event_stream(self.store, delib_id, after, disconnected=request.is_disconnected),
+            sse.counted(sse.event_stream(self.store, delib_id, after, disconnected=request.is_disconnected,
+                                         deadline=record.deadline + self.settings.wait_grace_s)),
             media_type="text/event-stream", headers=sse.HEADERS,
         )
+
+    def _open_stream_slot(self) -> None:
+        """One of limits.max_sse_connections open streams of this replica, or 429 (sse.counted releases it)."""
+        limit = limits.current().max_sse_connections
+        if not sse.try_open(limit):
+            raise ApiError(429, f"this replica has its maximum of {limit} open event streams "
+                                "(limits.max_sse_connections); retry later", headers={"Retry-After": "5"})
 
     # -- orchestration ------------------------------------------------------------------------
     @api.post("/v1/orchestrate")

@@ -1,12 +1,17 @@
-"""Bearer-token authentication of the HTTP API.
+"""Bearer-token authentication of the HTTP API, with two scopes.
 
-When the replica's environment sets `COUNCILS_API_TOKEN` (the token) or `COUNCILS_API_TOKEN_FILE` (a
-file holding it, e.g. a mounted secret), every route but the open ones (health, readiness, the OpenAPI
-document) needs `Authorization: Bearer <token>`; the token is compared in constant time. Without
-either variable the API is open, as before. A token file that is set but cannot be read, or is empty,
-stops the replica from starting: a misconfigured secret never silently leaves the API open.
+- `COUNCILS_API_TOKEN` / `COUNCILS_API_TOKEN_FILE`: the read/deliberate token (every GET, deliberations,
+  orchestration, chat). Without an admin token it also has the admin scope (one token, as before).
+- `COUNCILS_ADMIN_TOKEN` / `COUNCILS_ADMIN_TOKEN_FILE`: the admin token, which may do everything, including
+  council writes and deletes (PUT/POST/DELETE under /v1/councils). The read token gets 403 there.
 
-The token never appears in a log line, an error message or a response.
+With any token set, every route but the open ones (health, readiness, and the OpenAPI document when the
+config says `public_docs: true`) needs `Authorization: Bearer <token>`, compared in constant time. Without
+any token the API is open (the ingress refuses that on a non-loopback address unless the config says
+`allow_unauthenticated: true`; see app.py and docs/security.md). A token file that is set but cannot be
+read, or is empty, stops the replica from starting: a misconfigured secret never silently leaves the API open.
+
+The tokens never appear in a log line, an error message or a response.
 """
 
 from __future__ import annotations
@@ -23,93 +28,171 @@ from .errors import error_body
 
 ENV_TOKEN = "COUNCILS_API_TOKEN"
 ENV_TOKEN_FILE = "COUNCILS_API_TOKEN_FILE"
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+ENV_ADMIN_TOKEN = "COUNCILS_ADMIN_TOKEN"
+ENV_ADMIN_TOKEN_FILE = "COUNCILS_ADMIN_TOKEN_FILE"
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = HEALTH_PATHS | DOCS_PATHS  # what may ever be open (the OpenAPI document marks them so)
 REALM = "councils"
+ADMIN, READ, OPEN = "admin", "read", "open"  # a caller's scope; OPEN: no token is configured at all
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class AuthConfigError(RuntimeError):
     """The token configuration is unusable. Its message names the variable or file, never the token."""
 
 
-def load_token(environ: Mapping[str, str] | None = None) -> str | None:
-    env = os.environ if environ is None else environ
-    value = env.get(ENV_TOKEN, "")
-    path = env.get(ENV_TOKEN_FILE, "")
+def _load(env: Mapping[str, str], var: str, file_var: str) -> str | None:
+    value = env.get(var, "")
+    path = env.get(file_var, "")
     if value and path:
-        raise AuthConfigError(f"set {ENV_TOKEN} or {ENV_TOKEN_FILE}, not both")
+        raise AuthConfigError(f"set {var} or {file_var}, not both")
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise AuthConfigError(f"{ENV_TOKEN_FILE}={path} cannot be read: {type(exc).__name__}") from None
+            raise AuthConfigError(f"{file_var}={path} cannot be read: {type(exc).__name__}") from None
         value = value.strip()
         if not value:
-            raise AuthConfigError(f"{ENV_TOKEN_FILE}={path} is empty")
+            raise AuthConfigError(f"{file_var}={path} is empty")
     value = value.strip()
     if not value:
         return None
     # It travels in a header: visible ASCII, no spaces.
     if not all(33 <= ord(c) <= 126 for c in value):
-        raise AuthConfigError(f"the API token ({ENV_TOKEN_FILE if path else ENV_TOKEN}) must be printable ASCII without spaces")
+        raise AuthConfigError(f"the API token ({file_var if path else var}) must be printable ASCII without spaces")
     return value
 
 
+def load_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The read/deliberate token (COUNCILS_API_TOKEN or COUNCILS_API_TOKEN_FILE), or None."""
+    return _load(os.environ if environ is None else environ, ENV_TOKEN, ENV_TOKEN_FILE)
+
+
+def load_tokens(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{scope: token} of this replica: {} (open), or read and/or admin. One token alone has every scope."""
+    env = os.environ if environ is None else environ
+    read = _load(env, ENV_TOKEN, ENV_TOKEN_FILE)
+    admin = _load(env, ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE)
+    if read and admin and hmac.compare_digest(read, admin):
+        raise AuthConfigError(f"{ENV_TOKEN} and {ENV_ADMIN_TOKEN} must differ")
+    if admin:
+        return {ADMIN: admin, **({READ: read} if read else {})}
+    return {ADMIN: read} if read else {}
+
+
 _UNSET = object()
-_token: object = _UNSET
+_tokens: object = _UNSET
+_public_docs = False
 
 
-def configure(environ: Mapping[str, str] | None = None) -> bool:
-    """Load the token of this replica (at start-up). Returns whether authentication is on."""
-    global _token
-    token = load_token(environ)
-    if token is not None:
+def configure(environ: Mapping[str, str] | None = None, *, public_docs: bool | None = None) -> bool:
+    """Load the tokens of this replica (at start-up). Returns whether authentication is on."""
+    global _tokens, _public_docs
+    tokens = load_tokens(environ)
+    for token in tokens.values():
         redact.register(token)
-    _token = token
-    return token is not None
+    _tokens = tokens
+    if public_docs is not None:
+        _public_docs = public_docs
+    return bool(tokens)
+
+
+def tokens() -> dict[str, str]:
+    if _tokens is _UNSET:
+        configure()
+    return _tokens  # type: ignore[return-value]
 
 
 def expected_token() -> str | None:
-    if _token is _UNSET:
-        configure()
-    return _token  # type: ignore[return-value]
+    """The token with every scope (the admin token, or the only one), or None when the API is open."""
+    return tokens().get(ADMIN)
+
+
+def public_docs() -> bool:
+    return _public_docs
+
+
+def presented(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def authorized(header: str | None, token: str) -> bool:
-    if not header:
+    value = presented(header)
+    if value is None:
         return False
-    scheme, _, presented = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(presented.strip().encode("utf-8", "replace"), token.encode("utf-8"))
+    return hmac.compare_digest(value.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+def scope_of(header: str | None, configured: Mapping[str, str]) -> str | None:
+    """The scope a request's Authorization header grants: OPEN without tokens, else ADMIN, READ or None."""
+    if not configured:
+        return OPEN
+    granted = None
+    for scope in (ADMIN, READ):  # both compared, in constant time each
+        if scope in configured and authorized(header, configured[scope]):
+            granted = granted or scope
+    return granted
+
+
+def needs_admin(method: str, path: str) -> bool:
+    """Council (and engine) writes and deletes: PUT/POST/DELETE/PATCH under /v1/councils or /v1/engines."""
+    return method.upper() not in SAFE_METHODS and (path.startswith("/v1/councils") or path.startswith("/v1/engines"))
+
+
+def caller_scope(request) -> str | None:
+    """The scope the auth middleware granted this request (None: anonymous on an open path)."""
+    return (request.scope.get("state") or {}).get("councils_scope")
 
 
 class BearerAuthMiddleware:
-    """An ASGI middleware: answers 401 (JSON, `WWW-Authenticate: Bearer`) before any route or body read."""
+    """An ASGI middleware: answers 401 (JSON, `WWW-Authenticate: Bearer`) or 403 (a read token on an admin
+    route) before any route or body read. Open paths pass, with the caller's scope noted for the route."""
 
-    def __init__(self, app, token: Callable[[], str | None] = expected_token, open_paths=OPEN_PATHS):
+    def __init__(self, app, token: Callable[[], str | None] | None = None, open_paths=None,
+                 scoped: Callable[[], Mapping[str, str]] | None = None):
         self.app = app
-        self.token = token
+        if scoped is None:
+            scoped = tokens if token is None else (lambda: {ADMIN: t} if (t := token()) else {})
+        self.scoped = scoped
         self.open_paths = open_paths
 
+    def _open(self, path: str) -> bool:
+        if self.open_paths is not None:
+            return path in self.open_paths
+        return path in HEALTH_PATHS or (public_docs() and path in DOCS_PATHS)
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and _route_path(scope) not in self.open_paths:
-            try:
-                token = self.token()
-            except AuthConfigError as exc:
-                return await _reply(scope, receive, send, 503, f"authentication is misconfigured: {exc}")
-            if token is not None:
-                header = None
-                for name, value in scope.get("headers") or []:
-                    if name == b"authorization":
-                        header = value.decode("latin-1")
-                        break
-                if not authorized(header, token):
-                    if header:
-                        message, challenge = "invalid bearer token", f'Bearer realm="{REALM}", error="invalid_token"'
-                    else:
-                        message, challenge = ("authentication required: send Authorization: Bearer <token>",
-                                              f'Bearer realm="{REALM}"')
-                    return await _reply(scope, receive, send, 401, message, {"WWW-Authenticate": challenge})
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = _route_path(scope)
+        try:
+            configured = self.scoped()
+        except AuthConfigError as exc:
+            return await _reply(scope, receive, send, 503, f"authentication is misconfigured: {exc}")
+        header = None
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        granted = scope_of(header, configured)
+        scope.setdefault("state", {})["councils_scope"] = granted
+        if self._open(path):
+            return await self.app(scope, receive, send)
+        if granted is None:
+            if header:
+                message, challenge = "invalid bearer token", f'Bearer realm="{REALM}", error="invalid_token"'
+            else:
+                message, challenge = ("authentication required: send Authorization: Bearer <token>",
+                                      f'Bearer realm="{REALM}"')
+            return await _reply(scope, receive, send, 401, message, {"WWW-Authenticate": challenge})
+        if granted == READ and needs_admin(scope.get("method", "GET"), path):
+            return await _reply(scope, receive, send, 403,
+                                "this token may read and deliberate; council writes and deletes need the admin token",
+                                {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'})
         await self.app(scope, receive, send)
 
 

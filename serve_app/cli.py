@@ -6,8 +6,11 @@
     councils list | show ROLE | create ROLE | delete ROLE
     councils deliberate ROLE "task"                live stage progress, then the ranked result
 
-Every command but up/down talks HTTP to `--url` (default $COUNCILS_URL or http://127.0.0.1:8000) with
-`--token` (default $COUNCILS_API_TOKEN) as the bearer token. `--json` prints machine-readable JSON only.
+Every command but up/down talks HTTP to `--url` (default $COUNCILS_URL or http://127.0.0.1:8000) with a
+bearer token read from `--token-file FILE`, $COUNCILS_API_TOKEN_FILE or $COUNCILS_API_TOKEN (create and delete
+prefer $COUNCILS_ADMIN_TOKEN_FILE / $COUNCILS_ADMIN_TOKEN); `--token` works too but shows in `ps`.
+Everything printed is terminal-safe: escape sequences and control characters in model text are dropped.
+`--json` prints machine-readable JSON only.
 Exit status: 0 success, 1 a failed request or deliberation, 2 bad usage.
 """
 
@@ -25,6 +28,8 @@ from typing import Any, Iterator
 
 import httpx
 
+from .security import terminal_safe
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8000"
 PID_FILE = "councils.pid"
@@ -38,7 +43,8 @@ class CliError(Exception):
 
 # -- output ---------------------------------------------------------------------------------------
 def out(text: str = "") -> None:
-    print(text, flush=True)
+    # Model text (proposals, critiques, errors) never writes escape sequences to the terminal.
+    print(terminal_safe(text), flush=True)
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
@@ -378,7 +384,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: the options work before or after the command; the top level sets the defaults.
     common.add_argument("--url", default=argparse.SUPPRESS, help="service URL (default: $COUNCILS_URL or %s)" % DEFAULT_URL)
-    common.add_argument("--token", default=argparse.SUPPRESS, help="API token (default: $COUNCILS_API_TOKEN)")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="API token (visible in ps: prefer --token-file)")
+    common.add_argument("--token-file", default=argparse.SUPPRESS, help="file holding the API token")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON only")
     common.add_argument("--http-timeout", type=float, default=argparse.SUPPRESS, help="seconds per request (default 30)")
 
@@ -387,7 +394,9 @@ def parser() -> argparse.ArgumentParser:
     # Not `parents=[common]`: set_defaults would change the actions the subcommands share.
     ap.add_argument("--url", default=os.environ.get("COUNCILS_URL", DEFAULT_URL),
                     help="service URL (default: $COUNCILS_URL or %s)" % DEFAULT_URL)
-    ap.add_argument("--token", default=os.environ.get("COUNCILS_API_TOKEN"),
+    ap.add_argument("--token-file", default=None,
+                    help="file holding the API token (default: $COUNCILS_API_TOKEN_FILE; not shown in ps)")
+    ap.add_argument("--token", default=None,
                     help="API token (default: $COUNCILS_API_TOKEN)")
     ap.add_argument("--json", action="store_true", help="print JSON only")
     ap.add_argument("--http-timeout", type=float, default=30.0, help="seconds per request (default 30)")
@@ -443,13 +452,43 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def resolve_token(args, environ=None) -> str | None:
+    """--token, --token-file, then the environment: for council writes the admin token first
+    ($COUNCILS_ADMIN_TOKEN_FILE, $COUNCILS_ADMIN_TOKEN), then $COUNCILS_API_TOKEN_FILE, $COUNCILS_API_TOKEN."""
+    env = os.environ if environ is None else environ
+    if args.token:
+        return args.token
+    sources = [("file", args.token_file)] if args.token_file else []
+    if getattr(args, "func", None) in (cmd_create, cmd_delete):
+        sources += [("file", env.get("COUNCILS_ADMIN_TOKEN_FILE")), ("value", env.get("COUNCILS_ADMIN_TOKEN"))]
+    sources += [("file", env.get("COUNCILS_API_TOKEN_FILE")), ("value", env.get("COUNCILS_API_TOKEN"))]
+    for kind, value in sources:
+        if not value:
+            continue
+        if kind == "value":
+            return value.strip()
+        try:
+            token = Path(value).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CliError(f"token file {value} cannot be read: {type(exc).__name__}") from None
+        if not token:
+            raise CliError(f"token file {value} is empty")
+        return token
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    api = Api(args.url, args.token, args.http_timeout) if getattr(args, "remote", True) else None
+    try:
+        token = resolve_token(args) if getattr(args, "remote", True) else None
+    except CliError as exc:
+        print(f"councils: error: {terminal_safe(exc)}", file=sys.stderr, flush=True)
+        return 2
+    api = Api(args.url, token, args.http_timeout) if getattr(args, "remote", True) else None
     try:
         return args.func(api, args)
     except CliError as exc:
-        print(f"councils: error: {exc}", file=sys.stderr, flush=True)
+        print(f"councils: error: {terminal_safe(exc)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 130

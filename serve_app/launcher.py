@@ -28,7 +28,9 @@ import psutil
 import yaml
 
 from .redact import redact_url
-from .valkey_server import ValkeyProcess, free_port
+from .valkey_server import ValkeyProcess, free_port, write_private
+
+RAY_TOKEN_FILE = "ray-auth-token"
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,7 +46,8 @@ class RayHead:
     def __init__(self, *, port: int, dashboard_port: int, temp_dir: str, redis_address: str,
                  namespace: str, env: dict[str, str], redis_password: str | None = None,
                  redis_username: str | None = None,
-                 num_cpus: int | None = None, log_path: Path, metrics_export_port: int | None = None):
+                 num_cpus: int | None = None, log_path: Path, metrics_export_port: int | None = None,
+                 auth_token_path: Path | None = None):
         self.port = port
         self.dashboard_port = dashboard_port
         self.temp_dir = temp_dir
@@ -56,6 +59,8 @@ class RayHead:
         # Prometheus endpoint of this node's metrics agent (Ray's and the councils_* metrics).
         self.metrics_export_port = metrics_export_port
         self.env = env
+        # Ray token authentication (RAY_AUTH_MODE=token, the token in this 0600 file): None leaves it off.
+        self.auth_token_path = auth_token_path
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         # Inherited by every process of this head (gcs_server, raylet, workers): stop() finds them all.
@@ -79,6 +84,18 @@ class RayHead:
         """The dashboard answers (401 too: then Ray's token authentication is on)."""
         return http_get(f"{self.dashboard_url}/api/version")[0] in (200, 401)
 
+    def auth_env(self) -> dict[str, str]:
+        """What every Ray process and Ray CLI call of this cluster needs: the mode, and where the token is."""
+        if self.auth_token_path is None:
+            # Explicit, so a token left in ~/.ray by another cluster does not silently switch it on.
+            return {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.auth_token_path)}
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.auth_token_path is None:
+            return {}
+        return {"Authorization": f"Bearer {self.auth_token_path.read_text().strip()}"}
+
     def start(self) -> None:
         with self.lock:
             self._start()
@@ -96,12 +113,12 @@ class RayHead:
             return True
 
     def _start(self) -> None:
-        env = {**os.environ, **self.env,
-               # Explicit, so a token left in ~/.ray by another cluster does not silently switch it on.
-               "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-               "RAY_REDIS_ADDRESS": self.redis_address,
-               "RAY_external_storage_namespace": self.namespace}
-        cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}  # the token: by its file only
+        env.update({**self.env, **self.auth_env(),
+                    "RAY_REDIS_ADDRESS": self.redis_address,
+                    "RAY_external_storage_namespace": self.namespace})
+        # serve_app.ray_start is Ray's `ray start` with the Valkey password kept off every command line.
+        cmd = [sys.executable, "-m", "serve_app.ray_start", "start", "--head", "--block", "--disable-usage-stats",
                f"--port={self.port}", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                f"--temp-dir={self.temp_dir}"]
@@ -110,7 +127,7 @@ class RayHead:
         if self.metrics_export_port:
             cmd.append(f"--metrics-export-port={self.metrics_export_port}")
         if self.redis_password:
-            cmd.append(f"--redis-password={self.redis_password}")
+            env["COUNCILS_GCS_REDIS_PASSWORD"] = self.redis_password
         if self.redis_username:
             cmd.append(f"--redis-username={self.redis_username}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +274,17 @@ def kill_tree(pid: int, timeout_s: float = 20, marker: str | None = None) -> Non
     psutil.wait_procs(alive, timeout=5)
 
 
+def ray_auth_token(data_dir: Path) -> Path:
+    """The local cluster's Ray token: generated once, kept 0600 under the data directory (make run)."""
+    import secrets
+
+    path = data_dir / RAY_TOKEN_FILE
+    if not (path.exists() and path.read_text().strip()):
+        write_private(path, secrets.token_hex(32) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def stop_started(head: "RayHead | None", valkey: ValkeyProcess | None) -> None:
     """Stop what the launcher started: the Ray head (and anything of it left holding a port), then Valkey,
     each even if the step before failed."""
@@ -269,9 +297,9 @@ def stop_started(head: "RayHead | None", valkey: ValkeyProcess | None) -> None:
             log(f"stopping {what}: {type(exc).__name__}: {exc}")
 
 
-def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 3, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -318,9 +346,9 @@ def serve_deploy(config: Path, dashboard_url: str, env: dict[str, str]) -> None:
                    check=True, env={**os.environ, **env})
 
 
-def serve_failures(dashboard_url: str) -> str | None:
+def serve_failures(dashboard_url: str, headers: dict[str, str] | None = None) -> str | None:
     """The message of any Serve application whose deployment failed, from the dashboard's REST API."""
-    status, body = http_get(f"{dashboard_url}/api/serve/applications/")
+    status, body = http_get(f"{dashboard_url}/api/serve/applications/", headers=headers)
     if status != 200:
         return None
     try:
@@ -354,11 +382,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="RAY_external_storage_namespace: keep it stable so a restart finds its cluster")
     ap.add_argument("--num-cpus", type=int, default=None)
     ap.add_argument("--ready-timeout", type=float, default=900)
+    ap.add_argument("--ray-auth", choices=("token", "disabled"), default=os.environ.get("COUNCILS_RAY_AUTH", "token"),
+                    help="Ray token authentication of the local cluster (default token: the launcher creates the "
+                         "token, 0600, under the data dir; $COUNCILS_RAY_AUTH)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the CLI calls below must match the head
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)  # Valkey's password, the Ray token, the AOF: for this user only
+    token_path = ray_auth_token(data) if args.ray_auth == "token" else None
+    # The Ray CLI calls below (serve deploy) must match the head: same mode, same token file.
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_MODE"] = "token" if token_path else "disabled"
+    if token_path:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
     from actors.model_prep import ensure_dev_model
 
     log(f"dev model: {ensure_dev_model()}")
@@ -401,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"external Valkey at {redact_url(url)}")
         else:
             valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
-            url, redis_address, username, password = valkey.url, valkey.address, None, None
-            log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir})")
+            url, redis_address, username, password = valkey.url, valkey.address, None, valkey.password
+            log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir}; password in "
+                f"{valkey.data_dir / 'password'}, mode 0600)")
 
         child_env = {
             "COUNCILS_VALKEY_URL": url,
@@ -414,10 +452,13 @@ def main(argv: list[str] | None = None) -> int:
                        temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
                        redis_address=redis_address, namespace=args.namespace, env=child_env,
                        redis_password=password, redis_username=username, num_cpus=args.num_cpus, log_path=data / "ray-head.log",
-                       metrics_export_port=args.metrics_port or None)
+                       metrics_export_port=args.metrics_port or None, auth_token_path=token_path)
         head.start()
         log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
             f"dashboard {head.dashboard_url}" + (f"; metrics {head.metrics_url}" if head.metrics_url else ""))
+        if token_path:
+            log(f"Ray token authentication on: the token is in {token_path} (0600); for ray/serve CLI calls "
+                f"export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token_path}")
         wait_for(head.answers, 180, "Ray dashboard")
         serve_deploy(config_path, head.dashboard_url, child_env)
         log(f"deployed {config_path}; waiting for {ready_url}")
@@ -426,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         def progress():
             if not head.alive():
                 raise RuntimeError(f"Ray head exited; see {head.log_path}")
-            failed = serve_failures(head.dashboard_url)
+            failed = serve_failures(head.dashboard_url, head.auth_headers())
             if failed:  # a bad config never becomes ready: say why instead of waiting
                 raise RuntimeError(f"serve deploy failed:\n{failed}")
             if int(time.time() - started) % 15 == 0:

@@ -119,6 +119,20 @@ async def busy_error(store, role: str, active: int, limits: Limits | None = None
                     headers={"Retry-After": str(await retry_after_s(store, role))})
 
 
+def service_busy_error(active: int, limits: Limits | None = None) -> ApiError:
+    """The 429 for all councils together at max_active_total (checked in the same atomic step)."""
+    lim = limits or _current
+    return ApiError(429, f"the service is busy: {active} deliberations pending or running in all councils "
+                         f"(limit {lim.max_active_total}); retry later", headers={"Retry-After": "10"})
+
+
+def registry_full_error(exc) -> ApiError:
+    """A council write over max_councils or max_agents_total (store.RegistryFull): 422, nothing written."""
+    what = {"max_councils": "councils", "max_agents_total": "agents in all councils"}[exc.limit]
+    return ApiError(422, f"limits.{exc.limit}: this write would make {exc.value} {what}, over the limit of "
+                         f"{exc.cap}; delete some first or raise the limit in the config")
+
+
 async def retry_after_s(store, role: str) -> int:
     """About one median deliberation of the council (1..60 s; 5 s when it has no history)."""
     samples = sorted(await store.durations(role))

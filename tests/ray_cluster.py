@@ -43,7 +43,7 @@ class LocalCluster:
         self.valkey.start()
         self.head = RayHead(
             port=free_port(), dashboard_port=free_port(), temp_dir=self.temp_dir,
-            redis_address=self.valkey.address, namespace=self.namespace,
+            redis_address=self.valkey.address, redis_password=self.valkey.password, namespace=self.namespace,
             env={"PYTHONPATH": str(ROOT), "COUNCILS_VALKEY_URL": self.valkey.url,
                  "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                  "RAY_SERVE_ENABLE_TASK_EVENTS": "0"},

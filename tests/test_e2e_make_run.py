@@ -101,20 +101,42 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert r.status_code == 201, r.text
     sec = r.json()
 
+    # A verified deliberation: the request's tests run against every proposal, in the sandbox, as Ray tasks.
     r = http.post("/v1/deliberations", params={"wait": "true"}, json={
         "role": "DEV", "task": "Write a Python function is_palindrome(s) that ignores case.",
-        "max_tokens": 48, "constraints": {"requirements": ["ignore case"]}})
+        "max_tokens": 96, "constraints": {
+            "requirements": ["ignore case"],
+            "tests": "assert is_palindrome('Aba')\nassert not is_palindrome('ab')\nassert is_palindrome('')"}})
     assert r.status_code == 200, r.text
     rec = r.json()
     res = rec["result"]
     assert rec["status"] == "completed"
     assert len(res["proposals"]) == 3 and [p["rank"] for p in res["proposals"]] == [1, 2, 3]
+    early_stop = bool(rec["stages_skipped"])
     for p in res["proposals"]:
         assert p["content"].strip()  # model-written
-        assert len(p["revisions"]) == 1 and p["revisions"][0]["critique"].strip()
-        assert {c["name"] for c in p["checks"]} >= {"non_empty", "code_blocks_parse", "requirements_addressed"}
-        assert 0.0 <= p["score"] <= 1.0
+        assert len(p["versions"]) == (1 if early_stop else 2)
+        assert all(v["content"].strip() for v in p["versions"])
+        if not early_stop:
+            assert p["versions"][1]["critique"].strip()
+        for v in p["versions"]:  # per-proposal test results, for every version
+            tests = {c["name"]: c for c in v["checks"]}["python.tests"]
+            assert tests["status"] in ("passed", "failed") and tests["message"]
+        assert p["score"] is None or 0.0 <= p["score"] <= 1.0
+    # Peer rankings from every agent, each of the two others, constrained to parse.
+    assert sorted(r["reviewer"] for r in res["rankings"]) == sorted(p["author"] for p in res["proposals"])
+    for ranking in res["rankings"]:
+        assert ranking["parsed"] and ranking["reviewer"] not in ranking["order"] and len(ranking["order"]) == 2
+    assert res["decided_by"] in ("verifiers", "votes", "peer_rank", "tie_break") and res["reason"]
+    # The winner is consistent with the rule: no candidate verifies better than it.
+    from actors.scoring import verifier_key
+    from actors.specs import Proposal
+
+    proposals = [Proposal.model_validate(p) for p in res["proposals"]]
+    best = max(verifier_key(v) for p in proposals for v in p.versions)
+    assert verifier_key(proposals[0].current) == best
     assert res["winner_id"] == res["proposals"][0]["author"]
+    assert res["written_by"] == proposals[0].current.written_by
     assert res["duration_s"] > 0 and res["usage"]["completion_tokens"] > 0 and res["usage"]["prompt_tokens"] > 0
 
     from ray.util.state import list_actors

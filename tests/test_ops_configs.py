@@ -87,8 +87,63 @@ def test_cluster_yaml_for_ray_up():
     assert "RAY_REDIS_ADDRESS" in env_file and "COUNCILS_VALKEY_URL" in env_file
     head = " ".join(raw["head_start_ray_commands"])
     assert ". ~/councils.env" in head and "RAY_external_storage_namespace=" in head
-    assert "--redis-password" in head and "--num-cpus=0" in head and "--metrics-export-port=8080" in head
+    assert "COUNCILS_GCS_REDIS_PASSWORD=" in head and "--num-cpus=0" in head and "--metrics-export-port=8080" in head
     assert "--metrics-export-port=8080" in " ".join(raw["worker_start_ray_commands"])
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_shipped_manifests_read_the_api_tokens_from_secret_files_and_turn_ray_token_auth_on():
+    """Issue 12: an API on 0.0.0.0 needs its tokens (from secret files, never inline), Ray token auth is on
+    in every shipped cluster config, the dashboard is not public, and no secret is on a command line."""
+    production = load("configs/production.yaml")
+    assert production["http_options"]["host"] == "0.0.0.0"
+    args = councils_app(production)["args"]
+    assert args.get("allow_unauthenticated", False) is False and args.get("public_docs", False) is False
+    config = AppConfig.model_validate(args)
+    assert config.limits.max_councils and config.limits.max_active_total and config.limits.max_sse_connections
+    text = (ROOT / "configs" / "production.yaml").read_text()
+    assert "COUNCILS_API_TOKEN:" not in text and "COUNCILS_ADMIN_TOKEN:" not in text  # no inline token
+
+    # KubeRay: token files mounted from a secret on every pod that may run an ingress replica; Ray token auth.
+    manifest = load("configs/kuberay-rayservice.yaml")
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        (container,) = pod["containers"]
+        env = _env(container)
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+        for var in ("COUNCILS_API_TOKEN_FILE", "COUNCILS_ADMIN_TOKEN_FILE"):
+            path = env[var]["value"]
+            assert any(path.startswith(mounts[name] + "/") for name in secrets if name in mounts), (var, path)
+        assert "COUNCILS_API_TOKEN" not in env and "COUNCILS_ADMIN_TOKEN" not in env
+        assert "RAY_AUTH_MODE" not in env or env["RAY_AUTH_MODE"].get("value") == "token"
+
+    # ray up: token auth on every node, the dashboard on loopback, secrets from 0600 files, none on a command line.
+    raw = load("cluster.yaml")
+    assert "~/councils-secrets" in raw["file_mounts"]
+    init = " ".join(raw["initialization_commands"])
+    assert "umask 077" in init and "RAY_AUTH_MODE=token" in init and "RAY_AUTH_TOKEN_PATH" in init
+    assert "COUNCILS_API_TOKEN_FILE" in init and "COUNCILS_ADMIN_TOKEN_FILE" in init
+    head = " ".join(raw["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert "serve_app.ray_start start --head" in head and "--redis-password" not in head
+    everything = yaml.safe_dump(raw)
+    assert "$COUNCILS_VALKEY_PASSWORD" not in everything and "COUNCILS_VALKEY_PASSWORD=" not in everything
+    for cmds in (raw["head_start_ray_commands"], raw["worker_start_ray_commands"]):
+        assert ". ~/councils.env" in " ".join(cmds)
+
+
+def test_security_doc_covers_each_item():
+    doc = (ROOT / "docs" / "security.md").read_text()
+    for needle in ("Threat model", "open by default", "allow_unauthenticated", "COUNCILS_ADMIN_TOKEN_FILE",
+                   "max_councils", "max_agents_total", "max_active_total", "max_sse_connections", "maxmemory",
+                   "appendfsync", "RAY_AUTH_MODE", "dashboard", "/proc", "public_docs", "--token-file"):
+        assert needle in doc, needle
 
 
 def test_operations_doc_names_every_metric_with_its_tags():

@@ -25,23 +25,34 @@ from tests.ray_cluster import ROLES, LocalCluster, app_config, running_cluster, 
 
 pytestmark = pytest.mark.ray
 
-TOKEN = f"cr-test-token-{uuid.uuid4().hex}"
-LIMITS = Limits(max_task_chars=2000, max_rubric_chars=1000, max_active_per_council=2)
+TOKEN = f"cr-test-token-{uuid.uuid4().hex}"  # the admin token: every scope
+READ_TOKEN = f"cr-read-token-{uuid.uuid4().hex}"  # read and deliberate only
+LIMITS = Limits(max_task_chars=2000, max_rubric_chars=1000, max_active_per_council=2, max_active_total=6,
+                max_councils=9, max_sse_connections=3)
 FUZZ_EXAMPLES = 40  # per operation and mode: the whole fuzz stays within a couple of minutes
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
-    token_file = work / "api-token"
+    token_file = work / "admin-token"
     token_file.write_text(TOKEN + "\n")
+    read_file = work / "api-token"
+    read_file.write_text(READ_TOKEN + "\n")
 
     def deploy_with_token(c: LocalCluster) -> None:
+        from actors.specs import default_council
+
         serve.start(http_options={"host": "127.0.0.1", "port": c.http_port})
-        config = app_config(c.valkey.url).model_copy(update={"limits": LIMITS})
+        # The five councils declared in the config (so they are config-owned: API writes to them are 409).
+        declared = [{"role": r, **default_council(r, "fake", 3, 1, 32).model_dump(
+            mode="json", include={"agents", "rounds", "scoring"})} for r in ROLES]
+        config = app_config(c.valkey.url).model_copy(update={"limits": LIMITS, "public_docs": True})
+        args = {**config.model_dump(mode="json"), "councils": declared}
         app = Ingress.options(ray_actor_options={
-            "num_cpus": 0, "runtime_env": {"env_vars": {"COUNCILS_API_TOKEN_FILE": str(token_file)}},
-        }).bind(config.model_dump(mode="json"))
+            "num_cpus": 0, "runtime_env": {"env_vars": {"COUNCILS_API_TOKEN_FILE": str(read_file),
+                                                        "COUNCILS_ADMIN_TOKEN_FILE": str(token_file)}},
+        }).bind(args)
         serve.run(app, name="councils", route_prefix="/")
         c.wait_ready()
 
@@ -76,6 +87,46 @@ def test_token_required_on_v1_and_health_stays_open(http, anon):
     assert http.get("/v1/councils/DEV").json()["role"] == "DEV"
     status = http.get("/v1/status").text
     assert TOKEN not in status and "redis://" not in status
+    # /readyz: no internal details to anonymous callers; the persistence settings to token holders.
+    assert set(anon.get("/readyz").json()) == {"ready", "valkey", "councils_restored", "engines_ready"}
+    persistence = http.get("/readyz").json()["valkey_persistence"]
+    assert persistence["appendfsync"] == "always" and persistence["maxmemory-policy"] == "noeviction"
+    assert persistence["warnings"] == []
+
+
+# -- scopes, config-owned councils, council caps (issue 12) --------------------------------------------------------
+def test_read_token_403_on_writes_config_owned_409_and_max_councils(cluster, http, anon):
+    read = {"Authorization": f"Bearer {READ_TOKEN}"}
+    body = {"agents": [{"id": "a-1", "engine": "fake"}]}
+    assert anon.get("/v1/councils", headers=read).status_code == 200
+    for method, path in (("PUT", "/v1/councils/SCOPE"), ("DELETE", "/v1/councils/DATA"),
+                         ("POST", "/v1/councils/DATA/agents"), ("DELETE", "/v1/councils/DATA/agents/agent-data-001")):
+        r = anon.request(method, path, headers=read, json=body if method != "DELETE" else None)
+        assert r.status_code == 403 and "admin token" in r.json()["error"]["message"], (method, path, r.text)
+    r = anon.post("/v1/deliberations", headers=read, json={"role": "DATA", "task": "Design a table.", "rounds": 0})
+    assert r.status_code == 202, r.text
+    # A council declared in the deployed config: 409 naming it, for the admin token too; nothing changes.
+    before = http.get("/v1/councils/DEV").json()
+    for method, path in (("PUT", "/v1/councils/DEV"), ("DELETE", "/v1/councils/DEV")):
+        r = http.request(method, path, json=body if method == "PUT" else None)
+        assert r.status_code == 409 and "owned by the deployed config" in r.json()["error"]["message"], r.text
+        assert "args.councils" in r.json()["error"]["message"]
+    assert http.get("/v1/councils/DEV").json() == before
+    # max_councils = 9: 5 declared + 4 more; the 10th is refused and gets no actor.
+    created = []
+    try:
+        for i in range(4):
+            r = http.put(f"/v1/councils/CAP{i}", json=body)
+            assert r.status_code == 201, r.text
+            created.append(f"CAP{i}")
+        r = http.put("/v1/councils/CAP9", json=body)
+        assert r.status_code == 422 and "limits.max_councils" in r.json()["error"]["message"], r.text
+        assert http.get("/v1/councils/CAP9").status_code == 404
+        with pytest.raises(ValueError):
+            ray.get_actor("council-CAP9", namespace="councils")
+    finally:
+        for role in created:
+            assert http.delete(f"/v1/councils/{role}").status_code == 200
 
 
 # -- limits --------------------------------------------------------------------------------------------
@@ -149,6 +200,65 @@ def test_concurrent_deliberations_per_council_429_with_retry_after(http):
     assert http.post("/v1/deliberations", json={"role": "QA", "task": "Now there is room."}).status_code == 202
 
 
+def _wait_idle(http, timeout_s: float = 120) -> None:
+    wait_until(lambda: sum(r["active"] for r in http.get("/v1/status").json()["by_role"].values()) == 0,
+               timeout_s, what="no deliberation pending or running")
+
+
+def test_global_active_cap_holds_under_a_burst_of_50(http):
+    """max_active_total = 6 (per council 2, five councils: 10 would fit without it): exactly 6 of 50 concurrent
+    requests are accepted, the others get 429 with Retry-After, and none of them leaves a record behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _wait_idle(http)
+    engine = ray.get_actor("engine-fake", namespace="councils")
+    ray.get(engine.set_delay.remote(8.0))  # nothing finishes during the burst
+    try:
+        def post(i):
+            with httpx.Client(base_url=str(http.base_url), timeout=60, headers=dict(http.headers)) as c:
+                return c.post("/v1/deliberations", json={"role": ROLES[i % 5], "task": f"Burst {i}.", "rounds": 0})
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(post, range(50)))
+        statuses = [r.status_code for r in answers]
+        assert statuses.count(202) == 6, statuses
+        assert set(statuses) == {202, 429}, statuses
+        assert all(int(r.headers["retry-after"]) >= 1 for r in answers if r.status_code == 429)
+        assert any("the service is busy" in r.json()["error"]["message"] for r in answers if r.status_code == 429)
+    finally:
+        ray.get(engine.set_delay.remote(0.0))
+    _wait_idle(http)
+
+
+def test_sse_connection_cap_and_a_stream_past_its_deadline_ends(cluster, http, kv):
+    from actors.specs import DeliberationRecord, DeliberationRequest
+
+    # A record stuck in_progress long past its deadline (no council runs it): its stream ends by itself.
+    stuck = DeliberationRecord(request=DeliberationRequest(role="DEV", task="stuck", constraints={"timeout_s": 1}),
+                               status="in_progress", created_at=time.time() - 3600)
+    kv.set(f"councils:delib:{stuck.id}", stuck.model_dump_json(), ex=600)
+    with httpx.Client(base_url=cluster.url, timeout=httpx.Timeout(30.0), headers=dict(http.headers)) as c:
+        started = time.time()
+        with c.stream("GET", f"/v1/deliberations/{stuck.id}/events") as r:
+            text = "".join(r.iter_text())
+        assert r.status_code == 200 and "event: closed" in text and time.time() - started < 20
+        # Three open streams per replica (max_sse_connections): the fourth is a 429 with Retry-After.
+        stuck.created_at = time.time()
+        stuck.request.constraints.timeout_s = 600
+        kv.set(f"councils:delib:{stuck.id}", stuck.model_dump_json(), ex=600)
+        streams = [c.stream("GET", f"/v1/deliberations/{stuck.id}/events") for _ in range(3)]
+        opened = [s.__enter__() for s in streams]
+        try:
+            assert [o.status_code for o in opened] == [200, 200, 200]
+            r = c.get(f"/v1/deliberations/{stuck.id}/events")
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1, r.text
+            assert "max_sse_connections" in r.json()["error"]["message"]
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
+        kv.delete(f"councils:delib:{stuck.id}")
+
+
 # -- OpenAI-compatible endpoint, with the official client ---------------------------------------------
 def test_openai_client_completion_and_stream(cluster, http):
     import openai
@@ -182,7 +292,7 @@ def test_openai_client_completion_and_stream(cluster, http):
     first_content = next(i for i, c in enumerate(with_choice) if c.choices[0].delta.content)
     stages = [p for p in progress[:first_content] if p]
     assert stages[0] == {"event": "stage.started", "stage": "propose"}
-    assert [p["stage"] for p in stages if p["event"] == "stage.completed"] == ["propose", "critique-1", "revise-1", "score"]
+    assert [p["stage"] for p in stages if p["event"] == "stage.completed"] == ["propose", "critique-1", "revise-1", "rank", "score"]
     assert not any(progress[first_content:-1])  # all progress comes before the answer
     streamed = "".join(c.choices[0].delta.content or "" for c in with_choice)
     assert with_choice[-1].choices[0].finish_reason == "stop"
@@ -217,7 +327,7 @@ def test_cli_deliberates_and_prints_the_winner(cluster, http, capsys):
 
     assert cli.main(base + ["--json", "deliberate", "QA", "Plan tests for a login form.", "--rounds", "0"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["status"] == "completed" and rec["stages_done"] == ["propose", "score"]
+    assert rec["status"] == "completed" and rec["stages_done"] == ["propose", "rank", "score"]
 
     assert cli.main(base + ["create", "CLITEST", "--agents", "2", "--rounds", "0"]) == 0  # engine: the service's
     assert "created council CLITEST: 2 agents" in capsys.readouterr().out
@@ -311,6 +421,33 @@ def test_openapi_fuzz_no_server_errors_no_schema_violations(cluster):
     assert not failures, "\n\n".join(failures)
 
 
+# -- Valkey full (near the end: it changes maxmemory, then restores it) -------------------------------------
+def test_valkey_full_answers_503_with_retry_after_and_the_head_stays_up(cluster, http, kv):
+    _wait_idle(http)
+    original = kv.config_get("maxmemory")["maxmemory"]
+    records_before = len(list(kv.scan_iter("councils:delib:*", count=1000)))
+    used = int(kv.info("memory")["used_memory"])
+    kv.config_set("maxmemory", str(int(used / 0.95)))  # over 90 %: API writes refused, the GCS keeps room
+    try:
+        time.sleep(1.5)  # the replica reads INFO at most once a second
+        for method, path, body in (("POST", "/v1/deliberations", {"role": "DEV", "task": "Fill it up."}),
+                                   ("PUT", "/v1/councils/FULL", {"agents": [{"id": "a-1", "engine": "fake"}]})):
+            r = http.request(method, path, json=body)
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+            assert "Valkey is nearly full" in r.json()["error"]["message"]
+        assert len(list(kv.scan_iter("councils:delib:*", count=1000))) == records_before  # nothing half-written
+        assert http.get("/v1/councils/FULL").status_code == 404
+        assert http.get("/v1/councils").status_code == 200  # reads still work
+        assert cluster.head.alive() and cluster.head.answers()
+        assert ray.get(ray.get_actor("engine-fake", namespace="councils").health.remote(), timeout=30)
+    finally:
+        kv.config_set("maxmemory", original)
+    time.sleep(1.5)
+    r = http.post("/v1/deliberations", json={"role": "DEV", "task": "Room again.", "rounds": 0})
+    assert r.status_code == 202, r.text
+    assert cluster.head.alive()
+
+
 # -- logs (last: after every request above) ---------------------------------------------------------
 def test_token_absent_from_every_log(cluster, http, anon):
     # One more of each, so the replica has logged both kinds just now.
@@ -322,5 +459,6 @@ def test_token_absent_from_every_log(cluster, http, anon):
     wait_until(lambda: any(b"401" in p.read_bytes() for p in replica_logs), 30, what="the 401s in the replica log")
     files = [p for p in logs.rglob("*") if p.is_file()]
     assert len(files) > 10
-    leaked = [str(p) for p in files if TOKEN.encode() in p.read_bytes()]
+    secrets = [s.encode() for s in (TOKEN, READ_TOKEN, cluster.valkey.password)]
+    leaked = [str(p) for p in files if any(s in p.read_bytes() for s in secrets)]
     assert not leaked, leaked
