@@ -22,6 +22,7 @@ from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .specs import CouncilSpec, DeliberationRecord
 from .store import StaleWriter, Store, feed_entry
+from .verification import LocalVerifier, RayVerifier
 
 log = logging.getLogger("councils.council")
 
@@ -73,7 +74,7 @@ class _StoreSink:
 
 class Council:
     def __init__(self, role: str, valkey_url: str, key_prefix: str = "councils:", record_ttl_s: int = 3600,
-                 sweep_interval_s: float = SWEEP_INTERVAL_S):
+                 sweep_interval_s: float = SWEEP_INTERVAL_S, verification: dict | None = None):
         self.role = role
         self.store = Store(valkey_url, key_prefix, record_ttl_s)
         self.epochs: dict[str, int] = {}  # deliberation id -> the owner epoch this council holds
@@ -81,6 +82,8 @@ class Council:
         # Engines by name; the actor behind a name is looked up in Valkey (it changes on a rollover).
         self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_actor)
         self.generator = metrics.MeteredGenerator(self.engines, role)
+        # Verification runs as Ray tasks inside a cluster, in threads of this process outside one (tests).
+        self.verifier = RayVerifier(verification) if ray.is_initialized() else LocalVerifier()
         self.tasks: dict[str, asyncio.Task] = {}
         self.sweep_interval_s = sweep_interval_s
         # A runner holds a lease on each record it runs (renewed every sweep), so another council's
@@ -317,7 +320,8 @@ class Council:
                     f"deadline passed before the deliberation could {'resume' if record.stages_done else 'run'}"
                     f" (status was {record.status}, stages done: {record.stages_done or 'none'})")
             record.council_version = record.council_version or spec.version
-            await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink), timeout=remaining)
+            await asyncio.wait_for(deliberate(record, spec, self.generator, self.sink, self.verifier),
+                                   timeout=remaining)
             if record.result is None:
                 raise RuntimeError("the protocol ended without a result")
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:

@@ -200,8 +200,10 @@ class Engine:
         temperature: float = 0.7,
         max_tokens: int = 256,
         seed: int | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One chat completion; returns `Completion.model_dump()`."""
+        """One chat completion; returns `Completion.model_dump()`. With json_schema the answer is
+        constrained to JSON of that schema (vLLM structured outputs / OpenAI response_format)."""
         if not messages:
             raise ValueError("messages must not be empty")
         if max_tokens < 1:
@@ -212,7 +214,7 @@ class Engine:
         backend = self._backend
         self._in_flight += 1
         try:
-            completion = await backend.generate(messages, float(temperature), int(max_tokens), seed)
+            completion = await backend.generate(messages, float(temperature), int(max_tokens), seed, json_schema)
         except EngineUnavailable:
             self._failed += 1
             if getattr(backend, "dead", False) and self._backend is backend:
@@ -324,8 +326,9 @@ class _VllmBackend:
         # The template already holds every special token the model expects.
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    async def generate(self, messages, temperature, max_tokens, seed) -> Completion:
+    async def generate(self, messages, temperature, max_tokens, seed, json_schema=None) -> Completion:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -343,6 +346,7 @@ class _VllmBackend:
             max_tokens=min(max_tokens, room),
             seed=seed,
             output_kind=RequestOutputKind.FINAL_ONLY,
+            structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema else None,
         )
         request_id = f"{self.spec.name}-{uuid.uuid4().hex}"
         prompt: Any = TokensPrompt(prompt_token_ids=ids)
@@ -410,7 +414,7 @@ class _OpenAIBackend:
             raise EngineUnavailable(f"GET {self.base_url}/models -> {resp.status_code}")
         return {"base_url": self.base_url}
 
-    async def generate(self, messages, temperature, max_tokens, seed) -> Completion:
+    async def generate(self, messages, temperature, max_tokens, seed, json_schema=None) -> Completion:
         import httpx
 
         body: dict[str, Any] = {
@@ -421,6 +425,9 @@ class _OpenAIBackend:
         }
         if seed is not None:
             body["seed"] = seed
+        if json_schema:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": json_schema, "strict": True}}
         last: str = ""
         for attempt in range(self.retries + 1):
             if attempt:

@@ -49,7 +49,7 @@ class RayEngineGenerator:
             return ""
         return "; waiting for unavailable engine(s): " + "; ".join(f"{e} ({m})" for e, m in self.unavailable.items())
 
-    async def generate(self, engine, messages, *, temperature, max_tokens, seed) -> Completion:
+    async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None) -> Completion:
         delay, waited = 0.5, 0.0
         while True:
             try:
@@ -58,7 +58,7 @@ class RayEngineGenerator:
                 except ValueError as exc:  # no actor of that name (yet)
                     raise ActorUnavailableError(str(exc), None) from exc
                 out = await handle.generate.remote(
-                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed
+                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
                 )
                 self.unavailable.pop(engine, None)
                 return Completion.model_validate(out)

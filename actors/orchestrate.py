@@ -84,7 +84,7 @@ def candidates_of(ranked: list[Proposal], top_k: int) -> list[Candidate]:
     """The first top_k proposals of a ranked result, numbered from 1."""
     out = []
     for number, p in enumerate(ranked[:top_k], 1):
-        failed = [c.name for c in p.checks if not c.passed]
+        failed = [c.name for c in p.checks if c.failed]
         out.append(Candidate(number=number, author=p.author, content=p.content, score=p.score, rank=p.rank,
                              checks_passed=bool(p.checks) and not failed, failed_checks=failed))
     return out

@@ -1,14 +1,14 @@
-"""The two things the deliberation protocol needs from the outside world.
+"""The three things the deliberation protocol needs from the outside world.
 
 The protocol never imports Ray or Valkey: the council actor hands it objects of these shapes,
-and tests hand it in-process fakes.
+and tests hand it in-process fakes (or the in-process verifier of actors/verification.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .specs import Completion, DeliberationRecord
+from .specs import CheckResult, Completion, DeliberationRecord, DeliberationRequest, ScoringSpec
 
 
 class Generator(Protocol):
@@ -20,8 +20,18 @@ class Generator(Protocol):
         temperature: float,
         max_tokens: int,
         seed: int | None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        """One chat completion on the named engine. Concurrent calls are batched by the engine."""
+        """One chat completion on the named engine. Concurrent calls are batched by the engine.
+        With json_schema, the answer is constrained to JSON of that schema (structured outputs)."""
+        ...
+
+
+class Verifier(Protocol):
+    async def verify(
+        self, texts: list[str], request: DeliberationRequest, names: list[str], scoring: ScoringSpec
+    ) -> list[list[CheckResult]]:
+        """Run the named verifiers on each text (concurrently, off the caller's event loop)."""
         ...
 
 

@@ -1,34 +1,47 @@
-"""The deliberation protocol: propose, `rounds` x (critique, revise), score.
+"""The deliberation protocol (v2): propose, verify, `rounds` x (critique, revise, verify), rank, decide.
 
-Plain async Python on two ports (ports.py): a Generator for completions and a RecordSink for
-checkpoints and events. The council actor hosts it; tests drive it with in-process fakes.
+Plain async Python on three ports (ports.py): a Generator for completions, a Verifier that runs the
+artifacts, and a RecordSink for checkpoints and events. The council actor hosts it; tests drive it
+with in-process fakes.
 
 Seats: seat i is agent i of the council (the first num_agents of them) and owns proposal i.
-In round k, seat i critiques proposal (i+1) mod N, then writes that proposal's revision from its
-own critique. pending_critiques[i] is seat i's critique between critique-k and revise-k.
+In round k, seat i critiques proposal (i+1) mod N (the version it stands for, with its verifier
+findings), then writes a revision of it from its own critique. Every version is kept and stays a
+candidate; a proposal stands for its best verified version (scoring.displaces).
+Early stop: when every proposal passes every verifier that applied after a stage, the remaining
+critique/revise rounds are skipped (recorded in `stages_skipped`).
+Rank: each agent ranks the other proposals, anonymized and shuffled per reviewer, with its answer
+constrained to JSON by the engine; Borda count. Decide: scoring.decide (verifiers, votes, peer
+rank, stable tie-break). Model text placed in another prompt is fenced with the record's nonce.
 
 Usage: Proposal.usage counts every generation made *for* that proposal (the proposal itself, the
-critique aimed at it, its revision), so the proposals' usages add up to the deliberation's usage.
+critique aimed at it, its revision, the rankings by its author), so the proposals' usages add up to
+the deliberation's usage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import time
 from typing import Awaitable, Callable
 
-from .ports import Generator, RecordSink
-from .scoring import rank_proposals, score_proposal
+from . import answers
+from .ports import Generator, RecordSink, Verifier
+from .scoring import all_verified, decide, displaces, rank_proposals, score_checks, tests_of
 from .specs import (
     AgentSpec,
+    CheckResult,
     Completion,
     CouncilSpec,
     DeliberationRecord,
     DeliberationRequest,
     DeliberationResult,
+    PeerRanking,
     Proposal,
-    Revision,
     Usage,
+    Version,
 )
 
 # The default engine is a 135M model with a 2048-token context: bound every piece of a prompt.
@@ -36,14 +49,19 @@ PERSONA_CHARS = 500
 TASK_CHARS = 1500
 RUBRIC_CHARS = 600
 REQUIREMENTS_CHARS = 800
+TESTS_CHARS = 800
 PROPOSAL_CHARS = 1200
 CRITIQUE_CHARS = 600
+FINDINGS_CHARS = 600
+RANKED_PROPOSAL_CHARS = 500
+# A ranking is a short JSON list of labels.
+RANK_TOKENS_BASE, RANK_TOKENS_PER_ITEM = 12, 6
 
 # Seeds of later stages are offset so a revision does not replay the sampling of the proposal.
 SEED_STRIDE = 1009
 
 Clock = Callable[[], float]
-Generate = Callable[[AgentSpec, list[dict[str, str]]], Awaitable[Completion]]
+Generate = Callable[..., Awaitable[Completion]]
 Events = list[tuple[str, dict]]  # (kind, data) to publish once a stage's results are applied
 
 
@@ -52,11 +70,11 @@ class DeliberationTimeout(Exception):
 
 
 def stage_names(rounds: int) -> list[str]:
-    """["propose", "critique-1", "revise-1", ..., "critique-R", "revise-R", "score"]."""
+    """["propose", "critique-1", "revise-1", ..., "critique-R", "revise-R", "rank", "score"]."""
     stages = ["propose"]
     for k in range(1, rounds + 1):
         stages += [f"critique-{k}", f"revise-{k}"]
-    return stages + ["score"]
+    return stages + ["rank", "score"]
 
 
 def stage_seed(seed: int | None, stage_index: int) -> int | None:
@@ -68,59 +86,137 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …[truncated]"
 
 
+def fence(text: str, label: str, nonce: str, limit: int) -> str:
+    """Model text inside a prompt, between markers carrying the deliberation's nonce. The nonce is
+    removed from the text, so no model output can close the fence or forge another section."""
+    body = _clip(text.replace(nonce, ""), limit)
+    return f"<<<{label} {nonce}>>>\n{body}\n<<<END {label} {nonce}>>>"
+
+
 # ---------------------------------------------------------------- prompts
-
-
-def system_prompt(agent: AgentSpec, role: str) -> str:
-    persona = _clip(agent.persona, PERSONA_CHARS) or f"You are an expert {role} engineer."
-    return f"{persona}\nYou are a member of the {role} council; answer as that role."
+# Layout for vLLM's prefix cache: the system message (the role and the shared brief) is the same
+# for every agent and every stage of a deliberation; the persona and the stage's own part follow.
 
 
 def _brief(request: DeliberationRequest) -> str:
-    """Task, rubric and requirements: the part every prompt of a deliberation shares."""
+    """Task, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares."""
+    c = request.constraints
     parts = [f"Task:\n{_clip(request.task, TASK_CHARS)}"]
-    if request.constraints.rubric.strip():
-        parts.append(f"Rubric:\n{_clip(request.constraints.rubric, RUBRIC_CHARS)}")
-    if request.constraints.requirements:
-        reqs = "\n".join(f"- {r.strip()}" for r in request.constraints.requirements)
+    if c.rubric.strip():
+        parts.append(f"Rubric:\n{_clip(c.rubric, RUBRIC_CHARS)}")
+    if c.requirements:
+        reqs = "\n".join(f"- {r.strip()}" for r in c.requirements)
         parts.append(f"Requirements:\n{_clip(reqs, REQUIREMENTS_CHARS)}")
+    if c.tests and c.tests.strip():
+        parts.append(f"Tests the code must pass:\n```python\n{_clip(c.tests, TESTS_CHARS)}\n```")
+    if c.answer_format:
+        parts.append("End with the final answer alone on the last line.")
     return "\n\n".join(parts)
 
 
-def _messages(agent: AgentSpec, role: str, user: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system_prompt(agent, role)}, {"role": "user", "content": user}]
+def system_prompt(role: str, request: DeliberationRequest) -> str:
+    return f"You are a member of the {role} council; answer as that role.\n\n{_brief(request)}"
+
+
+def _persona(agent: AgentSpec, role: str) -> str:
+    return _clip(agent.persona, PERSONA_CHARS) or f"You are an expert {role} engineer."
+
+
+def _messages(agent: AgentSpec, request: DeliberationRequest, user: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt(request.role, request)},
+            {"role": "user", "content": f"{_persona(agent, request.role)}\n\n{user}"}]
 
 
 def propose_messages(agent: AgentSpec, request: DeliberationRequest) -> list[dict[str, str]]:
-    user = (
-        f"{_brief(request)}\n\n"
+    return _messages(agent, request, (
         "Write your proposal for this task. Be concrete and cover every requirement; "
-        "put code or config in fenced blocks tagged with their language."
-    )
-    return _messages(agent, request.role, user)
+        "put code or config in fenced blocks tagged with their language."))
 
 
-def critique_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal) -> list[dict[str, str]]:
-    user = (
-        f"{_brief(request)}\n\n"
-        f"Proposal by {target.author}:\n{_clip(target.content, PROPOSAL_CHARS)}\n\n"
-        "Critique this proposal against the task, rubric and requirements. "
-        "List its concrete problems and anything missing, briefly."
-    )
-    return _messages(agent, request.role, user)
+def findings(checks: list[CheckResult]) -> str:
+    """What the verifiers found wrong with a version, for a critic: failed checks and their messages."""
+    failed = [f"- {c.name}: {c.message}" for c in checks if c.failed]
+    if not failed:
+        passed = [c.name for c in checks if c.passed]
+        return "Verifiers: every check that applied passed" + (f" ({', '.join(passed)})." if passed else ".")
+    return "Verifier findings:\n" + _clip("\n".join(failed), FINDINGS_CHARS)
 
 
-def revise_messages(
-    agent: AgentSpec, request: DeliberationRequest, target: Proposal, critique: str
-) -> list[dict[str, str]]:
-    user = (
-        f"{_brief(request)}\n\n"
-        f"Proposal:\n{_clip(target.content, PROPOSAL_CHARS)}\n\n"
-        f"Critique:\n{_clip(critique, CRITIQUE_CHARS)}\n\n"
-        "Rewrite the proposal so it fixes the critique and meets every requirement. "
-        "Answer with the complete revised proposal only."
-    )
-    return _messages(agent, request.role, user)
+def critique_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal,
+                      nonce: str) -> list[dict[str, str]]:
+    return _messages(agent, request, (
+        f"A proposal by another agent:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
+        f"{findings(target.checks)}\n\n"
+        "Critique this proposal against the task and the verifier findings. "
+        "List its concrete problems and how to fix them, briefly."))
+
+
+def revise_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal, critique: str,
+                    nonce: str) -> list[dict[str, str]]:
+    return _messages(agent, request, (
+        f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
+        f"{findings(target.checks)}\n\n"
+        f"Critique:\n{fence(critique, 'CRITIQUE', nonce, CRITIQUE_CHARS)}\n\n"
+        "Rewrite the proposal so it fixes the findings and the critique and meets every requirement. "
+        "Answer with the complete revised proposal only."))
+
+
+def labels(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)] if n <= 26 else [f"P{i + 1}" for i in range(n)]
+
+
+def ranking_schema(shown: list[str]) -> dict:
+    """JSON Schema of a ranking answer: every label shown, best first."""
+    return {"type": "object", "additionalProperties": False, "required": ["ranking"],
+            "properties": {"ranking": {"type": "array", "items": {"type": "string", "enum": shown},
+                                       "minItems": len(shown), "maxItems": len(shown)}}}
+
+
+def ranking_order(record: DeliberationRecord, reviewer: str, others: list[Proposal]) -> list[Proposal]:
+    """The others' proposals in the order this reviewer sees them: shuffled per reviewer, seeded by
+    the deliberation id, so a resumed stage shows the same order."""
+    order = list(others)
+    random.Random(f"{record.id}:{reviewer}").shuffle(order)
+    return order
+
+
+def rank_messages(agent: AgentSpec, request: DeliberationRequest, shown: list[Proposal],
+                  nonce: str) -> list[dict[str, str]]:
+    names = labels(len(shown))
+    blocks = [f"{fence(p.content, f'PROPOSAL {name}', nonce, RANKED_PROPOSAL_CHARS)}\n{findings(p.checks)}"
+              for name, p in zip(names, shown)]
+    return _messages(agent, request, (
+        "Proposals by the other agents:\n\n" + "\n\n".join(blocks) + "\n\n"
+        f"Rank these proposals from best to worst for the task. Answer with JSON only: "
+        f'{{"ranking": [{", ".join(json.dumps(n) for n in names)}]}} in your order.'))
+
+
+def parse_ranking(text: str, shown: list[str]) -> list[str] | None:
+    """The labels in the reviewer's order (duplicates dropped, missing ones appended in the shown
+    order), or None when the answer is not a JSON ranking of these labels."""
+    try:
+        data = json.loads(text.strip())
+        ranking = data["ranking"] if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(ranking, list):
+        return None
+    order = list(dict.fromkeys(r for r in ranking if isinstance(r, str) and r in shown))
+    if not order:
+        return None
+    return order + [s for s in shown if s not in order]
+
+
+def borda(rankings: list[PeerRanking]) -> dict[str, float]:
+    """Borda count over the parsed rankings: in a ranking of k, place p (0-based) earns k-1-p."""
+    points: dict[str, float] = {}
+    for r in rankings:
+        if not r.parsed:
+            continue
+        k = len(r.order)
+        for place, author in enumerate(r.order):
+            points[author] = points.get(author, 0.0) + (k - 1 - place)
+    return points
 
 
 # ---------------------------------------------------------------- the protocol
@@ -141,10 +237,16 @@ def seats(record: DeliberationRecord, council: CouncilSpec) -> list[AgentSpec]:
     return list(council.agents[:n])
 
 
+def verifier_names(council: CouncilSpec) -> list[str]:
+    from .verifiers import defaults_for
+
+    return list(council.scoring.verifiers) if council.scoring.verifiers is not None else defaults_for(council.role)
+
+
 async def _all_before_deadline(
-    record: DeliberationRecord, stage: str, clock: Clock, calls: list[Awaitable[Completion]]
-) -> list[Completion]:
-    """Run a stage's generations at once (one batched step on the engine), bounded by the deadline.
+    record: DeliberationRecord, stage: str, clock: Clock, calls: list[Awaitable]
+) -> list:
+    """Run a stage's calls at once (one batched step on the engine), bounded by the deadline.
     If one fails the others are cancelled rather than left burning engine time."""
     tasks = [asyncio.ensure_future(c) for c in calls]
     try:
@@ -161,22 +263,66 @@ async def _all_before_deadline(
             t.cancel()  # no-op on finished tasks
 
 
+class _Stage:
+    """What one stage needs: the record, its seats, the ports, the stage's seed offset."""
+
+    def __init__(self, record, council, members, generator, verifier, clock, name, index):
+        self.record, self.council, self.members = record, council, members
+        self.generator, self.verifier, self.clock = generator, verifier, clock
+        self.name, self.index = name, index
+        self.request = record.request
+
+    def generate(self, agent: AgentSpec, messages, *, max_tokens: int | None = None,
+                 json_schema: dict | None = None) -> Awaitable[Completion]:
+        kwargs = {"json_schema": json_schema} if json_schema is not None else {}
+        return self.generator.generate(
+            agent.engine, messages, temperature=agent.temperature,
+            max_tokens=max_tokens or self.request.max_tokens or agent.max_tokens,
+            seed=stage_seed(agent.seed, self.index), **kwargs)
+
+    async def all(self, calls: list[Awaitable]) -> list:
+        return await _all_before_deadline(self.record, self.name, self.clock, calls)
+
+    async def verify(self, versions: list[Version]) -> None:
+        """Run the council's verifiers on these versions; set their checks, score and answer."""
+        names = verifier_names(self.council)
+        results = await self.all([self.verifier.verify([v.content for v in versions], self.request, names,
+                                                       self.council.scoring)])
+        fmt = self.request.constraints.answer_format
+        for version, checks in zip(versions, results[0]):
+            version.checks = checks
+            version.score = score_checks(checks)
+            version.answer = answers.extract(version.content, fmt) if fmt else None
+
+
+def _check_summary(checks: list[CheckResult]) -> dict:
+    tests = tests_of(checks)
+    return {"failed": [c.name for c in checks if c.failed], "passed": [c.name for c in checks if c.passed],
+            "tests": None if tests is None else {"passed": tests[0], "total": tests[1]}}
+
+
 async def deliberate(
     record: DeliberationRecord,
     council: CouncilSpec,
     generator: Generator,
     sink: RecordSink,
+    verifier: Verifier | None = None,
     *,
     clock: Clock = time.time,
 ) -> DeliberationRecord:
     """Run (or resume) a deliberation to completion, mutating and returning `record`.
 
-    Stages in record.stages_done are skipped, so a record loaded from its last checkpoint resumes
-    there. Raises DeliberationTimeout past the deadline; generator and sink errors propagate: the
-    caller marks the record failed / timeout and emits the completion events.
+    Stages in record.stages_done or record.stages_skipped are skipped, so a record loaded from its
+    last checkpoint resumes there. Without a verifier, verification runs in this process
+    (actors/verification.py). Raises DeliberationTimeout past the deadline; generator, verifier and
+    sink errors propagate: the caller marks the record failed / timeout and emits the events.
     """
     if record.finished:
         return record
+    if verifier is None:
+        from .verification import LocalVerifier
+
+        verifier = LocalVerifier()
     request = record.request
     if request.rounds is None:
         # Pin the council's round count now, so the stage list survives a council edit before a resume.
@@ -190,32 +336,35 @@ async def deliberate(
     await sink.checkpoint(record)
 
     for index, stage in enumerate(stages):
-        if stage in record.stages_done:
+        if stage in record.stages_done or stage in record.stages_skipped:
             continue
         if clock() > record.deadline:
             raise DeliberationTimeout(
                 f"deliberation {record.id} passed its {request.constraints.timeout_s}s deadline before {stage}"
             )
-        await sink.event(record, "stage.started", {"stage": stage})
-
-        def generate(agent: AgentSpec, messages: list[dict[str, str]]) -> Awaitable[Completion]:
-            return generator.generate(
-                agent.engine,
-                messages,
-                temperature=agent.temperature,
-                max_tokens=request.max_tokens or agent.max_tokens,
-                seed=stage_seed(agent.seed, index),
-            )
-
         kind, _, number = stage.partition("-")
+        if kind in ("critique", "revise") and record.proposals and all_verified(record.proposals):
+            # Early stop: every proposal already passes every verifier that applied.
+            rest = [s for s in stages[index:] if s.startswith(("critique-", "revise-"))]
+            record.stages_skipped.extend(rest)
+            record.pending_critiques = []
+            record.updated_at = clock()
+            await sink.checkpoint(record)
+            await sink.event(record, "stage.skipped", {"stages": rest, "reason": "every proposal passes every "
+                                                       "verifier that applied"})
+            continue
+        await sink.event(record, "stage.started", {"stage": stage})
+        ctx = _Stage(record, council, members, generator, verifier, clock, stage, index)
         if kind == "propose":
-            events = await _propose(record, members, generate, stage, clock)
+            events = await _propose(ctx)
         elif kind == "critique":
-            events = await _critique(record, members, generate, int(number), stage, clock)
+            events = await _critique(ctx, int(number))
         elif kind == "revise":
-            events = await _revise(record, members, generate, int(number), stage, clock)
+            events = await _revise(ctx, int(number))
+        elif kind == "rank":
+            events = await _rank(ctx)
         else:
-            events = _score(record, council, clock)
+            events = _score(record, clock)
 
         # The stage's results are applied and marked done before anything is published, so this
         # in-memory record never holds a half-applied stage. Item events go out before the checkpoint
@@ -230,73 +379,119 @@ async def deliberate(
     return record
 
 
-async def _propose(
-    record: DeliberationRecord, members: list[AgentSpec], generate: Generate, stage: str, clock: Clock
-) -> Events:
-    calls = [generate(agent, propose_messages(agent, record.request)) for agent in members]
-    done = await _all_before_deadline(record, stage, clock, calls)
+async def _propose(ctx: _Stage) -> Events:
+    record = ctx.record
+    done = await ctx.all([ctx.generate(agent, propose_messages(agent, ctx.request)) for agent in ctx.members])
+    versions = [Version(round=0, written_by=agent.id, content=c.text.strip()) for agent, c in zip(ctx.members, done)]
+    await ctx.verify(versions)
     record.proposals = [
-        Proposal(author=agent.id, content=c.text.strip(), usage=c.usage) for agent, c in zip(members, done)
+        Proposal(author=agent.id, content=v.content, versions=[v], checks=v.checks, score=v.score, usage=c.usage)
+        for agent, v, c in zip(ctx.members, versions, done)
     ]
-    return [("proposal", {"author": p.author, "content": p.content}) for p in record.proposals]
+    return [("proposal", {"author": p.author, "content": p.content, "checks": _check_summary(p.checks)})
+            for p in record.proposals]
 
 
-async def _critique(
-    record: DeliberationRecord, members: list[AgentSpec], generate: Generate, round_: int, stage: str, clock: Clock
-) -> Events:
-    n = len(members)
-    targets = [record.proposals[(i + 1) % n] for i in range(n)]
-    calls = [generate(agent, critique_messages(agent, record.request, t)) for agent, t in zip(members, targets)]
-    done = await _all_before_deadline(record, stage, clock, calls)
+def _targets(record: DeliberationRecord) -> list[Proposal]:
+    n = len(record.proposals)
+    return [record.proposals[(i + 1) % n] for i in range(n)]
+
+
+async def _critique(ctx: _Stage, round_: int) -> Events:
+    record, nonce = ctx.record, ctx.record.nonce
+    targets = _targets(record)
+    done = await ctx.all([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
+                          for agent, t in zip(ctx.members, targets)])
     record.pending_critiques = [c.text.strip() for c in done]
     events: Events = []
-    for agent, target, c, critique in zip(members, targets, done, record.pending_critiques):
+    for agent, target, c, critique in zip(ctx.members, targets, done, record.pending_critiques):
         target.usage = target.usage.add(c.usage)
         events.append(("critique", {"round": round_, "critic": agent.id, "target": target.author, "critique": critique}))
     return events
 
 
-async def _revise(
-    record: DeliberationRecord, members: list[AgentSpec], generate: Generate, round_: int, stage: str, clock: Clock
-) -> Events:
-    n = len(members)
-    targets = [record.proposals[(i + 1) % n] for i in range(n)]
+async def _revise(ctx: _Stage, round_: int) -> Events:
+    record, nonce = ctx.record, ctx.record.nonce
+    targets = _targets(record)
     critiques = record.pending_critiques
-    calls = [
-        generate(agent, revise_messages(agent, record.request, t, critique))
-        for agent, t, critique in zip(members, targets, critiques)
-    ]
-    done = await _all_before_deadline(record, stage, clock, calls)
+    done = await ctx.all([ctx.generate(agent, revise_messages(agent, ctx.request, t, critique, nonce))
+                          for agent, t, critique in zip(ctx.members, targets, critiques)])
+    # A blank answer is not a revision: the proposal keeps what it had.
+    fresh = [(agent, t, critique, c, Version(round=round_, written_by=agent.id, critique=critique,
+                                              content=c.text.strip()))
+             for agent, t, critique, c in zip(ctx.members, targets, critiques, done) if c.text.strip()]
+    await ctx.verify([v for *_, v in fresh])
     events: Events = []
-    for agent, target, critique, c in zip(members, targets, critiques, done):
-        text = c.text.strip()
-        target.revisions.append(Revision(round=round_, critic=agent.id, critique=critique, content=text))
-        # A blank answer is not a revision: the proposal keeps its previous content.
-        target.content = text or target.content
+    for agent, target, critique, c in zip(ctx.members, targets, critiques, done):
         target.usage = target.usage.add(c.usage)
-        events.append(("revision", {"round": round_, "author": agent.id, "target": target.author, "content": target.content}))
+    for agent, target, critique, c, version in fresh:
+        target.versions.append(version)
+        kept = not displaces(version, target.current)
+        if not kept:
+            target.chosen = len(target.versions) - 1
+            target.content, target.checks, target.score = version.content, version.checks, version.score
+        events.append(("revision", {"round": round_, "author": agent.id, "target": target.author,
+                                    "content": version.content, "checks": _check_summary(version.checks),
+                                    "adopted": not kept}))
     record.pending_critiques = []
     return events
 
 
-def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Events:
-    requirements = record.request.constraints.requirements
-    for p in record.proposals:
-        p.checks, p.score = score_proposal(p.content, requirements, council.scoring)
+async def _rank(ctx: _Stage) -> Events:
+    """Each agent ranks the other proposals (at least two of them), anonymized and shuffled."""
+    record, nonce = ctx.record, ctx.record.nonce
+    if len(record.proposals) < 3 or not ctx.council.scoring.peer_rank:
+        return []
+    shown = [ranking_order(record, p.author, [o for o in record.proposals if o.author != p.author])
+             for p in record.proposals]
+    calls = []
+    for agent, others in zip(ctx.members, shown):
+        names = labels(len(others))
+        calls.append(ctx.generate(agent, rank_messages(agent, ctx.request, others, nonce),
+                                  max_tokens=RANK_TOKENS_BASE + RANK_TOKENS_PER_ITEM * len(others),
+                                  json_schema=ranking_schema(names)))
+    done = await ctx.all(calls)
+    record.rankings = []
+    events: Events = []
+    for agent, own, others, c in zip(ctx.members, record.proposals, shown, done):
+        own.usage = own.usage.add(c.usage)
+        names = labels(len(others))
+        order = parse_ranking(c.text, names)
+        by_label = dict(zip(names, (o.author for o in others)))
+        ranking = PeerRanking(reviewer=agent.id, order=[by_label[n] for n in (order or names)],
+                              raw=c.text.strip()[:500], parsed=order is not None)
+        record.rankings.append(ranking)
+        events.append(("ranking", ranking.model_dump()))
+    return events
+
+
+def _score(record: DeliberationRecord, clock: Clock) -> Events:
+    fmt = record.request.constraints.answer_format
+    votes = None
+    if fmt:
+        votes = answers.tally([v.answer for p in record.proposals for v in p.versions])
+    points = borda(record.rankings) if record.rankings else None
+    verdicts, decided_by, why = decide(record.proposals, salt=record.id, votes=votes, borda=points)
     # record.proposals stays in seat order; the result holds its own ranked copies.
-    ranked = [p.model_copy(deep=True) for p in rank_proposals(record.proposals)]
+    ranked = rank_proposals(record.proposals)
     usage = Usage()
     for p in ranked:
         usage = usage.add(p.usage)
+    winner = ranked[0]
     record.finished_at = clock()
     record.result = DeliberationResult(
         proposals=ranked,
-        winner_id=ranked[0].author,
+        winner_id=winner.author,
+        winner_version=winner.chosen,
+        written_by=winner.current.written_by,
+        decided_by=decided_by,
+        reason=why,
+        candidates=verdicts,
+        rankings=[r.model_copy() for r in record.rankings],
         duration_s=max(record.finished_at - (record.started_at or record.finished_at), 0.0),
         usage=usage,
     )
     record.status = "completed"
-    return [
-        ("score", {"author": p.author, "score": p.score, "rank": p.rank, "checks": [c.model_dump() for c in p.checks]})
-        for p in ranked
-    ]
+    return [("score", {"author": p.author, "score": p.score, "rank": p.rank, "version": p.chosen,
+                       "reason": p.reason, "checks": [c.model_dump() for c in p.checks]})
+            for p in ranked]

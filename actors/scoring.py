@@ -1,203 +1,174 @@
-"""The check suite that scores a proposal, and the ranking of proposals.
+"""Scoring a version from its verifier checks, and the one decision rule over every candidate.
 
-Plain functions on text: no engine, no I/O, so a score can be recomputed anywhere.
+Plain functions: no engine, no I/O, so a decision can be recomputed anywhere from a record.
+
+The rule, in order (each step only breaks the ties the previous one left):
+1. verifiers: a version that passes every test beats one that does not; then the share of tests
+   passed; then fewer failed checks; then the weighted score of the checks that applied;
+2. votes (exact-answer tasks): how many candidates gave an equivalent final answer;
+3. peer rank: the Borda points the proposal's version earned from the other agents;
+4. a stable tie-break that is not seat order: a hash of the deliberation id and the candidate.
 """
 
 from __future__ import annotations
 
-import ast
-import json
-import re
+import hashlib
 from dataclasses import dataclass
 
-import yaml
+from .specs import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
 
-from .specs import CheckResult, Proposal, ScoringSpec
-
-CHECK_NAMES = ("non_empty", "within_limits", "code_blocks_parse", "requirements_addressed", "structured")
-
-# Share of a requirement's significant words that must appear in the text for it to count as addressed.
-REQUIREMENT_COVERAGE = 0.5
-MAX_MESSAGE_CHARS = 300
-
-# Words too common to tell whether a requirement is addressed.
-STOPWORDS = frozenset(
-    """
-    a an the and or but if then else of to in on at by for with from into onto over under as is are was were be
-    been being it its this that these those there their they them we our you your he she his her not no nor so
-    too very can could should would will shall may might must do does did done have has had having also such
-    than only each every all any both either neither some more most other same use used using make makes made
-    which what when where while who whom whose why how about above after again against before below between
-    during through until upon within without just like need needs please ensure sure provide provides
-    """.split()
-)
-
-PYTHON_TAGS = frozenset({"python", "py", "python3", "py3"})
-JSON_TAGS = frozenset({"json"})
-YAML_TAGS = frozenset({"yaml", "yml"})
-
-_WORD = re.compile(r"[a-z0-9]+")
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_LIST_OR_HEADING = re.compile(r"^\s*(?:[-*+]\s+\S|\d+[.)]\s+\S|#{1,6}\s+\S)")
+TESTS_CHECK = "python.tests"
 
 
-@dataclass(frozen=True)
-class CodeBlock:
-    lang: str  # lowercased first word of the info string, "" when untagged
-    code: str
-    line: int  # 1-based line of the opening fence
-    closed: bool
+def score_checks(checks: list[CheckResult]) -> float | None:
+    """Weighted share of passed checks among those that applied (skipped ones do not count);
+    None when no check applied. A negative weight counts as 0."""
+    applied = [c for c in checks if c.status != "skipped"]
+    total = sum(max(c.weight, 0.0) for c in applied)
+    if not applied or total <= 0:
+        return None
+    return sum(max(c.weight, 0.0) for c in applied if c.passed) / total
 
 
-def extract_code_blocks(text: str) -> list[CodeBlock]:
-    """Fenced blocks (``` or ~~~). An unclosed fence runs to the end of the text, as in CommonMark:
-    a model cut off by max_tokens leaves one, and its truncated code should be checked, not ignored."""
-    blocks: list[CodeBlock] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        m = _FENCE_OPEN.match(lines[i])
-        if not m or (m.group(1)[0] == "`" and "`" in m.group(2)):
-            i += 1
-            continue
-        fence, info = m.group(1), m.group(2).strip()
-        lang = info.split()[0].lower().strip("{}.") if info else ""
-        start = i
-        body: list[str] = []
-        i += 1
-        closed = False
-        while i < len(lines):
-            stripped = lines[i].strip()
-            if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
-                closed = True
-                break
-            body.append(lines[i])
-            i += 1
-        blocks.append(CodeBlock(lang=lang, code="\n".join(body), line=start + 1, closed=closed))
-        i += 1
-    return blocks
-
-
-def _parse_error(block: CodeBlock) -> str | None:
-    """Why the block does not parse, or None if it does (or is not a language we check)."""
-    try:
-        if block.lang in PYTHON_TAGS:
-            ast.parse(block.code)
-        elif block.lang in JSON_TAGS:
-            json.loads(block.code)
-        elif block.lang in YAML_TAGS:
-            list(yaml.safe_load_all(block.code))
-    except SyntaxError as e:
-        return f"SyntaxError: {e.msg} (line {e.lineno})"
-    except (ValueError, RecursionError, MemoryError, yaml.YAMLError) as e:
-        return f"{type(e).__name__}: {' '.join(str(e).split())}"
+def tests_of(checks: list[CheckResult]) -> tuple[int, int] | None:
+    """(passed, total) of the test check when tests applied; a failed test check with no count
+    (no code to test) is (0, 1)."""
+    for c in checks:
+        if c.name == TESTS_CHECK and c.status != "skipped":
+            if c.tests_total:
+                return c.tests_passed or 0, c.tests_total
+            return (1, 1) if c.passed else (0, 1)
     return None
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+def verifier_key(version: Version) -> tuple:
+    """Bigger is better: (passes every test, share of tests passed, -failed checks, score)."""
+    tests = tests_of(version.checks)
+    ratio = 1.0 if tests is None else tests[0] / tests[1]
+    failed = sum(1 for c in version.checks if c.failed)
+    return (ratio == 1.0, ratio, -failed, version.score if version.score is not None else 0.0)
 
 
-def _significant_words(requirement: str) -> list[str]:
-    words = [w for w in _words(requirement) if w not in STOPWORDS]
-    long = [w for w in words if len(w) >= 4]
-    # "Use Go" has no long word; fall back to the short ones rather than calling it addressed.
-    return list(dict.fromkeys(long or [w for w in words if len(w) >= 2]))
+def displaces(new: Version, current: Version) -> bool:
+    """Whether a revision replaces the version its proposal stands for: never when it fails a check
+    the current one passed, nor when it verifies worse."""
+    lost = {c.name for c in current.checks if c.passed} & {c.name for c in new.checks if c.failed}
+    return not lost and verifier_key(new) >= verifier_key(current)
 
 
-def _present(word: str, text_words: set[str]) -> bool:
-    """A word is present when a word of the text shares its stem: all but its last three letters,
-    at least four ("retries" ~ "retry", "validation" ~ "validate"). Short words must match exactly."""
-    if word in text_words:
-        return True
-    if len(word) < 4:
-        return False
-    stem = word[: max(4, len(word) - 3)]
-    return any(t.startswith(stem) for t in text_words)
+def all_verified(proposals: list[Proposal]) -> bool:
+    """Every proposal's version passes every check that applied, and at least one check beyond the
+    content checks applied to each (without an artifact to verify there is nothing to stop on)."""
+    for p in proposals:
+        checks = p.current.checks
+        if any(c.failed for c in checks):
+            return False
+        if not any(c.passed and not c.name.startswith("content.") for c in checks):
+            return False
+    return True
 
 
-def requirement_coverage(requirement: str, text: str) -> tuple[int, int]:
-    """(significant words found in text, significant words)."""
-    text_words = set(_words(text))
-    words = _significant_words(requirement)
-    return sum(_present(w, text_words) for w in words), len(words)
+@dataclass
+class _Entry:
+    proposal: Proposal
+    index: int
+    version: Version
+    votes: int | None
+    borda: float | None
+    tie: str
+
+    def key(self) -> tuple:
+        return (verifier_key(self.version), self.votes or 0, self.borda or 0.0, self.tie)
 
 
-def _short(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+def _tie(salt: str, author: str, index: int) -> str:
+    return hashlib.sha256(f"{salt}\0{author}\0{index}".encode()).hexdigest()
 
 
-def _check_non_empty(content: str, scoring: ScoringSpec) -> tuple[bool, str]:
-    n = len(content.strip())
-    return n >= scoring.min_chars, f"{n} non-blank chars (min {scoring.min_chars})"
+def _describe(e: _Entry) -> str:
+    parts = []
+    tests = tests_of(e.version.checks)
+    if tests is not None:
+        parts.append(f"tests {tests[0]}/{tests[1]}")
+    failed = [c.name for c in e.version.checks if c.failed]
+    parts.append("failed " + ", ".join(failed) if failed else "no failed check")
+    if e.version.score is not None:
+        parts.append(f"score {e.version.score:.2f}")
+    if e.votes is not None:
+        parts.append(f"{e.votes} vote(s) for {e.version.answer!r}" if e.version.answer is not None else "no answer found")
+    if e.borda is not None:
+        parts.append(f"peer Borda {e.borda:g}")
+    return "; ".join(parts)
 
 
-def _check_within_limits(content: str, scoring: ScoringSpec) -> tuple[bool, str]:
-    n = len(content)
-    return n <= scoring.max_chars, f"{n} chars (max {scoring.max_chars})"
+def _deciding_step(a: _Entry, b: _Entry) -> DecidedBy:
+    if verifier_key(a.version) != verifier_key(b.version):
+        return "verifiers"
+    if (a.votes or 0) != (b.votes or 0):
+        return "votes"
+    if (a.borda or 0.0) != (b.borda or 0.0):
+        return "peer_rank"
+    return "tie_break"
 
 
-def _check_code_blocks(content: str) -> tuple[bool, str]:
-    blocks = extract_code_blocks(content)
-    if not blocks:
-        return True, "no fenced code blocks (nothing to parse)"
-    checked = 0
-    for number, block in enumerate(blocks, 1):
-        error = _parse_error(block)
-        if error:
-            unclosed = ", unclosed" if not block.closed else ""
-            return False, f"block {number} ({block.lang or 'untagged'}, line {block.line}{unclosed}): {error}"
-        checked += block.lang in PYTHON_TAGS | JSON_TAGS | YAML_TAGS
-    skipped = len(blocks) - checked
-    return True, f"{checked} code block(s) parse" + (f"; {skipped} untagged/other skipped" if skipped else "")
+def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None = None,
+           borda: dict[str, float] | None = None) -> tuple[list[CandidateVerdict], DecidedBy, str]:
+    """Rank every version of every proposal by the rule above.
 
+    votes: answer -> number of candidates that gave it (None: not an exact-answer task);
+    borda: proposal author -> Borda points of the version it stood for when peers ranked it.
+    Sets each proposal's `chosen` to its best-ranked version (and content/checks/score with it),
+    its `rank` and `reason`, and reorders nothing: returns the verdicts, the step that decided
+    between the winner and the runner-up, and a sentence saying why the winner won.
+    """
+    entries = []
+    for p in proposals:
+        for i, v in enumerate(p.versions):
+            entries.append(_Entry(
+                proposal=p, index=i, version=v,
+                votes=None if votes is None else votes.get(v.answer, 0) if v.answer is not None else 0,
+                borda=None if borda is None else borda.get(p.author, 0.0) if i == p.chosen else 0.0,
+                tie=_tie(salt, p.author, i)))
+    entries.sort(key=lambda e: e.key(), reverse=True)
 
-def _check_requirements(content: str, requirements: list[str]) -> tuple[bool, str]:
-    if not requirements:
-        return True, "no requirements given"
-    missing = []
-    for req in requirements:
-        found, total = requirement_coverage(req, content)
-        if total and found / total < REQUIREMENT_COVERAGE:
-            missing.append(f"{req.strip()!r} ({found}/{total} key words)")
-    if not missing:
-        return True, f"all {len(requirements)} requirement(s) addressed"
-    return False, f"missing {len(missing)} of {len(requirements)}: " + "; ".join(missing)
+    verdicts = []
+    for rank, e in enumerate(entries, 1):
+        tests = tests_of(e.version.checks)
+        verdicts.append(CandidateVerdict(
+            proposal=e.proposal.author, version=e.index, written_by=e.version.written_by, rank=rank,
+            score=e.version.score, checks_failed=sum(1 for c in e.version.checks if c.failed),
+            tests_passed=tests[0] if tests else None, tests_total=tests[1] if tests else None,
+            answer=e.version.answer, votes=e.votes, borda=e.borda, reason=_describe(e)))
 
+    # Each proposal now stands for its best-ranked version; proposals rank by it.
+    seen: dict[str, int] = {}
+    for e in entries:
+        if e.proposal.author not in seen:
+            seen[e.proposal.author] = len(seen) + 1
+            p = e.proposal
+            p.chosen, p.content, p.checks, p.score = e.index, e.version.content, e.version.checks, e.version.score
+            p.rank, p.reason = seen[p.author], _describe(e)
 
-def _check_structured(content: str) -> tuple[bool, str]:
-    lines = [line for line in content.splitlines() if line.strip()]
-    if len(lines) >= 2:
-        return True, f"{len(lines)} non-empty lines"
-    if any(_LIST_OR_HEADING.match(line) for line in lines) or extract_code_blocks(content):
-        return True, "has a list item, heading or code block"
-    return False, "a single line of prose, no list, heading or code block"
-
-
-def score_proposal(content: str, requirements: list[str], scoring: ScoringSpec) -> tuple[list[CheckResult], float]:
-    """Run every check on one proposal; score = weighted share of passed checks, in [0, 1]."""
-    outcomes = {
-        "non_empty": _check_non_empty(content, scoring),
-        "within_limits": _check_within_limits(content, scoring),
-        "code_blocks_parse": _check_code_blocks(content),
-        "requirements_addressed": _check_requirements(content, requirements),
-        "structured": _check_structured(content),
-    }
-    checks = [
-        CheckResult(name=name, passed=passed, message=_short(message), weight=scoring.weights.get(name, 1.0))
-        for name, (passed, message) in outcomes.items()
-    ]
-    # A negative weight would push the score out of [0, 1]; it counts as 0.
-    total = sum(max(c.weight, 0.0) for c in checks)
-    if total <= 0:
-        return checks, 0.0
-    return checks, sum(max(c.weight, 0.0) for c in checks if c.passed) / total
+    if len(entries) == 1:
+        return verdicts, "only_candidate", "the only candidate"
+    win, runner = entries[0], entries[1]
+    step = _deciding_step(win, runner)
+    who = f"{win.proposal.author} v{win.index}"
+    other = f"{runner.proposal.author} v{runner.index}"
+    if step == "verifiers":
+        why = f"{who} verifies better than {other} ({_describe(win)} against {_describe(runner)})"
+    elif step == "votes":
+        why = (f"{who} verifies as well as {other}, and its answer {win.version.answer!r} has the most votes "
+               f"({win.votes} against {runner.votes})")
+    elif step == "peer_rank":
+        why = (f"{who} ties {other} on verifiers and votes; the other agents ranked it higher "
+               f"(Borda {win.borda or 0:g} against {runner.borda or 0:g})")
+    else:
+        why = (f"{who} ties {other} on verifiers, votes and peer rank; a stable hash of the deliberation id and "
+               "the candidate broke the tie")
+    return verdicts, step, why
 
 
 def rank_proposals(proposals: list[Proposal]) -> list[Proposal]:
-    """Proposals by score, best first, with rank 1..N set on them (in place).
-    Ties keep their original order (sorted is stable), so ranking is deterministic."""
-    ranked = sorted(proposals, key=lambda p: -(p.score if p.score is not None else float("-inf")))
-    for rank, proposal in enumerate(ranked, 1):
-        proposal.rank = rank
-    return ranked
+    """Deep copies of the proposals in rank order (rank set by `decide`)."""
+    return [p.model_copy(deep=True) for p in sorted(proposals, key=lambda p: p.rank or len(proposals) + 1)]

@@ -6,6 +6,7 @@ that validated at the HTTP edge is the same value a council stores in Valkey.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from typing import Any, Literal
@@ -121,6 +122,17 @@ class ScoringSpec(Strict):
 
     verifiers: list[str] | None = Field(None, max_length=32)
     weights: dict[str, float] = Field(default_factory=dict, max_length=64)
+    # Each agent ranks the other proposals before the decision (councils of 3 agents or more).
+    peer_rank: bool = True
+
+    @field_validator("verifiers")
+    @classmethod
+    def _known_verifiers(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            from .verifiers import validate_names  # the verifiers import this module
+
+            validate_names(names)
+        return names
     min_chars: int = Field(20, ge=0)
     max_chars: int = Field(20000, ge=1)
 
@@ -196,6 +208,15 @@ class Constraints(Strict):
             children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
             stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
         return metadata
+
+    @field_validator("answer_format")
+    @classmethod
+    def _known_format(cls, fmt: str | None) -> str | None:
+        if fmt is not None:
+            from .answers import validate_format
+
+            validate_format(fmt)
+        return fmt
 
     @field_validator("requirements")
     @classmethod
@@ -374,6 +395,8 @@ class DeliberationResult(Strict):
 
 class DeliberationRecord(Strict):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    # Fences model text inside other prompts (protocol.fence); random, so no input can predict it.
+    nonce: str = Field(default_factory=lambda: secrets.token_hex(8))
     request: DeliberationRequest
     status: Status = "pending"
     council_version: int | None = None
@@ -428,6 +451,14 @@ class CouncilConfig(CouncilUpsert):
     role: str = Field(pattern=ROLE_PATTERN)
 
 
+class VerificationConfig(Strict):
+    """Ray options of the verification tasks (`verification:` in the app config; actors/verification.py)."""
+
+    num_cpus: float = Field(0.5, ge=0, description="CPU each verification task reserves")
+    resources: dict[str, float] = Field(default_factory=dict, description="e.g. {verifier: 0.01} to pin to CPU nodes")
+    max_retries: int = Field(1, ge=0, le=5)
+
+
 class AppConfig(Strict):
     """Arguments of the Serve application (`args:` in configs/*.yaml), checked by the typed builder."""
 
@@ -442,6 +473,7 @@ class AppConfig(Strict):
     prune_councils: bool = False
     record_ttl_s: int = Field(3600, ge=1, description="default retention; user_config.record_ttl_s overrides it")
     council_max_concurrency: int = Field(64, ge=1)
+    verification: VerificationConfig = Field(default_factory=VerificationConfig)
     # Input limits in force (docs/api-hardening.md), within the request models' hard ceilings.
     limits: Limits = Field(default_factory=Limits)
     # docs/security.md. A replica bound to a non-loopback address refuses to start without an API token

@@ -7,6 +7,7 @@ the cores:
   inprocess  one in-process vLLM engine: fan-out, the in-process deliberation, quality
   baselines  a vLLM OpenAI-compatible server: the original (sequential HTTP) and concurrent-HTTP designs
   stack      the `make run` stack: Serve overhead, throughput, restore
+  quality    one in-process vLLM engine: one agent vs self-consistency vs the council (docs/quality.md)
 then `report` turns the raw runs into JSON, PNG plots and the README's benchmark section.
 
     python -m benchmarks [--phases inprocess baselines stack] [--report-only]
@@ -23,7 +24,7 @@ import time
 from . import report
 from .common import ROOT, RUNS, load_run, machine_lock, save_run
 
-PHASES = ["inprocess", "baselines", "stack"]
+PHASES = ["inprocess", "baselines", "stack", "quality"]
 
 
 def main() -> int:

@@ -59,15 +59,14 @@ def settings() -> dict[str, Any]:
         "restore_spec_counts": [5, 1000],  # councils whose specs are loaded from Valkey
         "restore_spec_reps": 3,
         "restore_actor_reps": {"5": 3, "30": 2},  # councils whose actors are created from specs: repetitions
-        "quality_tasks": 20,
-        "quality_max_tokens": 48,
-        "quality_seed": 2023,
+        "quality_limit": None,  # every shipped task (benchmarks/quality_tasks/)
+        "quality_max_tokens": 128,
         "head_restart_reps": 0,
     }
     if os.environ.get(QUICK_ENV) == "1":
         s.update(reps=1, overhead_reps=1, fanout_agents=[1, 3], fanout_max_tokens=8, fanout_reps=1, max_tokens=8,
                  throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, restore_spec_counts=[5, 50],
-                 restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_tasks=3, quality_max_tokens=16)
+                 restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32)
     return s
 
 
@@ -128,11 +127,11 @@ class EngineGenerator:
     def __init__(self, engine):
         self.engine = engine
 
-    async def generate(self, engine, messages, *, temperature, max_tokens, seed):
+    async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None):
         from actors.specs import Completion
 
-        return Completion.model_validate(
-            await self.engine.generate(messages, temperature=temperature, max_tokens=max_tokens, seed=seed))
+        return Completion.model_validate(await self.engine.generate(
+            messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema))
 
 
 async def on_bench_engine(fn):

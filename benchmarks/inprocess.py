@@ -3,8 +3,8 @@
 One engine load (~45 s on 2 cores), shared by:
   fan-out      the propose stage for N = 1, 3, 5 agents (benchmarks/propose_fanout.py),
   deliberation the benchmark council's full deliberation, called in-process: the in-process side of
-               the Serve-overhead comparison and the "this council" side of the baselines,
-  quality      one agent versus a council on arithmetic (benchmarks/quality.py).
+               the Serve-overhead comparison and the "this council" side of the baselines.
+(Quality is its own phase, benchmarks/quality.py, with its own engine and doc.)
 The engine is `make run`'s (configs/local.yaml: SmolLM2-135M-Instruct, prefix caching on).
 
     python -m benchmarks.inprocess        # writes benchmarks/results/runs/inprocess.json
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from . import propose_fanout, quality
+from . import propose_fanout
 from .common import (TASKS, WARMUP_TASK, EngineGenerator, bench_council, bench_engine_spec, bench_request,
                      machine_lock, median, save_run, settings, timed_deliberation)
 
@@ -50,8 +50,6 @@ async def run() -> dict:
         rows = await deliberations(gen, s["overhead_reps"])
         out["deliberation"] = {"council": bench_council().model_dump(mode="json"), "rows": rows,
                                "median_wall_s": median([r["wall_s"] for r in rows])}
-        out["quality"] = await quality.measure(gen, s["quality_tasks"], s["quality_max_tokens"], s["quality_seed"],
-                                               agents=s["agents"], rounds=s["rounds"])
     finally:
         await engine.shutdown()
     return out

@@ -178,14 +178,16 @@ def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
         agent = council.agents[(j // 3) % len(council.agents)]
         proposal = record["result"]["proposals"][(j // 3) % len(record["result"]["proposals"])]
         target = Proposal(author=proposal["author"], content=proposal["content"])
-        critique = proposal["revisions"][0]["critique"] if proposal["revisions"] else ""
+        revisions = proposal["versions"][1:]
+        critique = revisions[0]["critique"] if revisions else ""
+        nonce = record["nonce"]
         kind = j % 3
         if kind == 0:
             messages = propose_messages(agent, request)
         elif kind == 1:
-            messages = critique_messages(agent, request, target)
+            messages = critique_messages(agent, request, target, nonce)
         else:
-            messages = revise_messages(agent, request, target, critique)
+            messages = revise_messages(agent, request, target, critique, nonce)
         out.append((messages, agent.temperature))
     return out
 

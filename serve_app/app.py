@@ -34,7 +34,7 @@ from actors.specs import (
     DeliberationRequest,
     RuntimeSettings,
 )
-from actors import metrics
+from actors import metrics, verifiers
 from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
 from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
@@ -169,9 +169,11 @@ class Ingress:
         # An open API on a network interface only on purpose (docs/security.md): else the deploy fails, saying why.
         self.http_host = security.serve_http_host()
         security.check_exposure(self.http_host, auth_on, self.config.allow_unauthenticated)
+        verifiers.check_installed()  # a verifier whose package is missing stops the replica, naming it
         self.store = Store(url, self.config.key_prefix, self.config.record_ttl_s)
         self.registry = ActorRegistry(url, self.config.key_prefix, self.config.record_ttl_s,
-                                      self.config.council_max_concurrency)
+                                      self.config.council_max_concurrency,
+                                      self.config.verification.model_dump())
         self.started_at = time.time()
         self.restored = False
         self.engines_ready = False

@@ -303,7 +303,12 @@ def describe(kind: str, data: dict) -> str:
     if kind == "critique":
         return f"  {data.get('critic')} critiqued {data.get('target')}'s proposal"
     if kind == "revision":
-        return f"  {data.get('author')} revised {data.get('target')}'s proposal"
+        kept = "adopted" if data.get("adopted") else "kept as a candidate"
+        return f"  {data.get('author')} revised {data.get('target')}'s proposal ({kept})"
+    if kind == "stage.skipped":
+        return f"skipped {', '.join(data.get('stages', []))}: {data.get('reason')}"
+    if kind == "ranking":
+        return f"  {data.get('reviewer')} ranked: {' > '.join(data.get('order', []))}"
     if kind == "score":
         return f"  {data.get('author')}: score {fmt_score(data.get('score'))}, rank {data.get('rank')}"
     if kind == "completed":
@@ -341,12 +346,17 @@ def print_result(record: dict) -> None:
         return
     rows = []
     for p in res["proposals"]:
-        passed = sum(1 for c in p.get("checks", []) if c["passed"])
-        rows.append([p["rank"], p["author"], fmt_score(p.get("score")), f"{passed}/{len(p.get('checks', []))}",
-                     len(p.get("revisions", [])), len(p["content"]), clip(p["content"], 50)])
+        applied = [c for c in p.get("checks", []) if c["status"] != "skipped"]
+        passed = sum(1 for c in applied if c["status"] == "passed")
+        version = p.get("versions", [{}])[p.get("chosen", 0)] if p.get("versions") else {}
+        rows.append([p["rank"], p["author"], fmt_score(p.get("score")), f"{passed}/{len(applied)}",
+                     f"v{p.get('chosen', 0)} by {version.get('written_by', p['author'])}", len(p["content"]),
+                     clip(p["content"], 50)])
     out()
-    out(table(rows, ["rank", "author", "score", "checks", "revisions", "chars", "proposal"]))
+    out(table(rows, ["rank", "author", "score", "checks", "version", "chars", "proposal"]))
     usage = res["usage"]
+    if res.get("reason"):
+        out(f"\ndecided by {res.get('decided_by')}: {clip(res['reason'], 200)}")
     out(f"\nwinner: {res['winner_id']}   ({res['duration_s']:.1f}s, "
         f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens, deliberation {record['id']})")
     out("-" * 72)

@@ -18,16 +18,18 @@ log = logging.getLogger("councils.registry")
 
 
 class ActorRegistry:
-    def __init__(self, valkey_url: str, key_prefix: str, record_ttl_s: int, council_max_concurrency: int = 64):
+    def __init__(self, valkey_url: str, key_prefix: str, record_ttl_s: int, council_max_concurrency: int = 64,
+                 verification: dict | None = None):
         self.valkey_url = valkey_url
         self.key_prefix = key_prefix
         self.record_ttl_s = record_ttl_s
         self.council_max_concurrency = council_max_concurrency
+        self.verification = verification
 
     def council(self, role: str):
         """The council's actor, created if it does not exist (its spec must already be in Valkey)."""
         return RemoteCouncil.options(**council_actor_options(role, self.council_max_concurrency)).remote(
-            role, self.valkey_url, self.key_prefix, self.record_ttl_s
+            role, self.valkey_url, self.key_prefix, self.record_ttl_s, verification=self.verification
         )
 
     def existing_council(self, role: str):

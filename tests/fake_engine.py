@@ -22,14 +22,15 @@ class FakeEngine:
 
         engine_started(spec.get("name", "fake"))  # as the real engine does: councils_engine_restarts
 
-    async def generate(self, messages, temperature: float = 0.7, max_tokens: int = 128, seed=None) -> dict:
+    async def generate(self, messages, temperature: float = 0.7, max_tokens: int = 128, seed=None,
+                       json_schema=None) -> dict:
         self.calls += 1
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay_s)
         finally:
             self.in_flight -= 1
-        text = default_response(messages, seed)
+        text = default_response(messages, seed, json_schema)
         return {"text": text, "prompt_tokens": sum(len(m["content"].split()) for m in messages),
                 "completion_tokens": len(text.split()), "finish_reason": "stop"}
 

@@ -12,9 +12,9 @@ import json
 import re
 from typing import Any, Callable
 
-from actors.specs import Completion, DeliberationRecord
+from actors.specs import CheckResult, Completion, DeliberationRecord
 
-Responder = Callable[[list[dict[str, str]], int | None], str]
+Responder = Callable[..., str]  # (messages, seed) or, for rankings, (messages, seed, json_schema)
 
 
 def requirements_in(prompt: str) -> list[str]:
@@ -30,19 +30,24 @@ def requirements_in(prompt: str) -> list[str]:
     return out
 
 
-def default_response(messages: list[dict[str, str]], seed: int | None) -> str:
+def default_response(messages: list[dict[str, str]], seed: int | None, json_schema: dict | None = None) -> str:
     """Text that depends only on the messages and the seed, shaped by the persona so that
     scores differ: "pragmatic" agents answer well, "meticulous" ones miss requirements,
-    everyone else writes a Python block that does not parse."""
+    everyone else writes a Python block that does not parse. A ranking (json_schema given) lists
+    the labels in reverse order, as structured outputs would constrain it to."""
     digest = hashlib.sha256(json.dumps([messages, seed], sort_keys=True).encode()).hexdigest()[:8]
+    if json_schema is not None:
+        shown = json_schema["properties"]["ranking"]["items"]["enum"]
+        return json.dumps({"ranking": list(reversed(shown))})
     system, user = messages[0]["content"], messages[-1]["content"]
     if "\nCandidates:\n" in user and '"choice"' in user:
         return architect_response(user)
-    reqs = requirements_in(user)
-    if "pragmatic" in system:
+    reqs = requirements_in(system) or requirements_in(user)
+    persona = user.split("\n\n", 1)[0] if len(messages) > 1 else system
+    if "pragmatic" in persona:
         items = "\n".join(f"- {r}" for r in reqs) or "- keep it simple"
         return f"Plan {digest}:\n{items}\n\n```python\ndef solve():\n    return {digest!r}\n```\n"
-    if "meticulous" in system:
+    if "meticulous" in persona:
         return f'Plan {digest}:\n- edge cases first\n\n```json\n{{"plan": "{digest}"}}\n```\n'
     return f"Plan {digest}: one quick idea.\n```python\ndef broken(:\n    pass\n```\n"
 
@@ -92,9 +97,11 @@ class FakeGenerator:
         temperature: float,
         max_tokens: int,
         seed: int | None,
+        json_schema: dict | None = None,
     ) -> Completion:
         self.calls.append(
-            {"engine": engine, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+            {"engine": engine, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "seed": seed,
+             "json_schema": json_schema}
         )
         n = len(self.calls)
         self.in_flight += 1
@@ -106,7 +113,8 @@ class FakeGenerator:
                 await asyncio.Event().wait()
             if n == self.fail_on:
                 raise RuntimeError(f"fake engine failure on call {n}")
-            text = self.responder(messages, seed)
+            # Responders that do not rank take (messages, seed).
+            text = self.responder(messages, seed, json_schema) if json_schema else self.responder(messages, seed)
             completion = Completion(
                 text=text,
                 prompt_tokens=sum(len(m["content"].split()) for m in messages),
@@ -154,3 +162,55 @@ class MemorySink:
             if rec.stages_done and rec.stages_done[-1] == stage:
                 return rec.model_copy(deep=True)
         raise LookupError(f"no checkpoint after {stage}")
+
+
+def fake_checks(text: str, request) -> list[CheckResult]:
+    """Deterministic checks standing in for the real verifiers (actors/verifiers): content is there,
+    Python blocks parse, and constraints.tests (assert lines) pass when exec'd with the code (trusted
+    test input only: this never runs model output from a real engine)."""
+    import ast
+
+    from actors.verifiers.blocks import extract_code_blocks
+
+    checks = [CheckResult(name="content.non_empty", status="passed" if text.strip() else "failed",
+                          message=f"{len(text.strip())} chars")]
+    code = [b.code for b in extract_code_blocks(text) if b.lang in ("python", "py")]
+    if not code:
+        checks.append(CheckResult(name="python.parse", status="skipped", message="no Python code block"))
+    else:
+        try:
+            for c in code:
+                ast.parse(c)
+            checks.append(CheckResult(name="python.parse", status="passed", message=f"{len(code)} block(s) parse"))
+        except SyntaxError as exc:
+            checks.append(CheckResult(name="python.parse", status="failed", message=f"SyntaxError: {exc.msg}"))
+    tests = request.constraints.tests
+    if tests:
+        lines = [line for line in tests.splitlines() if line.strip()]
+        passed = 0
+        for line in lines:
+            scope: dict = {}
+            try:
+                exec("\n".join(code), scope)
+                exec(line, scope)
+                passed += 1
+            except Exception:
+                pass
+        checks.append(CheckResult(name="python.tests", status="passed" if code and passed == len(lines) else "failed",
+                                  message=f"{passed}/{len(lines)} tests passed", tests_passed=passed,
+                                  tests_total=len(lines), weight=5.0))
+    return checks
+
+
+class FakeVerifier:
+    """The protocol's Verifier port on fake_checks; records every call."""
+
+    def __init__(self, checks=fake_checks, delay: float = 0.0):
+        self.checks = checks
+        self.delay = delay
+        self.calls: list[list[str]] = []
+
+    async def verify(self, texts, request, names, scoring) -> list[list[CheckResult]]:
+        self.calls.append(list(texts))
+        await asyncio.sleep(self.delay)
+        return [self.checks(t, request) for t in texts]

@@ -271,7 +271,7 @@ def test_metrics_on_the_ray_metrics_endpoint(cluster, http):
     wait_until(all_there, 90, interval=3, what="councils_* metrics exported")
     assert max(v for _, v in find("ray_councils_deliberations_total", role="DATA", status="completed")) >= 1
     assert {lbl["stage"] for lbl, _ in find("ray_councils_stage_latency_seconds_count", role="DATA")} == {
-        "propose", "critique", "revise", "score"}
+        "propose", "critique", "revise", "rank", "score"}
     assert max(v for _, v in find("ray_councils_active_councils")) == len(ROLES) + 1  # + SEC
     assert max(v for _, v in find("ray_councils_tokens_total", role="DATA", kind="completion")) > 0
 

@@ -59,8 +59,9 @@ def read_sse(client: httpx.Client, url: str, *, headers=None, params=None, stop_
 
 def expected_kinds(agents: int, rounds: int) -> list[str]:
     kinds = []
-    for item in ["proposal"] + ["critique", "revision"] * rounds + ["score"]:
-        kinds += ["stage.started"] + [item] * agents + ["stage.completed"]
+    for item in ["proposal"] + ["critique", "revision"] * rounds + ["ranking", "score"]:
+        count = agents if item != "ranking" or agents >= 3 else 0  # fewer than 3 agents: nothing to rank
+        kinds += ["stage.started"] + [item] * count + ["stage.completed"]
     return kinds + ["completed"]
 
 
@@ -94,7 +95,7 @@ def test_twenty_concurrent_async_deliberations_across_the_five_councils(http, kv
     winners = set()
     for (role, task, task_id), rec in zip(jobs, records):
         assert rec["request"]["role"] == role and rec["request"]["task"] == task
-        assert rec["progress"] == {"stages_done": 4, "stages_total": 4, "last_stage": "score"}
+        assert rec["progress"] == {"stages_done": 5, "stages_total": 5, "last_stage": "score"}
         result = rec["result"]
         assert [p["rank"] for p in result["proposals"]] == [1, 2, 3]
         winners.add(result["proposals"][0]["content"])

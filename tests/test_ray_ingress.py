@@ -48,15 +48,20 @@ def test_deliberation_wait_returns_ranked_result(http):
     assert [p["rank"] for p in res["proposals"]] == [1, 2, 3]
     assert res["winner_id"] == res["proposals"][0]["author"]
     for p in res["proposals"]:
-        assert p["content"] and len(p["revisions"]) == 1 and p["checks"]
+        assert p["content"] and len(p["versions"]) == 2 and p["checks"]
         assert 0 <= p["score"] <= 1
-    scores = [p["score"] for p in res["proposals"]]
-    assert scores == sorted(scores, reverse=True)
+    # Ranked by the decision rule: no proposal verifies better than one ranked above it.
+    from actors.scoring import verifier_key
+    from actors.specs import Proposal
+
+    keys = [verifier_key(Proposal.model_validate(p).current) for p in res["proposals"]]
+    assert keys == sorted(keys, reverse=True)
+    assert res["decided_by"] and res["reason"] and len(res["rankings"]) == 3
     assert res["duration_s"] > 0 and res["usage"]["completion_tokens"] > 0
-    assert rec["stages_done"] == ["propose", "critique-1", "revise-1", "score"]
+    assert rec["stages_done"] == ["propose", "critique-1", "revise-1", "rank", "score"]
     # The stored record is the same one.
     stored = http.get(f"/v1/deliberations/{rec['id']}").json()
-    assert stored["result"] == res and stored["progress"]["stages_done"] == 4
+    assert stored["result"] == res and stored["progress"]["stages_done"] == 5
 
 
 def test_async_deliberation_202_then_poll(http):
@@ -66,7 +71,7 @@ def test_async_deliberation_202_then_poll(http):
     assert body["status"] == "pending" and body["status_url"] == f"/v1/deliberations/{body['id']}"
     rec = wait_until(lambda: (x := http.get(body["status_url"]).json())["status"] == "completed" and x,
                      what="async deliberation")
-    assert rec["stages_done"] == ["propose", "score"]
+    assert rec["stages_done"] == ["propose", "rank", "score"]
 
 
 @pytest.mark.parametrize("payload,status,needle", [

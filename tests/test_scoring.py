@@ -1,154 +1,158 @@
-"""The check suite and the ranking: real checks on text, no engine."""
+"""The decision rule on fixed candidate pools, with the real verifiers: no engine."""
 
 from __future__ import annotations
 
+import functools
+import itertools
+import random
+
 import pytest
 
-from actors.scoring import CHECK_NAMES, extract_code_blocks, rank_proposals, requirement_coverage, score_proposal
-from actors.specs import Proposal, ScoringSpec
+from actors.scoring import decide, displaces, score_checks, verifier_key
+from actors.specs import CheckResult, Constraints, Proposal, ScoringSpec, Version
+from actors.verifiers import run_verifiers
 
-GOOD = """Plan: add a retry wrapper with exponential backoff.
+TASK = "Write a Python function is_palindrome(s) that ignores case."
+REQUIREMENTS = ["ignore case"]
+TESTS = ("assert is_palindrome('Aba')\n"
+         "assert not is_palindrome('ab')\n"
+         "assert is_palindrome('')")
+CORRECT = "```python\ndef is_palindrome(s):\n    s = s.lower()\n    return s == s[::-1]\n```"
+CORRECT_TOO = "Here it is:\n```python\ndef is_palindrome(s: str) -> bool:\n    t = s.casefold()\n    return t == t[::-1]\n```"
+CASE_SENSITIVE = "```python\ndef is_palindrome(s):\n    return s == s[::-1]\n```"  # 2/3
+WRONG = "```python\ndef is_palindrome(s):\n    return False\n```"  # 1/3
+BROKEN = "```python\ndef is_palindrome(s:\n    return s\n```"
+UNDEFINED = "```python\ndef is_palindrome(s):\n    return s == reversed_string(s)\n```"
+LOREM = "lorem ipsum dolor sit amet\nconsectetur adipiscing elit, sed do eiusmod tempor incididunt"
+ECHO = "Write a Python function is_palindrome(s) that ignores case.\n- ignore case"
+EMPTY_BLOCK = "My solution:\n```python\n```"
+PROSE = ("A palindrome reads the same backwards. Lower-case the string first so case is ignored, "
+         "then compare it with its reverse; that is all there is to it.")
 
-- retries failed HTTP calls up to 3 times
-- logs every failure with structured logging
-
-```python
-def retry(fn, attempts=3):
-    for i in range(attempts):
-        try:
-            return fn()
-        except OSError:
-            if i == attempts - 1:
-                raise
-```
-
-```json
-{"attempts": 3, "backoff": "exponential"}
-```
-
-```yaml
-retry:
-  attempts: 3
-```
-"""
+BAD = [CASE_SENSITIVE, WRONG, BROKEN, UNDEFINED, LOREM, ECHO, EMPTY_BLOCK, PROSE, ""]
+GOOD = [CORRECT, CORRECT_TOO]
+VERIFIERS = ["content", "python"]
 
 
-def checks_of(content: str, requirements: list[str] | None = None, scoring: ScoringSpec | None = None):
-    checks, score = score_proposal(content, requirements or [], scoring or ScoringSpec())
-    return {c.name: c for c in checks}, score
+@functools.lru_cache(maxsize=None)
+def checks_of(text: str, tests: str | None) -> tuple[CheckResult, ...]:
+    """The real verifiers' checks of one text (each text is verified once per test session)."""
+    return tuple(run_verifiers(text, TASK, Constraints(requirements=REQUIREMENTS, tests=tests), VERIFIERS,
+                               ScoringSpec()))
 
 
-def test_good_proposal_passes_every_check():
-    checks, score = checks_of(GOOD, ["Retry failed HTTP calls", "Use exponential backoff", "Structured logging"])
-    assert list(checks) == list(CHECK_NAMES)
-    assert all(c.passed for c in checks.values()), {n: c.message for n, c in checks.items()}
-    assert score == 1.0
-    assert "3 code block(s) parse" in checks["code_blocks_parse"].message
+def verified(text: str, author: str, *, tests: str | None = TESTS, written_by: str | None = None) -> Version:
+    checks = [c.model_copy() for c in checks_of(text, tests)]
+    return Version(written_by=written_by or author, content=text, checks=checks, score=score_checks(checks))
 
 
-@pytest.mark.parametrize(
-    "block, lang",
-    [
-        ("```python\ndef f(:\n    pass\n```", "python"),
-        ("```py\nx = = 1\n```", "py"),
-        ('```json\n{"a": 1,}\n```', "json"),
-        ("```yaml\na: [1, 2\nb: 3\n```", "yaml"),
-        ("```yml\nkey: value\n  bad: indent\n```", "yml"),
-    ],
-)
-def test_bad_code_block_fails_and_is_named(block, lang):
-    content = "Some intro text that is long enough.\n\n```python\nx = 1\n```\n\n" + block + "\n"
-    checks, score = checks_of(content)
-    check = checks["code_blocks_parse"]
-    assert not check.passed
-    assert check.message.startswith(f"block 2 ({lang}, line 7)")
-    assert score == pytest.approx(4 / 5)
+def pool(texts: list[str], **kw) -> list[Proposal]:
+    out = []
+    for i, text in enumerate(texts):
+        v = verified(text, f"agent-{i + 1}", **kw)
+        out.append(Proposal(author=f"agent-{i + 1}", content=text, versions=[v], checks=v.checks, score=v.score))
+    return out
 
 
-def test_untagged_and_other_blocks_are_skipped():
-    content = "Intro line.\n```\ndef f(:\n```\n```bash\nif then fi ((\n```\n"
-    check = checks_of(content)[0]["code_blocks_parse"]
-    assert check.passed
-    assert "2 untagged/other skipped" in check.message
+def winner(proposals: list[Proposal], salt: str = "d1", **kw) -> str:
+    decide(proposals, salt=salt, **kw)
+    return min(proposals, key=lambda p: p.rank).content
 
 
-def test_no_code_blocks_pass_vacuously():
-    check = checks_of("Just prose here.\nOn two lines.")[0]["code_blocks_parse"]
-    assert check.passed and "no fenced code blocks" in check.message
+def test_skipped_checks_do_not_count():
+    checks = [CheckResult(name="a", status="passed", message=""), CheckResult(name="b", status="skipped", message="")]
+    assert score_checks(checks) == 1.0
+    assert score_checks([CheckResult(name="b", status="skipped", message="")]) is None
+    checks.append(CheckResult(name="c", status="failed", message="", weight=3))
+    assert score_checks(checks) == pytest.approx(0.25)
 
 
-def test_unclosed_block_is_checked_to_the_end():
-    # A model cut off by max_tokens leaves the fence open; its truncated code must not pass.
-    blocks = extract_code_blocks("Intro\n```python\ndef f(x):\n    return (x +")
-    assert len(blocks) == 1 and not blocks[0].closed
-    check = checks_of("Intro text long enough\n```python\ndef f(x):\n    return (x +")[0]["code_blocks_parse"]
-    assert not check.passed and "unclosed" in check.message
+def test_lorem_ipsum_does_not_score_like_a_correct_answer():
+    lorem, correct = verified(LOREM, "a"), verified(CORRECT, "b")
+    assert verifier_key(correct) > verifier_key(lorem)
+    assert any(c.failed for c in lorem.checks)
+    assert {c.name: c.status for c in correct.checks}["python.tests"] == "passed"
 
 
-def test_inline_triple_backticks_are_not_a_fence():
-    assert extract_code_blocks("```x``` inline at the start of a line\nand more") == []
+def test_code_checks_are_skipped_without_code_and_tests_fail_without_code():
+    prose = {c.name: c for c in verified(PROSE, "a", tests=None).checks}
+    assert prose["python.parse"].status == "skipped" and prose["python.parse"].message
+    with_tests = {c.name: c for c in verified(PROSE, "a").checks}
+    assert with_tests["python.tests"].status == "failed"
 
 
-def test_missing_requirements_are_listed():
-    checks, _ = checks_of(GOOD, ["Retry failed HTTP calls", "Encrypt secrets with a KMS key", "Use Go"])
-    check = checks["requirements_addressed"]
-    assert not check.passed
-    assert "missing 2 of 3" in check.message
-    assert "Encrypt secrets with a KMS key" in check.message and "Use Go" in check.message
-    assert "Retry failed" not in check.message
+@pytest.mark.parametrize("bad", BAD, ids=["case", "wrong", "broken", "undefined", "lorem", "echo", "empty-block",
+                                          "prose", "blank"])
+@pytest.mark.parametrize("good", GOOD, ids=["correct", "correct-too"])
+def test_a_passing_proposal_always_beats_a_failing_one(good, bad):
+    for order in (["good", "bad"], ["bad", "good"]):
+        texts = [good if o == "good" else bad for o in order]
+        assert winner(pool(texts)) == good
 
 
-def test_requirement_words_match_by_stem():
-    # "retries" ~ "retry", "validation" ~ "validates"; "add" is too short to count.
-    assert requirement_coverage("Add retries and input validation", "We retry and it validates input.") == (3, 3)
-    found, total = requirement_coverage("Paginate the results with cursors", "results are returned")
-    assert (found, total) == (1, 3)
+def test_echo_lorem_and_empty_block_never_outrank_a_correct_answer_without_tests():
+    for bad in (LOREM, ECHO, EMPTY_BLOCK, BROKEN):
+        for texts in ([bad, CORRECT], [CORRECT, bad]):
+            assert winner(pool(texts, tests=None)) == CORRECT, bad
 
 
-def test_no_requirements_pass_vacuously():
-    check = checks_of(GOOD, [])[0]["requirements_addressed"]
-    assert check.passed and check.message == "no requirements given"
+def test_selection_picks_a_correct_candidate_in_every_pool_that_has_one():
+    rng = random.Random(7)
+    pools = 0
+    for size in (2, 3, 5):
+        for combo in itertools.combinations(BAD + GOOD, size):
+            if not set(combo) & set(GOOD):
+                continue
+            texts = list(combo)
+            rng.shuffle(texts)
+            pools += 1
+            # votes and peer rank are noise here: random Borda points must not overturn the tests
+            borda = {f"agent-{i + 1}": float(rng.randint(0, 4)) for i in range(size)}
+            assert winner(pool(texts), salt=f"d{pools}", borda=borda) in GOOD, texts
+    assert pools > 100
 
 
-def test_length_limits():
-    checks, _ = checks_of("   short   ", scoring=ScoringSpec(min_chars=20))
-    assert not checks["non_empty"].passed
-    checks, _ = checks_of("x" * 101, scoring=ScoringSpec(min_chars=1, max_chars=100))
-    assert checks["non_empty"].passed and not checks["within_limits"].passed
+def test_tie_break_is_stable_and_not_seat_order():
+    firsts = set()
+    for salt in range(20):
+        proposals = pool([CORRECT, CORRECT_TOO])
+        first = winner(proposals, salt=f"delib-{salt}")
+        assert first == winner(pool([CORRECT, CORRECT_TOO]), salt=f"delib-{salt}")  # stable
+        firsts.add(first)
+    assert firsts == {CORRECT, CORRECT_TOO}  # not always seat 1
 
 
-def test_structure():
-    assert not checks_of("One single line of plain prose without structure.")[0]["structured"].passed
-    assert checks_of("- a single list item that is long")[0]["structured"].passed
-    assert checks_of("## Heading only, long enough")[0]["structured"].passed
-    assert checks_of("first line\nsecond line")[0]["structured"].passed
+def test_decided_by_and_reasons():
+    proposals = pool([WRONG, CORRECT])
+    verdicts, step, why = decide(proposals, salt="x")
+    assert step == "verifiers" and "tests 3/3" in why and "tests 1/3" in why
+    assert verdicts[0].tests_passed == 3 and all(v.reason for v in verdicts)
+    _, step, _ = decide(pool([CORRECT, CORRECT_TOO]), salt="x", borda={"agent-1": 1.0, "agent-2": 0.0})
+    assert step == "peer_rank"
+    _, step, _ = decide(pool([CORRECT]), salt="x")
+    assert step == "only_candidate"
 
 
-def test_weights_change_the_score():
-    content = "One single line of plain prose, long enough to count."  # fails only `structured`
-    _, plain = checks_of(content)
-    assert plain == pytest.approx(4 / 5)
-    checks, heavy = checks_of(content, scoring=ScoringSpec(weights={"structured": 6.0}))
-    assert checks["structured"].weight == 6.0 and checks["non_empty"].weight == 1.0
-    assert heavy == pytest.approx(4 / 10)
-    _, ignored = checks_of(content, scoring=ScoringSpec(weights={"structured": 0.0}))
-    assert ignored == 1.0
+def test_votes_rank_after_verifiers():
+    a = Proposal(author="a", content="41", versions=[Version(written_by="a", content="41", answer="41")])
+    b = Proposal(author="b", content="42", versions=[Version(written_by="b", content="42", answer="42")])
+    c = Proposal(author="c", content="so 42", versions=[Version(written_by="c", content="so 42", answer="42")])
+    verdicts, step, _ = decide([a, b, c], salt="s", votes={"41": 1, "42": 2}, borda={"a": 9.0})
+    assert verdicts[0].answer == "42" and verdicts[-1].answer == "41" and step in ("peer_rank", "tie_break")
+    assert a.rank == 3
 
 
-def test_zero_total_weight_scores_zero():
-    zero = ScoringSpec(weights={name: 0.0 for name in CHECK_NAMES})
-    assert checks_of(GOOD, scoring=zero)[1] == 0.0
+def test_every_version_is_a_candidate_and_the_critic_is_credited():
+    p = Proposal(author="a", content=CORRECT, versions=[verified(CORRECT, "a"),
+                                                         verified(WRONG, "a", written_by="b")])
+    q = Proposal(author="b", content=WRONG, versions=[verified(WRONG, "b"), verified(CORRECT_TOO, "b", written_by="a")])
+    verdicts, _, _ = decide([p, q], salt="s")
+    assert len(verdicts) == 4
+    assert {(v.proposal, v.version, v.written_by) for v in verdicts[:2]} == {("a", 0, "a"), ("b", 1, "a")}
+    assert p.chosen == 0 and q.chosen == 1 and q.content == CORRECT_TOO
 
 
-def test_rank_by_score_ties_keep_order():
-    proposals = [
-        Proposal(author="a", content="", score=0.5),
-        Proposal(author="b", content="", score=0.9),
-        Proposal(author="c", content="", score=0.5),
-        Proposal(author="d", content="", score=None),
-        Proposal(author="e", content="", score=0.9),
-    ]
-    ranked = rank_proposals(proposals)
-    assert [p.author for p in ranked] == ["b", "e", "a", "c", "d"]
-    assert [p.rank for p in ranked] == [1, 2, 3, 4, 5]
-    assert proposals[0].rank == 3  # ranks are set on the given objects
+def test_a_revision_that_fails_a_check_its_original_passed_does_not_displace_it():
+    original, worse, better = verified(CASE_SENSITIVE, "a"), verified(BROKEN, "a"), verified(CORRECT, "a")
+    assert not displaces(worse, original)
+    assert displaces(better, original)
