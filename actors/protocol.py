@@ -392,19 +392,22 @@ async def _propose(ctx: _Stage) -> Events:
             for p in record.proposals]
 
 
-def _targets(record: DeliberationRecord) -> list[Proposal]:
+def _pairs(record: DeliberationRecord, members: list[AgentSpec]) -> list[tuple[AgentSpec, Proposal]]:
+    """(critic, target) of this round: seat i and proposal (i+1) mod N, leaving out proposals that already
+    pass every verifier that applied (nothing to fix; their budget is not spent). The same pairs in the
+    critique and the revise stage of a round: the proposals do not change between them."""
     n = len(record.proposals)
-    return [record.proposals[(i + 1) % n] for i in range(n)]
+    pairs = [(agent, record.proposals[(i + 1) % n]) for i, agent in enumerate(members)]
+    return [(agent, target) for agent, target in pairs if not all_verified([target])]
 
 
 async def _critique(ctx: _Stage, round_: int) -> Events:
     record, nonce = ctx.record, ctx.record.nonce
-    targets = _targets(record)
-    done = await ctx.all([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
-                          for agent, t in zip(ctx.members, targets)])
+    pairs = _pairs(record, ctx.members)
+    done = await ctx.all([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce)) for agent, t in pairs])
     record.pending_critiques = [c.text.strip() for c in done]
     events: Events = []
-    for agent, target, c, critique in zip(ctx.members, targets, done, record.pending_critiques):
+    for (agent, target), c, critique in zip(pairs, done, record.pending_critiques):
         target.usage = target.usage.add(c.usage)
         events.append(("critique", {"round": round_, "critic": agent.id, "target": target.author, "critique": critique}))
     return events
@@ -412,17 +415,17 @@ async def _critique(ctx: _Stage, round_: int) -> Events:
 
 async def _revise(ctx: _Stage, round_: int) -> Events:
     record, nonce = ctx.record, ctx.record.nonce
-    targets = _targets(record)
+    pairs = _pairs(record, ctx.members)
     critiques = record.pending_critiques
     done = await ctx.all([ctx.generate(agent, revise_messages(agent, ctx.request, t, critique, nonce))
-                          for agent, t, critique in zip(ctx.members, targets, critiques)])
+                          for (agent, t), critique in zip(pairs, critiques)])
     # A blank answer is not a revision: the proposal keeps what it had.
     fresh = [(agent, t, critique, c, Version(round=round_, written_by=agent.id, critique=critique,
                                               content=c.text.strip()))
-             for agent, t, critique, c in zip(ctx.members, targets, critiques, done) if c.text.strip()]
+             for (agent, t), critique, c in zip(pairs, critiques, done) if c.text.strip()]
     await ctx.verify([v for *_, v in fresh])
     events: Events = []
-    for agent, target, critique, c in zip(ctx.members, targets, critiques, done):
+    for (agent, target), c in zip(pairs, done):
         target.usage = target.usage.add(c.usage)
     for agent, target, critique, c, version in fresh:
         target.versions.append(version)

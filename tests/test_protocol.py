@@ -27,7 +27,7 @@ from actors.specs import (
     Usage,
     default_council,
 )
-from tests.fakes import FakeGenerator, FakeVerifier, MemorySink
+from tests.fakes import FakeGenerator, FakeVerifier, MemorySink, fake_checks
 
 REQUIREMENTS = ["Retry failed HTTP requests", "Configurable timeout values"]
 
@@ -45,8 +45,15 @@ def make_record(**request) -> DeliberationRecord:
     )
 
 
+def never_verified(text, request) -> list[CheckResult]:
+    """fake_checks plus one finding on every text: no proposal is ever fully verified, so every round
+    critiques and revises every proposal (the ring); tests of early stop use fake_checks itself."""
+    return fake_checks(text, request) + [CheckResult(name="python.lint", status="failed", message="a finding")]
+
+
 async def run(record, council, gen=None, sink=None, verifier=None, **kw):
-    return await deliberate(record, council, gen or FakeGenerator(), sink or MemorySink(), verifier or FakeVerifier(), **kw)
+    return await deliberate(record, council, gen or FakeGenerator(), sink or MemorySink(),
+                            verifier or FakeVerifier(never_verified), **kw)
 
 
 def without_times(record: DeliberationRecord) -> dict:
@@ -63,7 +70,7 @@ def test_stage_names():
 
 
 async def test_full_deliberation():
-    council, gen, sink, verifier = make_council(3, rounds=2), FakeGenerator(), MemorySink(), FakeVerifier()
+    council, gen, sink, verifier = make_council(3, rounds=2), FakeGenerator(), MemorySink(), FakeVerifier(never_verified)
     record = await run(make_record(), council, gen, sink, verifier)
 
     assert record.status == "completed"
@@ -363,7 +370,7 @@ def record_with_tests(**kw) -> DeliberationRecord:
 
 async def test_passing_proposal_wins_over_prose_and_wrong_code():
     gen = FakeGenerator(scripted({PERSONAS[0]: [PROSE], PERSONAS[1]: [WRONG], PERSONAS[2]: [GOOD]}))
-    record = await run(record_with_tests(rounds=0), make_council(3), gen)
+    record = await run(record_with_tests(rounds=0), make_council(3), gen, verifier=FakeVerifier())
     result = record.result
     assert result.winner_id == "agent-dev-003" and result.decided_by == "verifiers"
     assert "tests 3/3" in result.reason
@@ -374,28 +381,37 @@ async def test_passing_proposal_wins_over_prose_and_wrong_code():
 
 async def test_early_stop_when_every_proposal_verifies():
     gen, sink = FakeGenerator(scripted({p: [GOOD] for p in PERSONAS})), MemorySink()
-    record = await run(record_with_tests(), make_council(3, rounds=2), gen, sink)
+    record = await run(record_with_tests(), make_council(3, rounds=2), gen, sink, FakeVerifier())
     assert record.stages_skipped == ["critique-1", "revise-1", "critique-2", "revise-2"]
     assert record.stages_done == ["propose", "rank", "score"]
     assert len(gen.calls) == 3 + 3  # proposals and rankings only
     (skipped,) = sink.of_kind("stage.skipped")
     assert skipped["stages"] == record.stages_skipped
-    # Every proposal passes: the tie is broken by the peers' Borda count.
-    assert record.result.decided_by == "peer_rank"
+    # Every proposal passes: verifiers cannot separate them, the peers' Borda count (or the hash) does.
+    assert record.result.decided_by in ("peer_rank", "tie_break")
+    assert len(record.result.rankings) == 3
+
+
+BROKEN = "```python\ndef add(a, b:\n    return a + b\n```"
 
 
 async def test_revision_that_breaks_the_tests_never_displaces_the_original():
-    # Agent 1 proposes correct code; its critic (agent 3) rewrites it wrongly. Agent 2's wrong code gets fixed.
-    gen = FakeGenerator(scripted({PERSONAS[0]: [GOOD, GOOD], PERSONAS[1]: [WRONG, PROSE], PERSONAS[2]: [PROSE, WRONG]}))
-    record = await run(record_with_tests(), make_council(3, rounds=1), gen)
-    first = next(p for p in record.proposals if p.author == "agent-dev-001")
+    # Seat 1 proposes wrong code (1/3 tests); its critic (seat 3) rewrites it into code that does not parse.
+    # Seat 2's wrong code is fixed by its critic (seat 1). Seat 3's correct code is left alone.
+    gen = FakeGenerator(scripted({PERSONAS[0]: [WRONG, "critique", GOOD], PERSONAS[1]: [WRONG],
+                                  PERSONAS[2]: [GOOD, "critique", BROKEN]}))
+    record = await run(record_with_tests(), make_council(3, rounds=1), gen, verifier=FakeVerifier())
+    first, second, third = record.proposals
     assert [v.written_by for v in first.versions] == ["agent-dev-001", "agent-dev-003"]
-    assert first.versions[1].content == WRONG and first.chosen == 0 and first.content == GOOD
-    second = next(p for p in record.proposals if p.author == "agent-dev-002")
+    assert first.versions[1].content == BROKEN and first.chosen == 0 and first.content == WRONG
     assert second.versions[1].written_by == "agent-dev-001" and second.versions[1].content == GOOD
     assert second.chosen == 1  # the critic's fix was adopted
+    # A proposal that already passes every verifier is not critiqued or revised: its budget is not spent.
+    assert len(third.versions) == 1
+    seat2_calls = [c for c in gen.calls if c["messages"][1]["content"].startswith(PERSONAS[1])]
+    assert len(seat2_calls) == 2  # its proposal and its ranking only
     result = record.result
-    assert result.candidates[0].tests_passed == 3 and result.candidates[1].tests_passed == 3
+    assert [c.tests_passed for c in result.candidates[:2]] == [3, 3]
     assert result.proposals[0].content == GOOD
     # The result says who wrote the winning text.
     assert result.written_by == result.proposals[0].versions[result.winner_version].written_by
