@@ -444,3 +444,28 @@ async def test_rankings_are_anonymized_shuffled_and_exclude_own():
     # The order shown is shuffled per reviewer (the fake answers the shown order reversed).
     shown = [list(reversed(o)) for o in orders]
     assert len({tuple(sorted(s)) for s in shown}) == 4 and shown != [sorted(s) for s in shown]
+
+
+async def test_escape_attempts_fail_their_checks_and_the_council_keeps_deliberating(tmp_path):
+    """The real verifiers in the sandbox: hostile proposals end as failed checks, never a stuck council."""
+    from actors.verification import LocalVerifier
+
+    marker = tmp_path / "escaped"
+    loop = "```python\ndef add(a, b):\n    while True:\n        pass\n```"
+    bomb = "```python\nimport os\ndef add(a, b):\n    while True:\n        os.fork()\n```"
+    shell = f"```python\nimport os\nos.system('touch {marker}')\ndef add(a, b):\n    return a + b\n```"
+    council = make_council(3, rounds=0)
+    council.agents.append(council.agents[0].model_copy(update={"id": "agent-dev-004",
+                                                               "persona": "You are a maintainability advocate."}))
+    answers = {PERSONAS[0]: [loop], PERSONAS[1]: [bomb], PERSONAS[2]: [shell], "You are a maintainability": [GOOD]}
+    gen = FakeGenerator(scripted(answers))
+    started = time.monotonic()
+    record = await deliberate(record_with_tests(rounds=0), council, gen, MemorySink(), LocalVerifier())
+    assert time.monotonic() - started < 60
+    assert record.status == "completed" and not marker.exists()
+    result = record.result
+    assert result.proposals[0].content == GOOD and result.decided_by == "verifiers"
+    by_author = {p.author: {c.name: c for c in p.checks} for p in result.proposals}
+    for author in ("agent-dev-001", "agent-dev-002"):
+        tests = by_author[author]["python.tests"]
+        assert tests.status == "failed" and tests.message, (author, tests)
