@@ -8,6 +8,7 @@ checks that every council came back from Valkey unchanged, with no init step.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,10 @@ class Launcher:
                       "metrics": free_port()}
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "launcher.log"
+        self.api_token = f"e2e-api-token-{os.urandom(8).hex()}"
+        self.token_file = data_dir / "api-token"
+        self.token_file.write_text(self.api_token + "\n")
+        self.token_file.chmod(0o600)
 
     @property
     def url(self) -> str:
@@ -46,6 +51,7 @@ class Launcher:
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         out = open(self.log, "ab")
         env = {k: v for k, v in os.environ.items() if k != "COUNCILS_VALKEY_URL"}
+        env["COUNCILS_API_TOKEN_FILE"] = str(self.token_file)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve_app.launcher", "--config", str(ROOT / "configs" / "local.yaml"),
              "--data-dir", str(self.data_dir), "--valkey-port", str(self.ports["valkey"]),
@@ -88,8 +94,69 @@ def launcher(tmp_path_factory):
         lock.close()
 
 
+def _started_by(launcher) -> list:
+    """Every process the launcher started: its descendants, and those in its sessions (Ray workers may be
+    re-parented), identified by the cluster's ports and temp dir in their command lines as a fallback."""
+    import psutil
+
+    root = psutil.Process(launcher.proc.pid)
+    procs = {p.pid: p for p in root.children(recursive=True)}
+    markers = (f"councils-ray-{launcher.ports['ray']}", f"127.0.0.1:{launcher.ports['valkey']}",
+               f"--gcs-address=127.0.0.1:{launcher.ports['ray']}")
+    for p in psutil.process_iter(["cmdline"]):
+        if any(m in " ".join(p.info["cmdline"] or []) for m in markers):
+            procs[p.pid] = p
+    return list(procs.values())
+
+
+def test_make_run_keeps_secrets_off_command_lines_and_ray_jobs_need_the_token(launcher):
+    """Issue 12: the Valkey password, the API token and Ray's token appear in no /proc/<pid>/cmdline of any
+    process `make run` started (nor in its log), the secret files are 0600, Ray token auth is on (an
+    unauthenticated POST /api/jobs/ is refused), and the dashboard is on loopback only."""
+    import json
+    import stat
+    import urllib.request
+
+    valkey_password = (launcher.data_dir / "valkey" / "password").read_text().strip()
+    ray_token = (launcher.data_dir / "ray-auth-token").read_text().strip()
+    for path in (launcher.data_dir / "valkey" / "password", launcher.data_dir / "ray-auth-token",
+                 launcher.data_dir / "valkey" / "valkey.conf"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    secrets = {"valkey password": valkey_password, "ray token": ray_token, "api token": launcher.api_token}
+    procs = _started_by(launcher)
+    names = " ".join(sorted({p.name() for p in procs}))
+    for needed in ("valkey-server", "gcs_server", "raylet"):
+        assert needed in names, names
+    assert len(procs) >= 10, names  # head, GCS, raylet, dashboard, agents, Serve, replica, councils, engine
+    for p in procs:
+        try:
+            cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        for what, secret in secrets.items():
+            assert secret not in cmdline, f"{what} on the command line of {p.pid} {p.name()}"
+    log = launcher.log.read_text()
+    assert all(secret not in log for secret in secrets.values())
+    # The API token is in force (the launcher passed COUNCILS_API_TOKEN_FILE through to the replicas).
+    assert httpx.get(f"{launcher.url}/v1/councils").status_code == 401
+    # Ray's Jobs API: refused without the token, on a dashboard bound to 127.0.0.1.
+    dashboard = f"http://127.0.0.1:{launcher.ports['dashboard']}"
+    request = urllib.request.Request(f"{dashboard}/api/jobs/", data=json.dumps({"entrypoint": "env"}).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(request, timeout=10)
+    assert exc.value.code in (401, 403)
+    ok = httpx.get(f"{dashboard}/api/version", headers={"Authorization": f"Bearer {ray_token}"})
+    assert ok.status_code == 200
+    import psutil
+
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == launcher.ports["dashboard"]}
+    assert listening and all(ip.startswith("127.") for ip in listening), listening
+
+
 def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
-    http = httpx.Client(base_url=launcher.url, timeout=600)
+    http = httpx.Client(base_url=launcher.url, timeout=600, headers={"Authorization": f"Bearer {launcher.api_token}"})
     councils = http.get("/v1/councils").json()["councils"]
     assert {c["role"] for c in councils} == ROLES
     assert all(len(c["agents"]) == 3 for c in councils)
@@ -139,26 +206,26 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert res["written_by"] == proposals[0].current.written_by
     assert res["duration_s"] > 0 and res["usage"]["completion_tokens"] > 0 and res["usage"]["prompt_tokens"] > 0
 
-    from ray.util.state import list_actors
-
-    import ray
-
-    ray.init(address=launcher.gcs, log_to_driver=False)
-    try:
-        alive = {a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)}
-    finally:
-        ray.shutdown()
+    # make run's cluster needs Ray's token: ask it from a process started with the token's mode and file (Ray
+    # reads RAY_AUTH_MODE once per process, and this one runs the test clusters without it).
+    script = ("import json, ray; from ray.util.state import list_actors; "
+              f"ray.init(address={launcher.gcs!r}, log_to_driver=False); "
+              "print(json.dumps([a.name for a in list_actors(filters=[('state', '=', 'ALIVE')], limit=1000)]))")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(launcher.data_dir / "ray-auth-token")}
+    listed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    alive = set(json.loads(listed.stdout.strip().splitlines()[-1]))
     assert {f"council-{r}" for r in ROLES} | {"council-SEC", "engine-smollm2"} <= alive
 
     # Ctrl-C stops everything the launcher started.
     assert launcher.ctrl_c() == 0
     time.sleep(2)
     assert leftover_processes(f"councils-ray-{launcher.ports['ray']}") == []
-    assert leftover_processes(f"--port {launcher.ports['valkey']}") == []
+    assert leftover_processes(f"127.0.0.1:{launcher.ports['valkey']}") == []  # valkey-server's process title
 
     # Again: every council is back from Valkey, unchanged, the PUT one included.
     launcher.start()
-    http = httpx.Client(base_url=launcher.url, timeout=600)
+    http = httpx.Client(base_url=launcher.url, timeout=600, headers={"Authorization": f"Bearer {launcher.api_token}"})
     after = {c["role"]: c for c in http.get("/v1/councils").json()["councils"]}
     assert after["SEC"] == sec
     assert {role: after[role] for role in ROLES} == {c["role"]: c for c in councils}
