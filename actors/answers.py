@@ -13,7 +13,8 @@ import re
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 
-_INTEGER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?![\d.])|(?<![\w.])-?\d+(?![\d.])")
+# A sentence's full stop may follow a number ("is 42."); a decimal point may not ("4.2").
+_INTEGER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?!\d|\.\d)|(?<![\w.])-?\d+(?!\d|\.\d)")
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
 
 

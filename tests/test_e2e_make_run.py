@@ -179,12 +179,17 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     res = rec["result"]
     assert rec["status"] == "completed"
     assert len(res["proposals"]) == 3 and [p["rank"] for p in res["proposals"]] == [1, 2, 3]
+    from actors.scoring import all_verified
+    from actors.specs import Proposal
+
     early_stop = bool(rec["stages_skipped"])
     for p in res["proposals"]:
         assert p["content"].strip()  # model-written
-        assert len(p["versions"]) == (1 if early_stop else 2)
+        # Revised unless every proposal (early stop) or this one passed every verifier at once.
+        revised = not early_stop and not all_verified([Proposal.model_validate({**p, "chosen": 0})])
+        assert len(p["versions"]) == (2 if revised else 1)
         assert all(v["content"].strip() for v in p["versions"])
-        if not early_stop:
+        if revised:
             assert p["versions"][1]["critique"].strip()
         for v in p["versions"]:  # per-proposal test results, for every version
             tests = {c["name"]: c for c in v["checks"]}["python.tests"]
@@ -197,7 +202,6 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert res["decided_by"] in ("verifiers", "votes", "peer_rank", "tie_break") and res["reason"]
     # The winner is consistent with the rule: no candidate verifies better than it.
     from actors.scoring import verifier_key
-    from actors.specs import Proposal
 
     proposals = [Proposal.model_validate(p) for p in res["proposals"]]
     best = max(verifier_key(v) for p in proposals for v in p.versions)

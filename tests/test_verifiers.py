@@ -99,6 +99,15 @@ def test_exact_answer_tasks_skip_the_topic_checks():
                  scoring=ScoringSpec(min_chars=1))
     assert checks["content.not_restated"].status == "skipped"
     assert checks["content.on_topic"].status == "skipped"
+    assert checks["content.answer"].passed and "'42'" in checks["content.answer"].message
+
+
+def test_exact_answer_tasks_need_an_answer_not_length():
+    bare = run("42", task="What is 6 times 7?", answer_format="integer")
+    assert bare["content.non_empty"].passed and bare["content.answer"].passed
+    prose = run("I am ready to help you with your math homework, step by step.", task="What is 6 times 7?",
+                answer_format="integer")
+    assert prose["content.answer"].failed and "no final answer" in prose["content.answer"].message
 
 
 # --- python ------------------------------------------------------------------------------------------

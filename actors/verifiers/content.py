@@ -6,13 +6,16 @@
   the task, rubric and requirements and holds no non-empty code block (an echo of the requirements);
 - content.on_topic: fails when the text shares fewer than ON_TOPIC_WORDS significant words with the
   task and requirements, or none when it holds code (lorem ipsum, an answer to another question).
-The last two are skipped for exact-answer tasks (constraints.answer_format): a bare answer is right there.
+For exact-answer tasks (constraints.answer_format) the last two are skipped and a bare answer is long
+enough; instead
+- content.answer: the text holds a final answer in that format (actors/answers.py).
 """
 
 from __future__ import annotations
 
 import re
 
+from ..answers import extract
 from .base import Job
 from .blocks import extract_code_blocks
 
@@ -52,15 +55,19 @@ def present(word: str, text_words: set[str]) -> bool:
 def verify(job: Job) -> None:
     content, scoring = job.content, job.scoring
     chars = len("".join(content.split()))
-    needed = max(1, scoring.min_chars)
+    fmt = job.constraints.answer_format
+    needed = 1 if fmt else max(1, scoring.min_chars)
     job.check("content.non_empty", "passed" if chars >= needed else "failed",
               f"{chars} non-blank characters" + ("" if chars >= needed else f", fewer than {needed}"))
     within = len(content) <= scoring.max_chars
     job.check("content.within_limits", "passed" if within else "failed",
               f"{len(content)} characters" + ("" if within else f", over the limit of {scoring.max_chars}"))
-    if job.constraints.answer_format:
+    if fmt:
         for name in ("content.not_restated", "content.on_topic"):
             job.check(name, "skipped", "exact-answer task: judged by its answer")
+        answer = extract(content, fmt)
+        job.check("content.answer", "passed" if answer is not None else "failed",
+                  f"final answer {answer!r}" if answer is not None else f"no final answer in the format {fmt!r}")
         return
     _not_restated(job)
     _on_topic(job)
