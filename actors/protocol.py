@@ -40,6 +40,7 @@ from .specs import (
     DeliberationResult,
     PeerRanking,
     Proposal,
+    StageTiming,
     Usage,
     Version,
 )
@@ -271,6 +272,7 @@ class _Stage:
         self.generator, self.verifier, self.clock = generator, verifier, clock
         self.name, self.index = name, index
         self.request = record.request
+        self.timing = StageTiming(stage=name)
 
     def generate(self, agent: AgentSpec, messages, *, max_tokens: int | None = None,
                  json_schema: dict | None = None) -> Awaitable[Completion]:
@@ -283,11 +285,23 @@ class _Stage:
     async def all(self, calls: list[Awaitable]) -> list:
         return await _all_before_deadline(self.record, self.name, self.clock, calls)
 
+    async def generations(self, calls: list[Awaitable[Completion]]) -> list[Completion]:
+        """The stage's generations at once, timed and counted."""
+        t0 = time.perf_counter()
+        done = await self.all(calls)
+        self.timing.generation_s += time.perf_counter() - t0
+        self.timing.calls += len(done)
+        self.timing.prompt_tokens += sum(c.prompt_tokens for c in done)
+        self.timing.completion_tokens += sum(c.completion_tokens for c in done)
+        return done
+
     async def verify(self, versions: list[Version]) -> None:
         """Run the council's verifiers on these versions; set their checks, score and answer."""
         names = verifier_names(self.council)
+        t0 = time.perf_counter()
         results = await self.all([self.verifier.verify([v.content for v in versions], self.request, names,
                                                        self.council.scoring)])
+        self.timing.verification_s += time.perf_counter() - t0
         fmt = self.request.constraints.answer_format
         for version, checks in zip(versions, results[0]):
             version.checks = checks
@@ -354,6 +368,7 @@ async def deliberate(
                                                        "verifier that applied"})
             continue
         await sink.event(record, "stage.started", {"stage": stage})
+        started = time.perf_counter()
         ctx = _Stage(record, council, members, generator, verifier, clock, stage, index)
         if kind == "propose":
             events = await _propose(ctx)
@@ -371,17 +386,22 @@ async def deliberate(
         # and "stage.completed" after it: a crash in between replays the stage on resume and repeats
         # its item events (at least once), and "stage.completed" means the stage is durable.
         record.stages_done.append(stage)
+        record.timings.append(ctx.timing)
         record.updated_at = clock()
         for event_kind, data in events:
             await sink.event(record, event_kind, data)
+        before = time.perf_counter()
         await sink.checkpoint(record)
+        # Stored with the next write (the next stage's checkpoint, or the completion).
+        ctx.timing.checkpoint_s = time.perf_counter() - before
+        ctx.timing.seconds = time.perf_counter() - started
         await sink.event(record, "stage.completed", {"stage": stage})
     return record
 
 
 async def _propose(ctx: _Stage) -> Events:
     record = ctx.record
-    done = await ctx.all([ctx.generate(agent, propose_messages(agent, ctx.request)) for agent in ctx.members])
+    done = await ctx.generations([ctx.generate(agent, propose_messages(agent, ctx.request)) for agent in ctx.members])
     versions = [Version(round=0, written_by=agent.id, content=c.text.strip()) for agent, c in zip(ctx.members, done)]
     await ctx.verify(versions)
     record.proposals = [
@@ -404,7 +424,8 @@ def _pairs(record: DeliberationRecord, members: list[AgentSpec]) -> list[tuple[A
 async def _critique(ctx: _Stage, round_: int) -> Events:
     record, nonce = ctx.record, ctx.record.nonce
     pairs = _pairs(record, ctx.members)
-    done = await ctx.all([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce)) for agent, t in pairs])
+    done = await ctx.generations([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
+                                  for agent, t in pairs])
     record.pending_critiques = [c.text.strip() for c in done]
     events: Events = []
     for (agent, target), c, critique in zip(pairs, done, record.pending_critiques):
@@ -417,8 +438,8 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
     record, nonce = ctx.record, ctx.record.nonce
     pairs = _pairs(record, ctx.members)
     critiques = record.pending_critiques
-    done = await ctx.all([ctx.generate(agent, revise_messages(agent, ctx.request, t, critique, nonce))
-                          for (agent, t), critique in zip(pairs, critiques)])
+    done = await ctx.generations([ctx.generate(agent, revise_messages(agent, ctx.request, t, critique, nonce))
+                                  for (agent, t), critique in zip(pairs, critiques)])
     # A blank answer is not a revision: the proposal keeps what it had.
     fresh = [(agent, t, critique, c, Version(round=round_, written_by=agent.id, critique=critique,
                                               content=c.text.strip()))
@@ -453,7 +474,7 @@ async def _rank(ctx: _Stage) -> Events:
         calls.append(ctx.generate(agent, rank_messages(agent, ctx.request, others, nonce),
                                   max_tokens=RANK_TOKENS_BASE + RANK_TOKENS_PER_ITEM * len(others),
                                   json_schema=ranking_schema(names)))
-    done = await ctx.all(calls)
+    done = await ctx.generations(calls)
     record.rankings = []
     events: Events = []
     for agent, own, others, c in zip(ctx.members, record.proposals, shown, done):

@@ -393,6 +393,19 @@ class DeliberationResult(Strict):
     usage: Usage
 
 
+class StageTiming(Strict):
+    """Where one stage's time and tokens went (wall seconds; generation and verification overlap nothing)."""
+
+    stage: str
+    seconds: float = 0.0  # the whole stage, from start to its checkpoint written
+    generation_s: float = 0.0
+    verification_s: float = 0.0
+    checkpoint_s: float = 0.0
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class DeliberationRecord(Strict):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     # Fences model text inside other prompts (protocol.fence); random, so no input can predict it.
@@ -409,6 +422,8 @@ class DeliberationRecord(Strict):
     # Peer rankings, once the rank stage ran; stages skipped by early stop (every proposal verified).
     rankings: list[PeerRanking] = Field(default_factory=list)
     stages_skipped: list[str] = Field(default_factory=list)
+    # One entry per stage run (a stage replayed after a restart appears again).
+    timings: list[StageTiming] = Field(default_factory=list)
     result: DeliberationResult | None = None
     error: str | None = None
     created_at: float = Field(default_factory=now)

@@ -95,7 +95,17 @@ async def solve(gen, verifier, task: dict, family: str, council, sem: asyncio.Se
             "pool": len(pool), "pool_correct": sum(graded), "decided_by": result.decided_by,
             "tokens": result.usage.total_tokens, "completion_tokens": result.usage.completion_tokens,
             "stages": record.stages_done, "skipped": record.stages_skipped, "wall_s": round(wall, 2),
+            "stage_tokens": _stage_tokens(record),
             "winner": result.proposals[0].content[:600]}
+
+
+def _stage_tokens(record) -> dict[str, int]:
+    """Prompt + completion tokens by stage kind (critique-1 and critique-2 count as critique)."""
+    out: dict[str, int] = {}
+    for t in record.timings:
+        kind = t.stage.split("-")[0]
+        out[kind] = out.get(kind, 0) + t.prompt_tokens + t.completion_tokens
+    return out
 
 
 def summary(rows: list[dict]) -> dict:
@@ -212,6 +222,14 @@ def markdown(q: dict) -> str:
         f"{names[arm]}: " + ", ".join(f"{k} {n}" for k, n in sorted(arms[arm]["decided_by"].items()))
         for arm in ARMS) + f". Council early stops (every proposal verified after a stage): "
         f"{arms['council']['early_stops']} of {arms['council']['all']['tasks']} tasks.", ""]
+    council_rows = arms["council"]["rows"]
+    kinds = ("propose", "critique", "revise", "rank")
+    spent = {k: statistics.mean(r["stage_tokens"].get(k, 0) for r in council_rows) for k in kinds}
+    lines += ["Where the council's tokens go (mean per task, prompt + completion): "
+              + ", ".join(f"{k} {spent[k]:.0f}" for k in kinds)
+              + f". One agent's answer costs {arms['single']['all']['tokens_per_task']} tokens: the council's "
+                "prompts (the brief, the proposal under review, its findings, the proposals to rank) are most of its "
+                "budget, and at equal tokens self-consistency turns them into fresh samples instead.", ""]
     overlap = one["ci95"][0] <= c["ci95"][1] and c["ci95"][0] <= one["ci95"][1]
     lines += ["With a 135M-parameter model the absolute numbers are low; the selection figures (chosen when "
               "available against the oracle rate) are what this benchmark is for, and it runs unchanged against a "

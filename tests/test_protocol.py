@@ -58,7 +58,7 @@ async def run(record, council, gen=None, sink=None, verifier=None, **kw):
 
 def without_times(record: DeliberationRecord) -> dict:
     data = record.model_dump()
-    for key in ("created_at", "updated_at", "started_at", "finished_at", "id", "nonce"):
+    for key in ("created_at", "updated_at", "started_at", "finished_at", "id", "nonce", "timings"):
         data.pop(key)
     data["result"].pop("duration_s")
     return data
@@ -104,6 +104,12 @@ async def test_full_deliberation():
         total = total.add(c.usage)
     assert result.usage == total
     assert sum(p.usage.total_tokens for p in result.proposals) == total.total_tokens
+    # Per-stage timings and token counts: one entry per stage, adding up to the usage.
+    assert [t.stage for t in record.timings] == stage_names(2)
+    assert sum(t.prompt_tokens + t.completion_tokens for t in record.timings) == total.total_tokens
+    assert sum(t.calls for t in record.timings) == len(gen.calls)
+    assert all(t.seconds >= t.generation_s + t.verification_s for t in record.timings)
+    assert record.timings[0].verification_s > 0 and record.timings[-1].calls == 0
 
 
 async def test_stage_events_and_checkpoints_in_order():
