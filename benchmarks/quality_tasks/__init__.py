@@ -32,6 +32,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
 
+from actors.verifiers.blocks import extract_code_blocks
+
 __all__ = [
     "load_python_tasks", "load_exact_tasks", "extract_code", "grade_python", "grade_exact", "run_tests",
     "parse_last_number",
@@ -58,33 +60,6 @@ def load_exact_tasks() -> list[dict]:
 # --- code extraction ------------------------------------------------------------------------------
 
 _PYTHON_TAGS = frozenset({"python", "py", "python3", "py3", ""})
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-
-
-def _fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """(lang, code) of every fenced block (``` or ~~~). An unclosed fence runs to the end of the text:
-    an answer cut off by max_tokens still has its (truncated) code graded."""
-    blocks: list[tuple[str, str]] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        m = _FENCE_OPEN.match(lines[i])
-        if not m or (m.group(1)[0] == "`" and "`" in m.group(2)):
-            i += 1
-            continue
-        fence, info = m.group(1), m.group(2).strip()
-        lang = info.split()[0].lower().strip("{}.") if info else ""
-        body: list[str] = []
-        i += 1
-        while i < len(lines):
-            stripped = lines[i].strip()
-            if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
-                break
-            body.append(lines[i])
-            i += 1
-        blocks.append((lang, "\n".join(body)))
-        i += 1
-    return blocks
 
 
 def extract_code(text: str) -> str:
@@ -93,9 +68,9 @@ def extract_code(text: str) -> str:
     statement that is not a bare expression (so a line of prose such as "Hello" is not code); else ""."""
     if not text:
         return ""
-    blocks = _fenced_blocks(text)
+    blocks = extract_code_blocks(text)  # the verifiers' own fence parser
     if blocks:
-        code = "\n\n".join(body for lang, body in blocks if lang in _PYTHON_TAGS and body.strip())
+        code = "\n\n".join(b.code for b in blocks if b.lang in _PYTHON_TAGS and b.code.strip())
         return code + "\n" if code else ""
     try:
         tree = ast.parse(text)
