@@ -262,24 +262,27 @@ class Store:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
-                    now = time.time()
-                    if raw:
-                        old = CouncilSpec.model_validate_json(raw)
-                        if only_if_absent or (only_if_changed and same_council(old, spec)):
-                            await pipe.reset()
-                            return old, "unchanged"
-                        stored = spec.model_copy(
-                            update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now}
-                        )
-                    else:
-                        stored = spec.model_copy(update={"version": 1, "created_at": now, "updated_at": now})
-                    pipe.multi()
-                    pipe.set(key, stored.model_dump_json())
-                    pipe.sadd(self.key("councils"), spec.role)
-                    await pipe.execute()
+                    old = CouncilSpec.model_validate_json(raw) if raw else None
+                    if old and (only_if_absent or (only_if_changed and same_council(old, spec))):
+                        await pipe.reset()
+                        return old, "unchanged"
+                    stored = await self._write_council(pipe, spec, old)
                     return stored, "updated" if raw else "created"
                 except WatchError:
                     continue
+
+    async def _write_council(self, pipe, spec: CouncilSpec, old: CouncilSpec | None) -> CouncilSpec:
+        """The write of a watched council upsert: version 1 when new, else version + 1 with created_at kept."""
+        now = time.time()
+        if old is None:
+            stored = spec.model_copy(update={"version": 1, "created_at": now, "updated_at": now})
+        else:
+            stored = spec.model_copy(update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now})
+        pipe.multi()
+        pipe.set(self.key("council", spec.role), stored.model_dump_json())
+        pipe.sadd(self.key("councils"), spec.role)
+        await pipe.execute()
+        return stored
 
     async def active_total(self) -> int:
         """Unfinished deliberations of all councils together (what limits.max_active_total bounds)."""
@@ -312,17 +315,7 @@ class Store:
                                                     for role, r in raws.items() if r and role != spec.role)
                     if agents > max_agents_total:
                         raise RegistryFull("max_agents_total", agents, max_agents_total)
-                    now = time.time()
-                    if raw:
-                        old = CouncilSpec.model_validate_json(raw)
-                        stored = spec.model_copy(
-                            update={"version": old.version + 1, "created_at": old.created_at, "updated_at": now})
-                    else:
-                        stored = spec.model_copy(update={"version": 1, "created_at": now, "updated_at": now})
-                    pipe.multi()
-                    pipe.set(key, stored.model_dump_json())
-                    pipe.sadd(self.key("councils"), spec.role)
-                    await pipe.execute()
+                    stored = await self._write_council(pipe, spec, CouncilSpec.model_validate_json(raw) if raw else None)
                     return stored, raw is None
                 except WatchError:
                     continue
