@@ -123,7 +123,8 @@ def check_role(role: str) -> str:
 
 
 def _progress(record: DeliberationRecord) -> dict[str, Any]:
-    total = len(stage_names(record.request.rounds or 0))
+    # Stages skipped by early stop will never run: they leave the total.
+    total = len(stage_names(record.request.rounds or 0)) - len(record.stages_skipped)
     return {"stages_done": len(record.stages_done), "stages_total": total,
             "last_stage": record.stages_done[-1] if record.stages_done else None}
 
