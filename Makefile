@@ -32,7 +32,7 @@ test: model
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Every benchmark in one run (~20 min on 2 cores, plus the install on a fresh clone, under the test-cluster lock): JSON + PNG in benchmarks/results/, the README section.
+# Every benchmark in one run (~20 min on 2 cores, plus the install on a fresh clone, under the test-cluster lock): JSON + PNG in benchmarks/results/, docs/benchmarks.md.
 bench: model
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) -m benchmarks

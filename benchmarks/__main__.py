@@ -1,5 +1,5 @@
-"""`make bench`: every benchmark, one command. Results in benchmarks/results/, the README's benchmark
-section rewritten.
+"""`make bench`: every benchmark, one command. Results in benchmarks/results/,
+docs/benchmarks.md rewritten whole.
 
 Holds the machine-wide lock (/tmp/councils-ray-tests.lock) for the whole run and runs the phases one
 after another, each in its own process, so only one engine is ever loaded and nothing competes for
@@ -8,7 +8,7 @@ the cores:
   baselines  a vLLM OpenAI-compatible server: the original (sequential HTTP) and concurrent-HTTP designs
   stack      the `make run` stack: Serve overhead, throughput, restore
   quality    one in-process vLLM engine: one agent vs self-consistency vs the council (docs/quality.md)
-then `report` turns the raw runs into JSON, PNG plots and the README's benchmark section.
+then `report` turns the raw runs into JSON, PNG plots and docs/benchmarks.md.
 
     python -m benchmarks [--phases inprocess baselines stack] [--report-only]
     COUNCILS_BENCH_QUICK=1 python -m benchmarks    # tiny settings: tries the machinery, figures meaningless
@@ -31,7 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES)
-    ap.add_argument("--report-only", action="store_true", help="only rebuild JSON, plots and the README section from results/runs/")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild JSON, plots and docs/benchmarks.md from results/runs/")
     args = ap.parse_args()
     failed = []
     if not args.report_only:
