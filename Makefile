@@ -30,7 +30,7 @@ test: model
 	$(PY) -m pytest -v -rs
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not ray and not slow"
 
 # Every benchmark in one run (~20 min on 2 cores, plus the install on a fresh clone, under the test-cluster lock): JSON + PNG in benchmarks/results/, docs/benchmarks.md.
 bench: model

@@ -6,6 +6,8 @@ import pytest
 
 from actors.answers import AnswerFormatError, extract, tally, validate_format
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("text, answer", [
     ("The answer is 42.", "42"), ("so 1,234 apples", "1234"), ("from 3 to -7", "-7"), ("4.2 is not an integer", None),

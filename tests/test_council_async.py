@@ -13,6 +13,8 @@ from actors.specs import Constraints, DeliberationRecord, DeliberationRequest, d
 from actors.store import Store
 from tests.fakes import FakeGenerator
 
+pytestmark = pytest.mark.valkey
+
 FEED_FIELDS = {"id", "role", "status", "task_id", "winner_id", "score", "duration_s", "usage", "error", "time"}
 
 

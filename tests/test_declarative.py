@@ -13,6 +13,8 @@ from serve_app.declarative import apply_config, retire_engine_actor, roll_engine
 from serve_app.errors import ApiError
 from serve_app.runtime import effective_request
 
+pytestmark = pytest.mark.valkey
+
 ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 SEC = {"role": "SEC", "agents": [{"id": "sec-1", "engine": "fake"}, {"id": "sec-2", "engine": "fake"}], "rounds": 1}
 

@@ -18,6 +18,8 @@ from actors.engine import (
 )
 from actors.specs import Completion, EngineSpec
 
+pytestmark = pytest.mark.unit
+
 TASK = [
     {"role": "system", "content": "You are a pragmatic senior engineer."},
     {"role": "user", "content": "Write a Python function that checks whether a string is a palindrome."},

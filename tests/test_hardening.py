@@ -21,6 +21,8 @@ from serve_app.errors import ApiError, error_body
 from serve_app.openai_compat import ChatCompletionRequest, to_deliberation
 from tests.ray_cluster import wait_until
 
+pytestmark = pytest.mark.valkey
+
 TOKEN = "unit-test-token-7f3a9c2e"
 
 

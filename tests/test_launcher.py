@@ -22,6 +22,8 @@ import pytest
 from serve_app.valkey_server import ValkeyProcess, free_port
 from tests.ray_cluster import ROOT, wait_until
 
+pytestmark = pytest.mark.valkey
+
 DRIVER = textwrap.dedent("""
     import os, subprocess, sys, time
 

@@ -17,6 +17,8 @@ from actors import metrics
 from actors.specs import AppConfig, RuntimeSettings
 from serve_app.builder import build_app
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

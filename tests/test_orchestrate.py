@@ -25,6 +25,8 @@ from actors.specs import (
 )
 from tests.fakes import FakeGenerator, MemorySink
 
+pytestmark = pytest.mark.unit
+
 
 def proposal(author: str, rank: int, score: float, passed: bool, content: str = "content") -> Proposal:
     checks = [CheckResult(name="non_empty", passed=True, message=""),

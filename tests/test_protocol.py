@@ -29,6 +29,8 @@ from actors.specs import (
 )
 from tests.fakes import FakeGenerator, FakeVerifier, MemorySink, fake_checks
 
+pytestmark = pytest.mark.unit
+
 REQUIREMENTS = ["Retry failed HTTP requests", "Configurable timeout values"]
 
 

@@ -13,6 +13,8 @@ import pytest
 from benchmarks.quality_tasks import (
     extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks, parse_last_number, run_tests)
 
+pytestmark = pytest.mark.unit
+
 PY = load_python_tasks()
 EX = load_exact_tasks()
 _POOL = 4

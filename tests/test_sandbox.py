@@ -18,6 +18,8 @@ from actors.specs import Constraints, ScoringSpec
 from actors.verifiers import isolation, run_verifiers, sandbox
 from actors.verifiers.sandbox import SandboxLimits, run_sandboxed
 
+pytestmark = pytest.mark.unit
+
 TASK = "Write a Python function answer() that returns 42."
 TESTS = "assert answer() == 42\n"
 BOUND_S = 15  # any attempt ends well within this

@@ -12,6 +12,8 @@ from actors.scoring import decide, displaces, score_checks, verifier_key
 from actors.specs import CheckResult, Constraints, Proposal, ScoringSpec, Version
 from actors.verifiers import run_verifiers
 
+pytestmark = pytest.mark.unit
+
 TASK = "Write a Python function is_palindrome(s) that ignores case."
 REQUIREMENTS = ["ignore case"]
 TESTS = ("assert is_palindrome('Aba')\n"

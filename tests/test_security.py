@@ -19,6 +19,8 @@ from actors.specs import DeliberationRecord, DeliberationRequest, default_counci
 from serve_app import auth, security, sse
 from serve_app.errors import ApiError
 
+pytestmark = pytest.mark.valkey
+
 READ, ADMIN = "read-token-0123456789", "admin-token-9876543210"
 
 

@@ -7,6 +7,9 @@ import json
 
 from actors.specs import DeliberationRecord, DeliberationRequest
 from serve_app.sse import event_stream, format_event, valid_stream_id
+import pytest
+
+pytestmark = pytest.mark.valkey
 
 
 def parse_sse(text: str) -> list[dict]:

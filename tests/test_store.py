@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from actors.specs import DeliberationRecord, DeliberationRequest, EngineSpec, default_council
+import pytest
+
+pytestmark = pytest.mark.valkey
 
 
 async def test_council_roundtrip_and_versioning(store):

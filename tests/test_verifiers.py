@@ -11,6 +11,8 @@ from actors.verifiers import (VERIFIER_NAMES, VerifierMissing, check_installed, 
                               validate_names)
 from actors.verifiers.blocks import extract_code_blocks
 
+pytestmark = pytest.mark.unit
+
 TASK = "Write a Python function is_palindrome(s) that returns True when s reads the same backwards, ignoring case."
 REQUIREMENTS = ["Ignore letter case", "Return a boolean"]
 GOOD = '''Compare the lowered string with its reverse:
