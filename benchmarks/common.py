@@ -61,12 +61,13 @@ def settings() -> dict[str, Any]:
         "restore_actor_reps": {"5": 3, "30": 2},  # councils whose actors are created from specs: repetitions
         "quality_limit": None,  # every shipped task (benchmarks/quality_tasks/)
         "quality_max_tokens": 128,
+        "quality_reps": 2,  # fresh draws of every arm on every task (~12 min each on 2 cores)
         "head_restart_reps": 0,
     }
     if os.environ.get(QUICK_ENV) == "1":
         s.update(reps=1, overhead_reps=1, fanout_agents=[1, 3], fanout_max_tokens=8, fanout_reps=1, max_tokens=8,
                  throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, restore_spec_counts=[5, 50],
-                 restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32)
+                 restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32, quality_reps=1)
     return s
 
 
