@@ -166,11 +166,23 @@ class CouncilSpec(Strict):
 
 
 class CouncilUpsert(Strict):
-    """Body of PUT /v1/councils/{role}: the role comes from the path, versions and times from the store."""
+    """Body of PUT /v1/councils/{role}: what GET /v1/councils/{role} returns is accepted back, edited or not.
+    The role comes from the path (a `role` in the body must equal it); `version`, `created_at` and
+    `updated_at` are read-only, accepted and ignored: the store keeps created_at and bumps the version."""
 
+    role: str | None = Field(None, description="optional; must equal the role in the path")
     agents: list[AgentSpec] = Field(min_length=1, max_length=CEILING_AGENTS)
     rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    version: int | None = Field(None, description="read-only: ignored")
+    created_at: float | None = Field(None, description="read-only: ignored")
+    updated_at: float | None = Field(None, description="read-only: ignored")
+
+    def spec_for(self, role: str) -> CouncilSpec:
+        """The spec to store under the path's role; ValueError (naming body.role) if the body names another."""
+        if self.role is not None and self.role != role:
+            raise ValueError(f"body.role: {self.role!r} does not match the role in the path ({role!r})")
+        return CouncilSpec(role=role, agents=self.agents, rounds=self.rounds, scoring=self.scoring)
 
 
 class Constraints(Strict):

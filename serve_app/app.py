@@ -397,10 +397,13 @@ class Ingress:
     @api.put("/v1/councils/{role}")
     async def put_council(self, role: str, body: CouncilUpsert) -> JSONResponse:
         check_role(role)
+        try:
+            spec = body.spec_for(role)  # a GET body round-trips: read-only fields ignored, role must match
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
         self._not_config_owned(role)
         limits.raise_for(limits.council_errors(body.agents, body.rounds))
         await self._check_engines(body.agents)
-        spec = CouncilSpec(role=role, agents=body.agents, rounds=body.rounds, scoring=body.scoring)
         stored, created = await self._store_and_apply(spec)
         return JSONResponse(stored.model_dump(mode="json"), status_code=201 if created else 200)
 

@@ -121,6 +121,14 @@ def test_put_council_create_replace_and_agents(http, cluster):
     r = http.put("/v1/councils/SEC", json={"agents": [{"id": "x", "engine": "ghost"}]})
     assert r.status_code == 422 and "ghost" in r.json()["error"]["message"]
     assert http.get("/v1/councils/SEC").json()["version"] == 2
+    # What GET returns can be PUT back (read-only fields ignored); a body naming another role is refused.
+    got = http.get("/v1/councils/SEC").json()
+    r = http.put("/v1/councils/SEC", json=got)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 3 and r.json()["created_at"] == created["created_at"]
+    r = http.put("/v1/councils/SEC", json={**got, "role": "QA"})
+    assert r.status_code == 422 and "body.role" in r.json()["error"]["message"]
+    assert http.get("/v1/councils/SEC").json()["version"] == 3
     # Agents.
     r = http.post("/v1/councils/SEC/agents", json={"id": "sec-3", "engine": "fake"})
     assert r.status_code == 201 and len(r.json()["agents"]) == 2
