@@ -16,7 +16,7 @@ from typing import Any
 import ray
 import valkey as valkey_sync
 
-from . import metrics
+from . import metrics, topology
 from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
@@ -390,6 +390,8 @@ def council_actor_options(role: str, max_concurrency: int = 64) -> dict[str, Any
         "max_task_retries": -1,
         "max_concurrency": max_concurrency,
         "num_cpus": 0,
+        # On a worker node (actors/topology.py): never on the head, so a head crash does not take it along.
+        "resources": topology.demand(topology.WORKER),
         "get_if_exists": True,
     }
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any
 
+from . import topology
 from .specs import Completion, EngineSpec
 
 log = logging.getLogger(__name__)
@@ -496,6 +497,7 @@ def engine_actor_options(spec: EngineSpec, namespace: str = "councils") -> dict[
       batches them. It must exceed agents x councils sharing the engine.
     - num_cpus: the frontend (tokenise/detokenise, asyncio) runs in the actor; the engine core is a
       child process the actor spawns, which Ray does not account for.
+    - resources: the engine resource of actors/topology.py (worker nodes only; docs/topology.md).
     """
     opts: dict[str, Any] = {
         "name": engine_actor_name(spec.name),
@@ -507,6 +509,8 @@ def engine_actor_options(spec: EngineSpec, namespace: str = "councils") -> dict[
         "max_concurrency": 1000,
         "num_cpus": spec.num_cpus,
         "num_gpus": spec.num_gpus,
+        # On a node offering the engine resource (actors/topology.py), never the head.
+        "resources": topology.demand(topology.ENGINE),
         "runtime_env": engine_runtime_env(spec),
     }
     return opts

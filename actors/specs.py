@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import topology
+
 # Role names end up in actor names and Valkey keys: validate before they reach either.
 ROLE_PATTERN = r"^[A-Z][A-Z0-9_]{0,31}$"
 ENGINE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -482,7 +484,9 @@ class VerificationConfig(Strict):
     """Ray options of the verification tasks (`verification:` in the app config; actors/verification.py)."""
 
     num_cpus: float = Field(0.5, ge=0, description="CPU each verification task reserves")
-    resources: dict[str, float] = Field(default_factory=dict, description="e.g. {verifier: 0.01} to pin to CPU nodes")
+    resources: dict[str, float] = Field(
+        default_factory=lambda: topology.demand(topology.VERIFIER),
+        description="Ray resources of each task; default the verifier resource of worker nodes (docs/topology.md)")
     max_retries: int = Field(1, ge=0, le=5)
 
 

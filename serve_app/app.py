@@ -34,7 +34,7 @@ from actors.specs import (
     DeliberationRequest,
     RuntimeSettings,
 )
-from actors import metrics, verifiers
+from actors import metrics, topology, verifiers
 from actors.orchestrate import OrchestrateRequest
 from actors.protocol import stage_names
 from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
@@ -151,7 +151,9 @@ def check_delib_id(delib_id: str) -> str:
 # Module helpers sit above the deployment: Serve serializes the class when it is decorated.
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+# On a worker node (actors/topology.py): a head crash leaves the replica, and its node's proxy, serving.
+@serve.deployment(max_ongoing_requests=256,
+                  ray_actor_options={"num_cpus": 0, "resources": topology.demand(topology.WORKER)})
 @serve.ingress(api)
 class Ingress:
     def __init__(self, config: AppConfig | dict, deployed_at: float | None = None):

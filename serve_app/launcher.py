@@ -27,6 +27,9 @@ from urllib.parse import unquote, urlparse
 import psutil
 import yaml
 
+from actors import topology
+from actors.topology import HEAD_RECOVERY_ENV, SURVIVE_GCS_ENV
+
 from .redact import redact_url
 from .valkey_server import ValkeyProcess, free_port, write_private
 
@@ -41,13 +44,20 @@ def log(msg: str) -> None:
 
 
 class RayHead:
-    """`ray start --head --block` in its own session; restartable on the same ports and namespace."""
+    """`ray start --head --block` in its own session; restartable on the same ports and namespace.
+
+    `resources`: custom resources the node offers (`--resources`; actors/topology.py). `make run`'s head offers
+    none and `num_cpus=0` (docs/topology.md); a single-node test cluster offers them all.
+    `dashboard_agent_port`: the node's dashboard agent HTTP port (Ray's default 52365 when None); two nodes on
+    one machine need two.
+    """
 
     def __init__(self, *, port: int, dashboard_port: int, temp_dir: str, redis_address: str,
                  namespace: str, env: dict[str, str], redis_password: str | None = None,
                  redis_username: str | None = None,
                  num_cpus: int | None = None, log_path: Path, metrics_export_port: int | None = None,
-                 auth_token_path: Path | None = None):
+                 auth_token_path: Path | None = None, resources: dict[str, float] | None = None,
+                 dashboard_agent_port: int | None = None):
         self.port = port
         self.dashboard_port = dashboard_port
         self.temp_dir = temp_dir
@@ -56,6 +66,8 @@ class RayHead:
         self.redis_password = redis_password
         self.redis_username = redis_username
         self.num_cpus = num_cpus
+        self.resources = resources
+        self.dashboard_agent_port = dashboard_agent_port
         # Prometheus endpoint of this node's metrics agent (Ray's and the councils_* metrics).
         self.metrics_export_port = metrics_export_port
         self.env = env
@@ -112,24 +124,43 @@ class RayHead:
             self.restart()
             return True
 
-    def _start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}  # the token: by its file only
-        env.update({**self.env, **self.auth_env(),
-                    "RAY_REDIS_ADDRESS": self.redis_address,
-                    "RAY_external_storage_namespace": self.namespace})
-        # serve_app.ray_start is Ray's `ray start` with the Valkey password kept off every command line.
-        cmd = [sys.executable, "-m", "serve_app.ray_start", "start", "--head", "--block", "--disable-usage-stats",
-               f"--port={self.port}", "--node-ip-address=127.0.0.1",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               f"--temp-dir={self.temp_dir}"]
+    def _node_args(self) -> list[str]:
+        """The `ray start` arguments every node of this launcher has."""
+        cmd = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
+        if self.resources:
+            cmd.append(f"--resources={json.dumps(self.resources, separators=(',', ':'))}")
         if self.metrics_export_port:
             cmd.append(f"--metrics-export-port={self.metrics_export_port}")
+        if self.dashboard_agent_port:
+            cmd.append(f"--dashboard-agent-listen-port={self.dashboard_agent_port}")
+        return cmd
+
+    def _command(self, env: dict[str, str]) -> list[str]:
+        env.update({"RAY_REDIS_ADDRESS": self.redis_address,
+                    "RAY_external_storage_namespace": self.namespace,
+                    **HEAD_RECOVERY_ENV})
+        # serve_app.ray_start is Ray's `ray start` with the Valkey password kept off every command line.
+        cmd = [sys.executable, "-m", "serve_app.ray_start", "start", "--head", *self._node_args(),
+               f"--port={self.port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--temp-dir={self.temp_dir}"]
         if self.redis_password:
             env["COUNCILS_GCS_REDIS_PASSWORD"] = self.redis_password
         if self.redis_username:
             cmd.append(f"--redis-username={self.redis_username}")
+        return cmd
+
+    def _start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}  # the token: by its file only
+        env.update({**self.env, **self.auth_env()})
+        cmd = self._command(env)
+        if "--head" in cmd:
+            # `ray start --head` refuses to start when the address its last start wrote (<temp dir>/
+            # ray_current_cluster) appears as `--gcs-address` on any running process: after a head crash our
+            # own worker node's raylet and workers do, while they wait for the GCS to come back. A GCS really
+            # on the port still fails the start (it cannot bind), so only the stale marker goes.
+            Path(self.temp_dir, "ray_current_cluster").unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         env[OWNER_ENV] = self.marker
@@ -147,6 +178,34 @@ class RayHead:
             kill_tree(self.proc.pid, timeout_s, marker=self.marker)
             self.proc.poll()
             self.proc = None
+
+
+class RayWorker(RayHead):
+    """`ray start --address=<head> --block`: a worker node on this machine (its own raylet, object store,
+    dashboard agent and metrics ports), in its own session, with the custom resources councils, engines and
+    verification tasks require (actors/topology.py). It outlives a head crash: its raylet and actors wait for
+    the GCS to come back on the same address (SURVIVE_GCS_ENV)."""
+
+    def __init__(self, *, head: RayHead, env: dict[str, str], log_path: Path, num_cpus: int | None = None,
+                 resources: dict[str, float] | None = None, metrics_export_port: int | None = None,
+                 dashboard_agent_port: int | None = None, name: str = "worker"):
+        super().__init__(port=head.port, dashboard_port=head.dashboard_port, temp_dir=head.temp_dir,
+                         redis_address=head.redis_address, namespace=head.namespace, env=env,
+                         num_cpus=num_cpus, log_path=log_path, metrics_export_port=metrics_export_port,
+                         auth_token_path=head.auth_token_path, resources=resources,
+                         dashboard_agent_port=dashboard_agent_port)
+        self.head = head
+        self.name = name
+
+    def _command(self, env: dict[str, str]) -> list[str]:
+        env.update(SURVIVE_GCS_ENV)
+        # Only the GCS talks to Valkey: no address or password here. Worker ports from the OS (two raylets
+        # on one machine must not share a port range).
+        return [str(BIN / "ray"), "start", f"--address={self.head.gcs_address}", *self._node_args(),
+                "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={self.temp_dir}"]
+
+    def answers(self) -> bool:
+        return self.alive()
 
 
 class Backoff:
@@ -185,16 +244,19 @@ class Supervisor:
     """Heals the local cluster without a person: a dead Valkey restarts from its AOF, and a dead Ray head
     (GCS or raylet: `ray start --block` exits when either dies, and Ray's GCS exits on a Valkey outage)
     restarts on the same port and GCS namespace, where GCS fault tolerance brings the actors back.
+    A dead worker node (`workers`) restarts and rejoins the head; a worker is left alone while only the head
+    is down (its raylet waits for the GCS: SURVIVE_GCS_ENV), so its actors and their models stay.
     Restarts back off (Backoff) and every one is logged with why."""
 
     def __init__(self, head: RayHead, valkey: ValkeyProcess | None, say=log, clock=time.monotonic,
-                 backoff=Backoff):
+                 backoff=Backoff, workers: "list[RayWorker] | tuple" = ()):
         self.head = head
         self.valkey = valkey
+        self.workers = list(workers)
         self.say = say
         self.clock = clock
-        self.restarts = {"valkey": 0, "head": 0}
-        self.backoff = {"valkey": backoff(), "head": backoff()}
+        self.restarts = {"valkey": 0, "head": 0, **{w.name: 0 for w in self.workers}}
+        self.backoff = {"valkey": backoff(), "head": backoff(), **{w.name: backoff() for w in self.workers}}
         self.due: dict[str, float] = {}  # component -> when its scheduled restart runs
 
     def check(self) -> None:
@@ -203,6 +265,10 @@ class Supervisor:
         if self.head.proc is not None and not self.head.alive():
             self._restart("head", "Ray head", self.head.proc, self.head.restart_if_dead,
                           "on the same port and GCS namespace")
+        for worker in self.workers:
+            if worker.proc is not None and not worker.alive():
+                self._restart(worker.name, f"Ray {worker.name} node", worker.proc, worker.restart_if_dead,
+                              f"and rejoining the head at {self.head.gcs_address}")
 
     def _restart(self, name: str, what: str, proc, start, how: str) -> None:
         now = self.clock()
@@ -285,10 +351,11 @@ def ray_auth_token(data_dir: Path) -> Path:
     return path
 
 
-def stop_started(head: "RayHead | None", valkey: ValkeyProcess | None) -> None:
-    """Stop what the launcher started: the Ray head (and anything of it left holding a port), then Valkey,
-    each even if the step before failed."""
-    for what, proc in (("the Ray head", head), ("Valkey", valkey)):
+def stop_started(head: "RayHead | None", valkey: ValkeyProcess | None, workers: "list[RayWorker] | tuple" = ()) -> None:
+    """Stop what the launcher started: the Ray worker nodes, the Ray head (and anything of either left holding
+    a port), then Valkey, each even if the step before failed."""
+    for what, proc in ([(f"the Ray {w.name} node", w) for w in workers]
+                       + [("the Ray head", head), ("Valkey", valkey)]):
         if proc is None:
             continue
         try:
@@ -341,6 +408,25 @@ def ray_redis_args(url: str) -> tuple[str, str | None, str | None]:
     return address, username, password
 
 
+def alive_nodes(head: RayHead) -> int:
+    """How many Ray nodes are alive, from the dashboard's state API (0 when it does not answer)."""
+    status, body = http_get(f"{head.dashboard_url}/api/v0/nodes?limit=100&detail=false",
+                            headers=head.auth_headers())
+    if status != 200:
+        return 0
+    try:
+        nodes = json.loads(body)["data"]["result"]["result"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return sum(1 for n in nodes if n.get("state") == "ALIVE")
+
+
+def check_started(nodes: "list[RayHead]") -> None:
+    for node in nodes:
+        if not node.alive():
+            raise RuntimeError(f"Ray node exited ({exit_reason(node.proc)}); see {node.log_path}")
+
+
 def serve_deploy(config: Path, dashboard_url: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address", dashboard_url],
                    check=True, env={**os.environ, **env})
@@ -380,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override http_options.port of the config (default: the config's, 8000)")
     ap.add_argument("--namespace", default=os.environ.get("COUNCILS_GCS_NAMESPACE", "councils-local"),
                     help="RAY_external_storage_namespace: keep it stable so a restart finds its cluster")
-    ap.add_argument("--num-cpus", type=int, default=None)
+    ap.add_argument("--num-cpus", type=int, default=None,
+                    help="CPUs the worker node offers (default: this machine's); the head offers none")
     ap.add_argument("--ready-timeout", type=float, default=900)
     ap.add_argument("--ray-auth", choices=("token", "disabled"), default=os.environ.get("COUNCILS_RAY_AUTH", "token"),
                     help="Ray token authentication of the local cluster (default token: the launcher creates the "
@@ -422,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     # a Valkey that does not come up, a signal) is stopped in the finally.
     valkey: ValkeyProcess | None = None
     head: RayHead | None = None
+    workers: list[RayWorker] = []
     try:
         config_path = Path(args.config)
         config = yaml.safe_load(config_path.read_text())
@@ -451,15 +539,29 @@ def main(argv: list[str] | None = None) -> int:
         head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
                        temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
                        redis_address=redis_address, namespace=args.namespace, env=child_env,
-                       redis_password=password, redis_username=username, num_cpus=args.num_cpus, log_path=data / "ray-head.log",
-                       metrics_export_port=args.metrics_port or None, auth_token_path=token_path)
+                       redis_password=password, redis_username=username, num_cpus=0, log_path=data / "ray-head.log",
+                       metrics_export_port=args.metrics_port or None, auth_token_path=token_path,
+                       dashboard_agent_port=free_port())
+        # The production topology (docs/topology.md): a head that runs no councils and no engines (num-cpus 0,
+        # no councils_* resources) and a worker node that offers every resource they require.
+        workers = [RayWorker(head=head, env=child_env, log_path=data / "ray-worker.log", num_cpus=args.num_cpus,
+                             resources=topology.node_resources(), metrics_export_port=free_port(),
+                             dashboard_agent_port=free_port())]
         head.start()
-        log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}); "
-            f"dashboard {head.dashboard_url}" + (f"; metrics {head.metrics_url}" if head.metrics_url else ""))
+        log(f"Ray head on {head.gcs_address} (GCS tables in Valkey, namespace {args.namespace!r}; num-cpus 0: "
+            f"GCS, dashboard, Serve controller); dashboard {head.dashboard_url}"
+            + (f"; metrics {head.metrics_url}" if head.metrics_url else ""))
         if token_path:
             log(f"Ray token authentication on: the token is in {token_path} (0600); for ray/serve CLI calls "
                 f"export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token_path}")
         wait_for(head.answers, 180, "Ray dashboard")
+        for worker in workers:
+            worker.start()
+        wait_for(lambda: alive_nodes(head) >= 1 + len(workers), 180, "Ray worker node",
+                 on_wait=lambda: check_started(workers))
+        for worker in workers:
+            log(f"Ray {worker.name} node joined ({', '.join(sorted(worker.resources or {}))}"
+                + (f"; metrics {worker.metrics_url}" if worker.metrics_url else "") + f"; log {worker.log_path})")
         serve_deploy(config_path, head.dashboard_url, child_env)
         log(f"deployed {config_path}; waiting for {ready_url}")
         started = time.time()
@@ -479,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             "-H 'content-type: application/json' -d '{\"role\":\"DEV\",\"task\":\"Write a Python function "
             "that checks whether a string is a palindrome.\"}'")
         log("Ctrl-C stops everything this started")
-        supervisor = Supervisor(head, valkey)
+        supervisor = Supervisor(head, valkey, workers=workers)
         while True:
             time.sleep(1)
             supervisor.check()
@@ -491,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stopping = True  # from here on a signal is only logged: the cleanup runs to its end
-        stop_started(head, valkey)
+        stop_started(head, valkey, workers)
         log("stopped")
 
 

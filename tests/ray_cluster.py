@@ -20,6 +20,7 @@ import httpx
 
 from serve_app.launcher import RayHead, Supervisor, http_get, wait_for
 from serve_app.valkey_server import ValkeyProcess, free_port
+from actors.topology import node_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 # Two cores: one test cluster at a time on this machine, whichever process (or person) starts it.
@@ -48,6 +49,9 @@ class LocalCluster:
                  "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                  "RAY_SERVE_ENABLE_TASK_EVENTS": "0"},
             num_cpus=4, log_path=self.workdir / "ray-head.log", metrics_export_port=self.metrics_port,
+            # One node plays head and worker: it offers the resources councils, engines and verification
+            # tasks require (actors/topology.py). `make run` splits them (tests/test_topology_make_run.py).
+            resources=node_resources(),
         )
         self.head.start()
         wait_for(self.head.answers, 180, "Ray head")

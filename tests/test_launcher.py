@@ -49,7 +49,17 @@ DRIVER = textwrap.dedent("""
             super().stop(timeout_s)
 
 
+    class FakeWorker(L.RayWorker):  # make run's worker node (docs/topology.md), a stand-in too
+        def _start(self):
+            FakeHead._start(self)
+
+        def answers(self):
+            return True
+
+
     L.RayHead = FakeHead
+    L.RayWorker = FakeWorker
+    L.alive_nodes = lambda head: 99
     L.serve_deploy = lambda *args, **kwargs: L.log("stand-in deploy")
     sys.exit(L.main(sys.argv[1:]))
 """)

@@ -69,10 +69,12 @@ def test_kuberay_rayservice_serves_the_production_config_with_gcs_fault_toleranc
     head = cluster["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["metrics-export-port"] == "8080"
     assert "redis-password" not in head["rayStartParams"]  # KubeRay sets it from gcsFaultToleranceOptions
-    (gpu,) = cluster["workerGroupSpecs"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}  # councils/ingress/verifiers, engines (docs/topology.md)
+    gpu = groups["gpu"]
     container = gpu["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    for c in (head["template"]["spec"]["containers"][0], container):
+    for c in (head["template"]["spec"]["containers"][0], container, groups["cpu"]["template"]["spec"]["containers"][0]):
         env = {e["name"]: e for e in c["env"]}
         assert env["COUNCILS_VALKEY_URL"]["valueFrom"]["secretKeyRef"]["name"] == "councils-valkey"
 
