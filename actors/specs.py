@@ -505,7 +505,7 @@ class AppConfig(Strict):
     record_ttl_s: int = Field(3600, ge=1, description="default retention; user_config.record_ttl_s overrides it")
     council_max_concurrency: int = Field(64, ge=1)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
-    # Input limits in force (docs/api-hardening.md), within the request models' hard ceilings.
+    # Input limits in force (docs/api.md), within the request models' hard ceilings.
     limits: Limits = Field(default_factory=Limits)
     # docs/security.md. A replica bound to a non-loopback address refuses to start without an API token
     # unless this is true: an API open to the network only on purpose.
