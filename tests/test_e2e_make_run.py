@@ -234,3 +234,32 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert after["SEC"] == sec
     assert {role: after[role] for role in ROLES} == {c["role"]: c for c in councils}
     assert http.get(f"/v1/deliberations/{rec['id']}").json()["result"] == res
+
+
+def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
+    """Issue 16: SIGKILL the real vLLM engine-core process (not a fake engine, not a graceful stop) while a
+    deliberation is generating: the engine actor starts a new engine core and the deliberation completes."""
+    import psutil
+
+    http = httpx.Client(base_url=launcher.url, timeout=600, headers={"Authorization": f"Bearer {launcher.api_token}"})
+
+    def engine_cores() -> list:
+        return [p for p in _started_by(launcher) if "EngineCore" in p.name() or
+                "EngineCore" in " ".join(p.cmdline() if p.is_running() else [])]
+
+    (core,) = wait_until(lambda: engine_cores() or None, 300, interval=2, what="the engine-core process")
+    r = http.post("/v1/deliberations", json={"role": "QA", "task": "Plan the tests of a login form.",
+                                             "max_tokens": 64, "rounds": 1, "constraints": {"timeout_s": 900}})
+    assert r.status_code == 202, r.text
+    delib_id = r.json()["id"]
+    wait_until(lambda: http.get(f"/v1/deliberations/{delib_id}").json()["status"] == "in_progress", 120,
+               interval=0.2, what="the deliberation running")
+    core.send_signal(signal.SIGKILL)
+    assert wait_until(lambda: not core.is_running() or core.status() == psutil.STATUS_ZOMBIE, 30, interval=0.2,
+                      what="the engine core gone")
+    rec = wait_until(lambda: (x := http.get(f"/v1/deliberations/{delib_id}").json())["status"]
+                     in ("completed", "failed", "timeout") and x, 900, interval=2, what="the deliberation finished")
+    assert rec["status"] == "completed", rec.get("error")
+    assert rec["result"]["proposals"] and all(p["content"].strip() for p in rec["result"]["proposals"])
+    (new_core,) = engine_cores()
+    assert new_core.pid != core.pid  # a new engine core serves now
