@@ -97,15 +97,6 @@ def _is_cpu_platform() -> bool:
         return False
 
 
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:  # pragma: no cover - private torch API moved
-        return False
-
-
 class Engine:
     """One model; `generate` is safe to call concurrently (that is how batching happens)."""
 
@@ -266,10 +257,11 @@ class _VllmBackend:
             disable_log_stats=True,
             enable_log_requests=False,
         )
-        if cpu and spec.dtype == "auto" and not _cpu_has_fast_bf16():
-            # "auto" makes vLLM downcast a float32 checkpoint to bfloat16, which CPUs without
-            # AVX-512 BF16/AMX emulate (oneDNN falls back to plain torch linear): measured 2x
-            # slower for a 3-way batch on an AVX2 box than float32.
+        if cpu and spec.dtype == "auto":
+            # "auto" makes vLLM downcast a float32 checkpoint to bfloat16. CPUs without AVX-512 BF16/AMX
+            # emulate it (measured 2x slower for a 3-way batch on an AVX2 box than float32); on a Xeon
+            # with them, the dev model's greedy answers changed ("capital of France?" no longer "Paris",
+            # tests/test_engine.py). Keep a CPU engine's float32 weights as they are.
             kwargs["dtype"] = "float32"
         if cpu:
             # torch.compile (inductor) on CPU: measured on 2 cores, start-up 170 s instead of 40 s
