@@ -13,6 +13,8 @@ import time
 import pytest
 import ray
 
+from tests.faults import (actor, connect_when_up, finished, head_process, ingress_replicas, proposal_events, stage_reached,
+                          start)
 from tests.ray_cluster import ROLES, connect, running_cluster, start_fake_engine, wait_until
 
 pytestmark = pytest.mark.ray
@@ -24,48 +26,6 @@ STAGE_DELAY_S = 0.6  # per engine call; a 3-round deliberation runs 7 stages ≈
 def cluster(tmp_path_factory):
     with running_cluster(tmp_path_factory.mktemp("ft"), engine_delay_s=STAGE_DELAY_S, supervise=True) as c:
         yield c
-
-
-def actor(cluster, name: str):
-    """The one ALIVE actor of that name (asserts there is exactly one)."""
-    from ray.util.state import list_actors
-
-    alive = list_actors(address=cluster.head.gcs_address,
-                        filters=[("name", "=", name), ("state", "=", "ALIVE")], limit=100)
-    assert len(alive) <= 1, f"duplicate {name} actors: {alive}"
-    return alive[0] if alive else None
-
-
-def start(http, role="DEV", rounds=3, **extra) -> str:
-    r = http.post("/v1/deliberations", json={"role": role, "task": f"Design a cache for {role}.", "rounds": rounds,
-                                              **extra})
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
-
-
-def finished(http, delib_id: str, timeout_s: float = 180) -> dict:
-    return wait_until(lambda: (x := http.get(f"/v1/deliberations/{delib_id}").json())["status"]
-                      in ("completed", "failed", "timeout") and x, timeout_s, what=f"deliberation {delib_id}")
-
-
-def stage_reached(http, delib_id: str, stage: str) -> dict:
-    return wait_until(lambda: stage in (x := http.get(f"/v1/deliberations/{delib_id}").json())["stages_done"] and x,
-                      60, interval=0.05, what=f"{stage} of {delib_id}")
-
-
-def proposal_events(cluster, delib_id: str) -> list[dict]:
-    import asyncio
-
-    from actors.store import Store
-
-    async def read():
-        store = Store(cluster.valkey.url, "councils:")
-        try:
-            return [d for _, kind, d in await store.read_events(delib_id, count=10_000) if kind == "proposal"]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def test_sigkill_council_mid_deliberation_resumes_from_checkpoint(cluster, http):
@@ -155,10 +115,6 @@ def _engines(cluster):
     return asyncio.run(read())
 
 
-def connect_when_up(cluster) -> None:
-    wait_until(lambda: cluster.head.alive() and connect(cluster) is None, 120, interval=2, what="driver reconnect")
-
-
 def restart_head_and_wait(cluster) -> float:
     t0 = time.time()
     ray.shutdown()
@@ -185,19 +141,6 @@ def test_head_restart_restores_actors_app_and_records(cluster, http):
         assert r.status_code == 200 and r.json()["status"] == "completed"
 
 
-def head_process(cluster, name: str):
-    """A process of the test cluster's head (gcs_server, raylet), found by the launcher's owner marker."""
-    from serve_app.launcher import owned_processes
-
-    for p in owned_processes(cluster.head.proc.pid, cluster.head.marker):
-        try:
-            if p.name() == name:
-                return p
-        except Exception:
-            continue
-    raise AssertionError(f"no {name} process in the test cluster")
-
-
 def test_gcs_sigkilled_alone_is_restarted_by_the_supervisor_and_in_flight_work_completes(cluster, http):
     """Not a graceful stop: SIGKILL of the GCS process only. `ray start --block` notices, the supervisor
     restarts the head, GCS fault tolerance brings the actors back, the deliberation resumes and completes."""
@@ -219,6 +162,26 @@ def test_gcs_sigkilled_alone_is_restarted_by_the_supervisor_and_in_flight_work_c
         assert http2.get("/v1/councils").json() == councils
         for role in ROLES:
             assert actor(cluster, f"council-{role}") is not None
+
+
+def test_ingress_replica_sigkilled_serve_restarts_it_and_in_flight_work_completes(cluster, http):
+    """SIGKILL of the Serve replica process that answers HTTP: Serve starts a new one, the next request succeeds,
+    and a deliberation in flight (it runs in its council actor, not in the ingress) still completes."""
+    in_flight = start(http, role="DEV", rounds=3)
+    stage_reached(http, in_flight, "propose")
+    [victim] = ingress_replicas(cluster)
+    os.kill(victim.pid, signal.SIGKILL)
+    t0 = time.time()
+    wait_until(lambda: [r.pid for r in ingress_replicas(cluster)] not in ([], [victim.pid]), 120,
+               what="a new ingress replica")
+    r = wait_until(lambda: (x := http.post("/v1/deliberations", params={"wait": "true"},
+                                           json={"role": "QA", "task": "t", "rounds": 0})).status_code == 200 and x,
+                   120, interval=0.5, what="a deliberation after the ingress kill")
+    print(f"ingress replica SIGKILL: next deliberation succeeded {time.time() - t0:.1f}s after the kill")
+    assert r.json()["status"] == "completed"
+    rec = finished(http, in_flight)
+    assert rec["status"] == "completed", rec["error"]
+    assert rec["stages_done"].count("propose") == 1
 
 
 def test_three_head_restarts_keep_everything_without_duplicates(cluster, http):
