@@ -1,22 +1,25 @@
-"""The deliberation protocol (v2): propose, verify, `rounds` x (critique, revise, verify), rank, decide.
+"""The deliberation protocol (v2): propose (drafts, verified), `rounds` x (critique, revise, verify), rank, decide.
 
 Plain async Python on three ports (ports.py): a Generator for completions, a Verifier that runs the
 artifacts, and a RecordSink for checkpoints and events. The council actor hosts it; tests drive it
 with in-process fakes.
 
-Seats: seat i is agent i of the council (the first num_agents of them) and owns proposal i.
-In round k, seat i critiques proposal (i+1) mod N (the version it stands for, with its verifier
-findings), then writes a revision of it from its own critique. Every version is kept and stays a
+Seats: seat i is agent i of the council (the first num_agents of them) and owns proposal i, whose
+versions are its drafts (up to `drafts_per_agent`; with the request's tests, drawn in waves that stop
+once a draft passes them) and the revisions of it.
+In round k, seat i critiques proposal (i+1) mod N (the version it stands for; where a verifier failed,
+its findings are the critique), then writes a revision of it. Every version is kept and stays a
 candidate; a proposal stands for its best verified version (scoring.displaces).
-Early stop: when every proposal passes every verifier that applied after a stage, the remaining
-critique/revise rounds are skipped (recorded in `stages_skipped`).
+Early stop: when a version passes the request's tests, or every proposal passes every verifier that
+applied, the remaining critique/revise rounds are skipped (recorded in `stages_skipped`).
 Rank: each agent ranks the other proposals, anonymized and shuffled per reviewer, with its answer
-constrained to JSON by the engine; Borda count. Decide: scoring.decide (verifiers, votes, peer
-rank, stable tie-break). Model text placed in another prompt is fenced with the record's nonce.
+constrained to JSON by the engine; Borda count; by default only when the verifiers and votes leave
+the top tied (see _skip). Decide: scoring.decide (verifiers, votes, peer rank, stable tie-break).
+Model text placed in another prompt is fenced with the record's nonce.
 
-Usage: Proposal.usage counts every generation made *for* that proposal (the proposal itself, the
-critique aimed at it, its revision, the rankings by its author), so the proposals' usages add up to
-the deliberation's usage.
+Usage: Proposal.usage counts every generation made *for* that proposal (its drafts, the critique
+aimed at it, its revision, the rankings by its author), so the proposals' usages add up to the
+deliberation's usage.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import all_verified, decide, displaces, rank_proposals, score_checks, tests_of
+from .scoring import (all_verified, decide, displaces, rank_proposals, score_checks, settled, tests_of, undecided,
+                      verifier_key)
 from .specs import (
     AgentSpec,
     CheckResult,
@@ -58,8 +62,10 @@ RANKED_PROPOSAL_CHARS = 500
 # A ranking is a short JSON list of labels.
 RANK_TOKENS_BASE, RANK_TOKENS_PER_ITEM = 12, 6
 
-# Seeds of later stages are offset so a revision does not replay the sampling of the proposal.
+# Seeds of later stages are offset so a revision does not replay the sampling of the proposal;
+# drafts of one agent are offset within the propose stage (CEILING_DRAFTS * DRAFT_SEED_STRIDE < SEED_STRIDE).
 SEED_STRIDE = 1009
+DRAFT_SEED_STRIDE = 101
 
 Clock = Callable[[], float]
 Generate = Callable[..., Awaitable[Completion]]
@@ -78,8 +84,8 @@ def stage_names(rounds: int) -> list[str]:
     return stages + ["rank", "score"]
 
 
-def stage_seed(seed: int | None, stage_index: int) -> int | None:
-    return None if seed is None else seed + SEED_STRIDE * stage_index
+def stage_seed(seed: int | None, stage_index: int, draft: int = 0) -> int | None:
+    return None if seed is None else seed + SEED_STRIDE * stage_index + DRAFT_SEED_STRIDE * draft
 
 
 def _clip(text: str, limit: int) -> str:
@@ -154,6 +160,13 @@ def critique_messages(agent: AgentSpec, request: DeliberationRequest, target: Pr
 
 def revise_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal, critique: str,
                     nonce: str) -> list[dict[str, str]]:
+    """The revision prompt; an empty critique means the verifier findings are the critique."""
+    if not critique:
+        return _messages(agent, request, (
+            f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
+            f"{findings(target.checks)}\n\n"
+            "Rewrite the proposal so it fixes these findings and meets every requirement. "
+            "Answer with the complete corrected proposal only."))
     return _messages(agent, request, (
         f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
         f"{findings(target.checks)}\n\n"
@@ -275,12 +288,12 @@ class _Stage:
         self.timing = StageTiming(stage=name)
 
     def generate(self, agent: AgentSpec, messages, *, max_tokens: int | None = None,
-                 json_schema: dict | None = None) -> Awaitable[Completion]:
+                 json_schema: dict | None = None, draft: int = 0) -> Awaitable[Completion]:
         kwargs = {"json_schema": json_schema} if json_schema is not None else {}
         return self.generator.generate(
             agent.engine, messages, temperature=agent.temperature,
             max_tokens=max_tokens or self.request.max_tokens or agent.max_tokens,
-            seed=stage_seed(agent.seed, self.index), **kwargs)
+            seed=stage_seed(agent.seed, self.index, draft), **kwargs)
 
     async def all(self, calls: list[Awaitable]) -> list:
         return await _all_before_deadline(self.record, self.name, self.clock, calls)
@@ -357,15 +370,14 @@ async def deliberate(
                 f"deliberation {record.id} passed its {request.constraints.timeout_s}s deadline before {stage}"
             )
         kind, _, number = stage.partition("-")
-        if kind in ("critique", "revise") and record.proposals and all_verified(record.proposals):
-            # Early stop: every proposal already passes every verifier that applied.
-            rest = [s for s in stages[index:] if s.startswith(("critique-", "revise-"))]
+        skip = _skip(record, council, stages, index)
+        if skip is not None:
+            rest, reason = skip
             record.stages_skipped.extend(rest)
             record.pending_critiques = []
             record.updated_at = clock()
             await sink.checkpoint(record)
-            await sink.event(record, "stage.skipped", {"stages": rest, "reason": "every proposal passes every "
-                                                       "verifier that applied"})
+            await sink.event(record, "stage.skipped", {"stages": rest, "reason": reason})
             continue
         await sink.event(record, "stage.started", {"stage": stage})
         started = time.perf_counter()
@@ -399,17 +411,81 @@ async def deliberate(
     return record
 
 
+def _votes(record: DeliberationRecord) -> dict[str, int] | None:
+    """Answer -> how many versions gave it, for exact-answer requests (None otherwise)."""
+    if not record.request.constraints.answer_format:
+        return None
+    return answers.tally([v.answer for p in record.proposals for v in p.versions])
+
+
+def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
+          index: int) -> tuple[list[str], str] | None:
+    """(stages to skip, why) when the stage at `index` would spend tokens that cannot change the decision.
+
+    Early stop, before a critique or revise stage: a version passes the request's tests, or every proposal
+    passes every verifier that applied; the remaining rounds are skipped. Rank: off (`peer_rank: never`),
+    fewer than 3 proposals (a reviewer would see one), or, with `when_undecided`, when the request's tests
+    ran (they order code better than a peer's opinion) or the verifiers and votes left no tie at the top.
+    """
+    stage = stages[index]
+    kind = stage.partition("-")[0]
+    proposals = record.proposals
+    if kind in ("critique", "revise") and proposals:
+        if settled(proposals):
+            reason = "a version passes the request's tests"
+        elif all_verified(proposals):
+            reason = "every proposal passes every verifier that applied"
+        else:
+            return None
+        return [s for s in stages[index:] if s.startswith(("critique-", "revise-"))], reason
+    if kind != "rank":
+        return None
+    mode = council.scoring.peer_rank
+    if mode == "never":
+        return [stage], "peer ranking is off (scoring.peer_rank: never)"
+    if len(proposals) < 3:
+        return [stage], "fewer than 3 proposals: each reviewer would see one"
+    if mode == "when_undecided":
+        if any(tests_of(v.checks) is not None for p in proposals for v in p.versions):
+            return [stage], "the request's tests ran and decide"
+        if not undecided(proposals, _votes(record)):
+            return [stage], "the verifiers and votes decided"
+    return None
+
+
+def _has_tests(request: DeliberationRequest) -> bool:
+    return bool(request.constraints.tests and request.constraints.tests.strip())
+
+
 async def _propose(ctx: _Stage) -> Events:
-    record = ctx.record
-    done = await ctx.generations([ctx.generate(agent, propose_messages(agent, ctx.request)) for agent in ctx.members])
-    versions = [Version(round=0, written_by=agent.id, content=c.text.strip()) for agent, c in zip(ctx.members, done)]
-    await ctx.verify(versions)
-    record.proposals = [
-        Proposal(author=agent.id, content=v.content, versions=[v], checks=v.checks, score=v.score, usage=c.usage)
-        for agent, v, c in zip(ctx.members, versions, done)
-    ]
-    return [("proposal", {"author": p.author, "content": p.content, "checks": _check_summary(p.checks)})
-            for p in record.proposals]
+    """Every agent drafts `drafts_per_agent` versions of its proposal. With the request's tests the drafts
+    come in waves (one per agent each) and drafting stops once a draft passes the tests; otherwise in one
+    batch. Each proposal stands for its best-verified draft."""
+    record, request = ctx.record, ctx.request
+    drafts = ctx.council.drafts_per_agent
+    per_wave = 1 if _has_tests(request) else drafts
+    proposals = [Proposal(author=agent.id, content="") for agent in ctx.members]
+    events: Events = []
+    drawn = 0
+    while drawn < drafts and not (drawn and settled(proposals)):
+        wave = [(seat, draft) for draft in range(drawn, min(drawn + per_wave, drafts)) for seat in range(len(proposals))]
+        done = await ctx.generations([ctx.generate(ctx.members[seat], propose_messages(ctx.members[seat], request),
+                                                   draft=draft) for seat, draft in wave])
+        versions = [Version(round=0, written_by=ctx.members[seat].id, content=c.text.strip())
+                    for (seat, _), c in zip(wave, done)]
+        await ctx.verify(versions)
+        for (seat, draft), version, c in zip(wave, versions, done):
+            p = proposals[seat]
+            p.versions.append(version)
+            p.usage = p.usage.add(c.usage)
+            events.append(("proposal", {"author": p.author, "draft": draft, "content": version.content,
+                                        "checks": _check_summary(version.checks)}))
+        drawn += per_wave
+    for p in proposals:
+        p.chosen = max(range(len(p.versions)), key=lambda i: verifier_key(p.versions[i]))  # first of the best
+        p.content, p.checks, p.score = p.current.content, p.current.checks, p.current.score
+    record.proposals = proposals
+    return events
 
 
 def _pairs(record: DeliberationRecord, members: list[AgentSpec]) -> list[tuple[AgentSpec, Proposal]]:
@@ -422,15 +498,26 @@ def _pairs(record: DeliberationRecord, members: list[AgentSpec]) -> list[tuple[A
 
 
 async def _critique(ctx: _Stage, round_: int) -> Events:
+    """Seat i critiques proposal i+1. Where a verifier failed, its findings are the critique (the failing
+    assertion says more than a model could, at no cost; recorded as an empty critique, critic "verifiers");
+    the agents write critiques of the proposals the verifiers found nothing wrong with."""
     record, nonce = ctx.record, ctx.record.nonce
     pairs = _pairs(record, ctx.members)
-    done = await ctx.generations([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
-                                  for agent, t in pairs])
-    record.pending_critiques = [c.text.strip() for c in done]
+    asked = [(agent, t) for agent, t in pairs if not any(c.failed for c in t.checks)]
+    done = iter(await ctx.generations([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
+                                       for agent, t in asked]))
+    record.pending_critiques = []
     events: Events = []
-    for (agent, target), c, critique in zip(pairs, done, record.pending_critiques):
-        target.usage = target.usage.add(c.usage)
-        events.append(("critique", {"round": round_, "critic": agent.id, "target": target.author, "critique": critique}))
+    for agent, target in pairs:
+        if any(c.failed for c in target.checks):
+            critique, critic = "", "verifiers"
+        else:
+            c = next(done)
+            target.usage = target.usage.add(c.usage)
+            critique, critic = c.text.strip(), agent.id
+        record.pending_critiques.append(critique)
+        events.append(("critique", {"round": round_, "critic": critic, "target": target.author,
+                                    "critique": critique or findings(target.checks)}))
     return events
 
 
@@ -441,8 +528,8 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
     done = await ctx.generations([ctx.generate(agent, revise_messages(agent, ctx.request, t, critique, nonce))
                                   for (agent, t), critique in zip(pairs, critiques)])
     # A blank answer is not a revision: the proposal keeps what it had.
-    fresh = [(agent, t, critique, c, Version(round=round_, written_by=agent.id, critique=critique,
-                                              content=c.text.strip()))
+    fresh = [(agent, t, critique, c, Version(round=round_, written_by=agent.id,
+                                              critique=critique or findings(t.checks), content=c.text.strip()))
              for (agent, t), critique, c in zip(pairs, critiques, done) if c.text.strip()]
     await ctx.verify([v for *_, v in fresh])
     events: Events = []
@@ -464,8 +551,6 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
 async def _rank(ctx: _Stage) -> Events:
     """Each agent ranks the other proposals (at least two of them), anonymized and shuffled."""
     record, nonce = ctx.record, ctx.record.nonce
-    if len(record.proposals) < 3 or not ctx.council.scoring.peer_rank:
-        return []
     shown = [ranking_order(record, p.author, [o for o in record.proposals if o.author != p.author])
              for p in record.proposals]
     calls = []
@@ -490,10 +575,7 @@ async def _rank(ctx: _Stage) -> Events:
 
 
 def _score(record: DeliberationRecord, clock: Clock) -> Events:
-    fmt = record.request.constraints.answer_format
-    votes = None
-    if fmt:
-        votes = answers.tally([v.answer for p in record.proposals for v in p.versions])
+    votes = _votes(record)
     points = borda(record.rankings) if record.rankings else None
     verdicts, decided_by, why = decide(record.proposals, salt=record.id, votes=votes, borda=points)
     # record.proposals stays in seat order; the result holds its own ranked copies.

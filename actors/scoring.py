@@ -68,6 +68,34 @@ def all_verified(proposals: list[Proposal]) -> bool:
     return True
 
 
+def passes_tests(version: Version) -> bool:
+    """The request's tests ran on this version and all passed, and no other check failed."""
+    tests = tests_of(version.checks)
+    return tests is not None and tests[0] == tests[1] and not any(c.failed for c in version.checks)
+
+
+def settled(proposals: list[Proposal]) -> bool:
+    """Some version of some proposal passes the request's tests: the verifiers have a winner, and no
+    later draft, revision or ranking can beat it under the rule below (at best it would tie)."""
+    return any(passes_tests(v) for p in proposals for v in p.versions)
+
+
+def undecided(proposals: list[Proposal], votes: dict[str, int] | None = None) -> bool:
+    """Two or more proposals tie at the top on verifiers and votes (each by its best version): what
+    only a peer ranking (or the hash tie-break) can separate."""
+    def best(p: Proposal) -> tuple:
+        return max((verifier_key(v), _votes_for(v, votes) or 0) for v in p.versions)
+
+    keys = sorted((best(p) for p in proposals if p.versions), reverse=True)
+    return len(keys) >= 2 and keys[0] == keys[1]
+
+
+def _votes_for(version: Version, votes: dict[str, int] | None) -> int | None:
+    if votes is None:
+        return None
+    return votes.get(version.answer, 0) if version.answer is not None else 0
+
+
 @dataclass
 class _Entry:
     proposal: Proposal
@@ -126,7 +154,7 @@ def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None
         for i, v in enumerate(p.versions):
             entries.append(_Entry(
                 proposal=p, index=i, version=v,
-                votes=None if votes is None else votes.get(v.answer, 0) if v.answer is not None else 0,
+                votes=_votes_for(v, votes),
                 borda=None if borda is None else borda.get(p.author, 0.0) if i == p.chosen else 0.0,
                 tie=_tie(salt, p.author, i)))
     entries.sort(key=lambda e: e.key(), reverse=True)

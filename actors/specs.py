@@ -42,6 +42,7 @@ CEILING_TASK_CHARS = 100_000
 CEILING_RUBRIC_CHARS = 50_000
 CEILING_AGENTS = 64
 CEILING_ROUNDS = 10
+CEILING_DRAFTS = 8  # drafts_per_agent
 CEILING_MAX_TOKENS = 32_768
 CEILING_BODY_BYTES = 16 * 1024 * 1024
 CEILING_TESTS_CHARS = 20_000  # constraints.tests / sql_schema
@@ -124,8 +125,16 @@ class ScoringSpec(Strict):
 
     verifiers: list[str] | None = Field(None, max_length=32)
     weights: dict[str, float] = Field(default_factory=dict, max_length=64)
-    # Each agent ranks the other proposals before the decision (councils of 3 agents or more).
-    peer_rank: bool = True
+    # Each agent ranks the other proposals before the decision (councils of 3 agents or more):
+    # "when_undecided" (default) only when the verifiers and votes leave the top tied and the request
+    # carries no tests (tests that ran decide code better than a peer's opinion); "always"; "never".
+    # true/false (the earlier boolean) mean "when_undecided"/"never".
+    peer_rank: Literal["when_undecided", "always", "never"] = "when_undecided"
+
+    @field_validator("peer_rank", mode="before")
+    @classmethod
+    def _peer_rank_bool(cls, value: Any) -> Any:
+        return {True: "when_undecided", False: "never"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("verifiers")
     @classmethod
@@ -153,6 +162,9 @@ class CouncilSpec(Strict):
     role: str = Field(pattern=ROLE_PATTERN)
     agents: list[AgentSpec] = Field(min_length=1, max_length=CEILING_AGENTS)
     rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
+    # Drafts each agent may write in the propose stage. With `constraints.tests` they are drawn one per
+    # agent per wave, and the council stops drafting as soon as one passes the tests; otherwise all at once.
+    drafts_per_agent: int = Field(1, ge=1, le=CEILING_DRAFTS)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     version: int = 1
     created_at: float = Field(default_factory=now)
@@ -175,6 +187,7 @@ class CouncilUpsert(Strict):
     role: str | None = Field(None, description="optional; must equal the role in the path")
     agents: list[AgentSpec] = Field(min_length=1, max_length=CEILING_AGENTS)
     rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
+    drafts_per_agent: int = Field(1, ge=1, le=CEILING_DRAFTS)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     version: int | None = Field(None, description="read-only: ignored")
     created_at: float | None = Field(None, description="read-only: ignored")
@@ -184,7 +197,8 @@ class CouncilUpsert(Strict):
         """The spec to store under the path's role; ValueError (naming body.role) if the body names another."""
         if self.role is not None and self.role != role:
             raise ValueError(f"body.role: {self.role!r} does not match the role in the path ({role!r})")
-        return CouncilSpec(role=role, agents=self.agents, rounds=self.rounds, scoring=self.scoring)
+        return CouncilSpec(role=role, agents=self.agents, rounds=self.rounds, drafts_per_agent=self.drafts_per_agent,
+                           scoring=self.scoring)
 
 
 class Constraints(Strict):
@@ -461,6 +475,7 @@ class DefaultCouncils(Strict):
     agents_per_council: int = Field(3, ge=1, le=CEILING_AGENTS)
     engine: str = Field(pattern=ENGINE_NAME_PATTERN)
     rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
+    drafts_per_agent: int = Field(1, ge=1, le=CEILING_DRAFTS)
     max_tokens: int = Field(256, ge=1, le=CEILING_MAX_TOKENS)
 
     @field_validator("roles")
@@ -577,7 +592,8 @@ PERSONAS = (
 )
 
 
-def default_council(role: str, engine: str, n_agents: int = 3, rounds: int = 1, max_tokens: int = 256) -> CouncilSpec:
+def default_council(role: str, engine: str, n_agents: int = 3, rounds: int = 1, max_tokens: int = 256,
+                    drafts: int = 1) -> CouncilSpec:
     agents = [
         AgentSpec(
             id=f"agent-{role.lower()}-{i + 1:03d}",
@@ -589,4 +605,4 @@ def default_council(role: str, engine: str, n_agents: int = 3, rounds: int = 1, 
         )
         for i in range(n_agents)
     ]
-    return CouncilSpec(role=role, agents=agents, rounds=rounds)
+    return CouncilSpec(role=role, agents=agents, rounds=rounds, drafts_per_agent=drafts)

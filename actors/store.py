@@ -202,8 +202,8 @@ class RegistryFull(Exception):
 
 
 def same_council(a: CouncilSpec, b: CouncilSpec) -> bool:
-    """Same agents, rounds and scoring (role, version and times aside)."""
-    fields = {"agents", "rounds", "scoring"}
+    """Same agents, rounds, drafts and scoring (role, version and times aside)."""
+    fields = {"agents", "rounds", "drafts_per_agent", "scoring"}
     return a.model_dump(include=fields) == b.model_dump(include=fields)
 
 
@@ -254,7 +254,7 @@ class Store:
     async def upsert_council(self, spec: CouncilSpec, *, only_if_absent: bool = False,
                              only_if_changed: bool = False) -> tuple[CouncilSpec, str]:
         """put_council with its outcome: "created", "updated" or "unchanged". With only_if_changed a
-        council whose agents, rounds and scoring already equal the spec's keeps its version (one
+        council whose agents, rounds, drafts and scoring already equal the spec's keeps its version (one
         atomic compare-and-set, so replicas applying the same config at once bump it at most once)."""
         key = self.key("council", spec.role)
         async with self.client.pipeline(transaction=True) as pipe:

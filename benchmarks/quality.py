@@ -6,8 +6,9 @@ grade), and exact-answer tasks (`constraints.answer_format: integer`). Every arm
 (actors/protocol.py) with the real verifiers (actors/verifiers, sandboxed subprocesses) on one in-process
 engine of `make run`'s spec, same max_tokens per generation:
   single            one agent, no rounds: its answer;
-  council           the DEV council shape (3 agents, 1 critique/revise round, verification after each
-                    stage, early stop, peer ranking, the decision rule);
+  council           the DEV council shape (3 agents, each drafting up to DRAFTS versions in waves that stop
+                    once a draft passes the tests; 1 critique/revise round with the verifier findings;
+                    early stop; peer ranking when the verifiers leave a tie; the decision rule);
   self_consistency  N independent samples (no rounds, no peer ranking) and the same decision rule
                     (verifiers, then votes), N chosen per task family so its total tokens (prompt +
                     completion) match the council's measured total: the equal-budget baseline.
@@ -15,7 +16,7 @@ Reported per arm: hidden-test / exact accuracy with a 95 % Wilson interval, tota
 oracle rate (some candidate in the pool is correct) and chosen-when-available (the winner is correct when
 the pool has a correct candidate); verification time per proposal.
 
-    python -m benchmarks.quality [--limit N] [--max-tokens 128]   # builds its own engine; writes docs/quality.md
+    python -m benchmarks.quality [--limit N] [--max-tokens 128] [--drafts 4]   # builds its own engine; writes docs/quality.md
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import argparse
 import asyncio
 import statistics
 import time
+from pathlib import Path
 
 from .common import ROOT, NullSink, on_bench_engine, save, save_run, settings, unseeded, wilson
 from .quality_tasks import extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks
 
 DOC = ROOT / "docs" / "quality.md"
 ARMS = ("single", "self_consistency", "council")
+DRAFTS = 4  # the council's drafts_per_agent
 
 
 class TimedVerifier:
@@ -52,15 +55,15 @@ class TimedVerifier:
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
-def council_for(arm: str, family: str, n_samples: int, max_tokens: int, rounds: int):
+def council_for(arm: str, family: str, n_samples: int, max_tokens: int, rounds: int, drafts: int = DRAFTS):
     from actors.specs import ScoringSpec, default_council
 
     role = "DEV" if family == "python" else "MATH"
     verifiers = None if family == "python" else ["content"]
     agents = {"single": 1, "council": 3, "self_consistency": n_samples}[arm]
     council = default_council(role, "smollm2", n_agents=agents, rounds=rounds if arm == "council" else 0,
-                              max_tokens=max_tokens)
-    council.scoring = ScoringSpec(verifiers=verifiers, peer_rank=(arm == "council"))
+                              max_tokens=max_tokens, drafts=drafts if arm == "council" else 1)
+    council.scoring = ScoringSpec(verifiers=verifiers, peer_rank="when_undecided" if arm == "council" else "never")
     return unseeded(council)
 
 
@@ -95,6 +98,7 @@ async def solve(gen, verifier, task: dict, family: str, council, sem: asyncio.Se
     winner_ok = await asyncio.to_thread(correct, result.proposals[0].content, task, family)
     return {"id": task["id"], "family": family, "correct": winner_ok, "oracle": any(graded),
             "pool": len(pool), "pool_correct": sum(graded), "decided_by": result.decided_by,
+            "drafts": sum(1 for p in result.proposals for v in p.versions if v.round == 0),
             "tokens": result.usage.total_tokens, "completion_tokens": result.usage.completion_tokens,
             "stages": record.stages_done, "skipped": record.stages_skipped, "wall_s": round(wall, 2),
             "stage_tokens": _stage_tokens(record),
@@ -124,9 +128,10 @@ def summary(rows: list[dict]) -> dict:
 
 
 async def run_arm(gen, verifier, arm: str, tasks: dict[str, list[dict]], n_samples: dict[str, int],
-                  max_tokens: int, rounds: int, concurrency: int) -> list[dict]:
+                  max_tokens: int, rounds: int, concurrency: int, drafts: int = DRAFTS) -> list[dict]:
     sem = asyncio.Semaphore(concurrency)
-    calls = [solve(gen, verifier, t, family, council_for(arm, family, n_samples.get(family, 1), max_tokens, rounds), sem)
+    calls = [solve(gen, verifier, t, family, council_for(arm, family, n_samples.get(family, 1), max_tokens, rounds,
+                                                         drafts), sem)
              for family, ts in tasks.items() for t in ts]
     t0 = time.perf_counter()
     rows = list(await asyncio.gather(*calls))
@@ -135,18 +140,19 @@ async def run_arm(gen, verifier, arm: str, tasks: dict[str, list[dict]], n_sampl
 
 
 async def measure(gen, *, limit: int | None, max_tokens: int, reps: int, rounds: int = 1,
-                  concurrency: int = 8) -> dict:
+                  concurrency: int = 8, drafts: int = DRAFTS) -> dict:
     """`reps` repetitions; in each, the three arms one after another on every task (sampling is unseeded,
     so a repetition is a fresh draw). Self-consistency's N comes from the same repetition's council."""
     tasks = {"python": load_python_tasks()[:limit], "exact": load_exact_tasks()[:limit]}
     verifier = TimedVerifier()
-    out: dict = {"max_tokens": max_tokens, "reps": reps, "council": {"agents": 3, "rounds": rounds}, "arms": {},
+    out: dict = {"max_tokens": max_tokens, "reps": reps, "council": {"agents": 3, "rounds": rounds, "drafts": drafts},
+                 "arms": {},
                  "self_consistency_samples": []}
     rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for rep in range(reps):
         this: dict[str, list[dict]] = {}
         this["single"] = await run_arm(gen, verifier, "single", tasks, {}, max_tokens, rounds, concurrency)
-        this["council"] = await run_arm(gen, verifier, "council", tasks, {}, max_tokens, rounds, concurrency)
+        this["council"] = await run_arm(gen, verifier, "council", tasks, {}, max_tokens, rounds, concurrency, drafts)
         # Equal budget: as many samples as fit in the council's measured total tokens, per task family.
         n_samples = {}
         for family in tasks:
@@ -162,7 +168,10 @@ async def measure(gen, *, limit: int | None, max_tokens: int, reps: int, rounds:
         out["arms"][arm] = {"all": summary(rows[arm]),
                             **{family: summary([r for r in rows[arm] if r["family"] == family]) for family in tasks},
                             "decided_by": _count(r["decided_by"] for r in rows[arm]),
-                            "early_stops": sum(1 for r in rows[arm] if r["skipped"]),
+                            "early_stops": sum(1 for r in rows[arm] if any(s.startswith("revise") for s in r["skipped"])),
+                            "drafts_per_task": {family: round(statistics.mean(r["drafts"] for r in rows[arm]
+                                                                              if r["family"] == family), 1)
+                                                for family in tasks},
                             "per_rep_python_correct": [sum(r["correct"] for r in rows[arm]
                                                            if r["rep"] == rep and r["family"] == "python")
                                                        for rep in range(reps)],
@@ -205,10 +214,12 @@ def markdown(q: dict) -> str:
              f"Every arm ran every task {q['reps']} times (unseeded sampling: each repetition is a fresh draw); the "
              "table pools the repetitions (attempts, not independent tasks: the intervals are optimistic).", "",
              "**Arms**, each the real protocol with the real verifiers on the same engine: *one agent* (1 agent, no "
-             "rounds); *council* (3 agents, 1 critique/revise round with verifier findings, early stop, anonymized "
-             "peer ranking, the decision rule); *self-consistency*: N independent samples and the same decision rule "
-             "(verifiers, then votes; no rounds, no peer ranking), with N chosen per repetition so its total tokens "
-             "match the council's: N = "
+             f"rounds); *council* (3 agents, each drafting up to {q['council'].get('drafts', 1)} versions, in waves that "
+             "stop once a draft passes the visible tests; 1 critique/revise round where the verifier findings are the "
+             "critique; early stop; anonymized peer ranking when the verifiers and votes leave a tie; the decision "
+             "rule); *self-consistency*: N independent samples and the same decision rule (verifiers, then votes; no "
+             "rounds, no peer ranking), with N chosen per repetition and task family so its mean total tokens match "
+             "the council's: N = "
              + "; ".join(", ".join(f"{n} ({fam})" for fam, n in per.items()) for per in q["self_consistency_samples"])
              + ".", "",
              "| arm | family | accuracy | 95 % CI | tokens / task | oracle rate | chosen when available |",
@@ -241,8 +252,10 @@ def markdown(q: dict) -> str:
     lines += [f"| {name} | {measured} | {verdict[ok]} |" for name, measured, ok in targets]
     lines += ["", "How each arm decided its winner: " + "; ".join(
         f"{names[arm]}: " + ", ".join(f"{k} {n}" for k, n in sorted(arms[arm]["decided_by"].items()))
-        for arm in ARMS) + f". Council early stops (every proposal verified after a stage): "
-        f"{arms['council']['early_stops']} of {arms['council']['all']['tasks']} attempts.", ""]
+        for arm in ARMS) + f". Council early stops (its critique/revise round skipped because a draft passed the "
+        f"visible tests or every proposal verified): {arms['council']['early_stops']} of "
+        f"{arms['council']['all']['tasks']} attempts; drafts drawn per task: "
+        + ", ".join(f"{n} ({fam})" for fam, n in arms["council"].get("drafts_per_task", {}).items()) + ".", ""]
     council_rows = arms["council"]["rows"]
     kinds = ("propose", "critique", "revise", "rank")
     spent = {k: statistics.mean(r["stage_tokens"].get(k, 0) for r in council_rows) for k in kinds}
@@ -253,10 +266,9 @@ def markdown(q: dict) -> str:
                 f"council ends with {cp['candidates_per_task']} candidates per task (its proposals and their "
                 f"revisions) for {cp['tokens_per_task']} tokens, about {cp['tokens_per_task'] / cp['candidates_per_task']:.0f} "
                 f"per candidate; self-consistency draws {sp['candidates_per_task']} for {sp['tokens_per_task']}, about "
-                f"{sp['tokens_per_task'] / sp['candidates_per_task']:.0f} per candidate. A critique and a revision cost a "
-                "prompt each (the brief, the proposal under review, its findings) and the ranking adds another, so a "
-                "revised candidate must be several times likelier to be right than a fresh sample to pay for itself; "
-                "with this model it is not, and selection over more samples wins at equal tokens.", ""]
+                f"{sp['tokens_per_task'] / sp['candidates_per_task']:.0f} per candidate. The council's budget is "
+                "adaptive: it stops drafting on a task as soon as a draft passes the visible tests and spends its "
+                "rounds only where none does, while self-consistency draws the same N on every task.", ""]
     overlap = one["ci95"][0] <= c["ci95"][1] and c["ci95"][0] <= one["ci95"][1]
     lines += ["With a 135M-parameter model the absolute numbers are low; the selection figures (chosen when "
               "available against the oracle rate) are what this benchmark is for, and it runs unchanged against a "
@@ -266,8 +278,8 @@ def markdown(q: dict) -> str:
     return "\n".join(lines)
 
 
-async def _standalone(limit: int | None, max_tokens: int, reps: int) -> dict:
-    return await on_bench_engine(lambda gen: measure(gen, limit=limit, max_tokens=max_tokens, reps=reps))
+async def _standalone(limit: int | None, max_tokens: int, reps: int, drafts: int) -> dict:
+    return await on_bench_engine(lambda gen: measure(gen, limit=limit, max_tokens=max_tokens, reps=reps, drafts=drafts))
 
 
 def main() -> None:
@@ -276,16 +288,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=s["quality_limit"], help="first N tasks of each family")
     ap.add_argument("--max-tokens", type=int, default=s["quality_max_tokens"])
     ap.add_argument("--reps", type=int, default=s["quality_reps"])
+    ap.add_argument("--drafts", type=int, default=DRAFTS, help="the council's drafts_per_agent")
+    ap.add_argument("--out", default=str(DOC), help="where the doc goes (default docs/quality.md)")
     args = ap.parse_args()
     t0 = time.time()
     # No machine-wide lock of its own: its figures are accuracies, not times (under `make bench` the suite
     # holds the lock anyway). The verification time is measured while the engine decodes on the same cores.
-    out = asyncio.run(_standalone(args.limit, args.max_tokens, args.reps))
+    out = asyncio.run(_standalone(args.limit, args.max_tokens, args.reps, args.drafts))
     out["wall_s"] = round(time.time() - t0, 1)
     print(f"wrote {save_run('quality', out)}")
     save("quality", {k: v for k, v in out.items()})
-    DOC.write_text(markdown(out))
-    print(f"wrote {DOC}")
+    Path(args.out).write_text(markdown(out))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

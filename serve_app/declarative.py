@@ -39,7 +39,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from actors.specs import AppConfig, CouncilSpec, EngineSpec, default_council
+from actors.specs import AppConfig, EngineSpec, default_council
 from actors.store import Store
 
 log = logging.getLogger("councils.declarative")
@@ -96,15 +96,15 @@ async def apply_config(store: Store, config: AppConfig, stamp: float | None = No
         elif stored != spec:
             applied.engines_changed.append(spec)
     for declared in config.councils:
-        spec = CouncilSpec(role=declared.role, agents=declared.agents, rounds=declared.rounds,
-                           scoring=declared.scoring)
+        spec = declared.spec_for(declared.role)
         _, outcome = await store.upsert_council(spec, only_if_changed=True)
         applied.councils[declared.role] = outcome
     if not config.councils and not await store.list_councils():
         d = config.default_councils
         for role in d.roles:
             _, outcome = await store.upsert_council(
-                default_council(role, d.engine, d.agents_per_council, d.rounds, d.max_tokens), only_if_absent=True)
+                default_council(role, d.engine, d.agents_per_council, d.rounds, d.max_tokens, d.drafts_per_agent),
+                only_if_absent=True)
             if outcome == "created":
                 applied.defaults_created.append(role)
     if config.prune_councils:

@@ -48,8 +48,14 @@ def make_record(**request) -> DeliberationRecord:
 
 
 def never_verified(text, request) -> list[CheckResult]:
-    """fake_checks plus one finding on every text: no proposal is ever fully verified, so every round
-    critiques and revises every proposal (the ring); tests of early stop use fake_checks itself."""
+    """Only fake_checks' content checks: nothing fails, yet nothing beyond the content is verified, so no
+    proposal is ever fully verified, every round has the agents critique and revise every proposal (the
+    ring) and the peers rank the tied proposals; tests of early stop use fake_checks itself."""
+    return [c for c in fake_checks(text, request) if c.name.startswith("content.")]
+
+
+def with_finding(text, request) -> list[CheckResult]:
+    """fake_checks plus one failed check on every text: the verifiers' finding is every critique."""
     return fake_checks(text, request) + [CheckResult(name="python.lint", status="failed", message="a finding")]
 
 
@@ -121,18 +127,22 @@ async def test_stage_events_and_checkpoints_in_order():
     expected = ["checkpoint"]
     for stage, item in [("propose", "proposal"), ("critique-1", "critique"), ("revise-1", "revision")]:
         expected += [k.format(item=item) for k in per_stage]
-    expected += ["stage.started", "checkpoint", "stage.completed"]  # rank: two agents, nothing to rank
+    expected += ["checkpoint", "stage.skipped"]  # rank: two agents, each would see one proposal
     expected += [k.format(item="score") for k in per_stage]
     assert sink.log == expected
-    assert [d["stage"] for d in sink.of_kind("stage.completed")] == stage_names(1)
-    # Every checkpoint after the first marks one more stage done.
-    assert [c.stages_done for c in sink.checkpoints] == [stage_names(1)[:i] for i in range(6)]
+    done = ["propose", "critique-1", "revise-1", "score"]
+    assert [d["stage"] for d in sink.of_kind("stage.completed")] == done
+    assert sink.of_kind("stage.skipped") == [{"stages": ["rank"], "reason": "fewer than 3 proposals: each "
+                                                                              "reviewer would see one"}]
+    # Every checkpoint after the first marks one more stage done (the skip's checkpoint marks it skipped).
+    assert [c.stages_done for c in sink.checkpoints] == [done[:i] for i in range(4)] + [done[:3], done]
+    assert sink.checkpoints[4].stages_skipped == ["rank"]
     assert sink.checkpoints[0].status == "in_progress" and sink.checkpoints[-1].status == "completed"
     assert sink.checkpoints[-1].result is not None
 
     scores = sink.of_kind("score")
     assert [s["rank"] for s in scores] == [1, 2]
-    assert {c["name"] for c in scores[0]["checks"]} >= {"content.non_empty", "python.parse"}
+    assert {c["name"] for c in scores[0]["checks"]} >= {"content.non_empty"}
 
 
 async def test_ring_critique_and_revision():
@@ -201,7 +211,8 @@ async def test_agent_settings_and_per_stage_seeds():
 async def test_request_overrides_rounds_agents_and_tokens():
     gen, sink = FakeGenerator(), MemorySink()
     record = await run(make_record(rounds=0, num_agents=2, max_tokens=64), make_council(4, rounds=3), gen, sink)
-    assert record.stages_done == ["propose", "rank", "score"]  # rounds=0: straight to the decision
+    assert record.stages_done == ["propose", "score"]  # rounds=0: straight to the decision
+    assert record.stages_skipped == ["rank"]  # two agents: nothing to rank
     assert len(gen.calls) == 2 and {c["max_tokens"] for c in gen.calls} == {64}
     assert all(len(p.versions) == 1 for p in record.result.proposals)
     assert not sink.of_kind("critique") and not sink.of_kind("revision")
@@ -387,39 +398,53 @@ async def test_passing_proposal_wins_over_prose_and_wrong_code():
     assert [c.tests_passed for c in result.candidates] == [3, 1, 0]
 
 
-async def test_early_stop_when_every_proposal_verifies():
+async def test_early_stop_when_a_version_passes_the_tests():
     gen, sink = FakeGenerator(scripted({p: [GOOD] for p in PERSONAS})), MemorySink()
     record = await run(record_with_tests(), make_council(3, rounds=2), gen, sink, FakeVerifier())
+    assert record.stages_skipped == ["critique-1", "revise-1", "critique-2", "revise-2", "rank"]
+    assert record.stages_done == ["propose", "score"]
+    assert len(gen.calls) == 3  # the proposals only
+    rounds, rank = sink.of_kind("stage.skipped")
+    assert rounds == {"stages": record.stages_skipped[:4], "reason": "a version passes the request's tests"}
+    assert rank == {"stages": ["rank"], "reason": "the request's tests ran and decide"}
+    # Every proposal passes: the verifiers cannot separate them, and by default the hash does.
+    assert record.result.decided_by == "tie_break" and record.result.rankings == []
+
+
+async def test_early_stop_when_every_proposal_verifies_without_tests():
+    # No tests: every proposal's code parses, nothing failed; the peers rank the tie (peer_rank: always too).
+    council = make_council(3, rounds=2)
+    council.scoring.peer_rank = "always"
+    gen = FakeGenerator(scripted({p: [GOOD] for p in PERSONAS}))
+    record = await run(make_record(), council, gen, MemorySink(), FakeVerifier())
     assert record.stages_skipped == ["critique-1", "revise-1", "critique-2", "revise-2"]
     assert record.stages_done == ["propose", "rank", "score"]
     assert len(gen.calls) == 3 + 3  # proposals and rankings only
-    (skipped,) = sink.of_kind("stage.skipped")
-    assert skipped["stages"] == record.stages_skipped
-    # Every proposal passes: verifiers cannot separate them, the peers' Borda count (or the hash) does.
-    assert record.result.decided_by in ("peer_rank", "tie_break")
-    assert len(record.result.rankings) == 3
+    assert record.result.decided_by in ("peer_rank", "tie_break") and len(record.result.rankings) == 3
 
 
 BROKEN = "```python\ndef add(a, b:\n    return a + b\n```"
 
 
 async def test_revision_that_breaks_the_tests_never_displaces_the_original():
-    # Seat 1 proposes wrong code (1/3 tests); its critic (seat 3) rewrites it into code that does not parse.
-    # Seat 2's wrong code is fixed by its critic (seat 1). Seat 3's correct code is left alone.
-    gen = FakeGenerator(scripted({PERSONAS[0]: [WRONG, "critique", GOOD], PERSONAS[1]: [WRONG],
-                                  PERSONAS[2]: [GOOD, "critique", BROKEN]}))
-    record = await run(record_with_tests(), make_council(3, rounds=1), gen, verifier=FakeVerifier())
+    # Every seat proposes wrong code (1/3 tests). Seat 1's proposal is rewritten by its critic (seat 3) into
+    # code that does not parse; seat 2's is fixed by its critic (seat 1); seat 3's stays wrong (seat 2).
+    gen = FakeGenerator(scripted({PERSONAS[0]: [WRONG, GOOD], PERSONAS[1]: [WRONG, WRONG],
+                                  PERSONAS[2]: [WRONG, BROKEN]}))
+    sink = MemorySink()
+    record = await run(record_with_tests(), make_council(3, rounds=1), gen, sink, FakeVerifier())
     first, second, third = record.proposals
     assert [v.written_by for v in first.versions] == ["agent-dev-001", "agent-dev-003"]
     assert first.versions[1].content == BROKEN and first.chosen == 0 and first.content == WRONG
     assert second.versions[1].written_by == "agent-dev-001" and second.versions[1].content == GOOD
     assert second.chosen == 1  # the critic's fix was adopted
-    # A proposal that already passes every verifier is not critiqued or revised: its budget is not spent.
-    assert len(third.versions) == 1
-    seat2_calls = [c for c in gen.calls if c["messages"][1]["content"].startswith(PERSONAS[1])]
-    assert len(seat2_calls) == 2  # its proposal and its ranking only
+    assert third.versions[1].written_by == "agent-dev-002"
+    # The failing tests were every critique: no agent wrote one; each revision answers the findings.
+    assert len(gen.calls) == 3 + 3
+    assert {c["critic"] for c in sink.of_kind("critique")} == {"verifiers"}
+    assert all("python.tests" in p.versions[1].critique for p in record.proposals)
     result = record.result
-    assert [c.tests_passed for c in result.candidates[:2]] == [3, 3]
+    assert [c.tests_passed for c in result.candidates[:2]] == [3, 1]
     assert result.proposals[0].content == GOOD
     # The result says who wrote the winning text.
     assert result.written_by == result.proposals[0].versions[result.winner_version].written_by
@@ -477,3 +502,77 @@ async def test_escape_attempts_fail_their_checks_and_the_council_keeps_deliberat
     for author in ("agent-dev-001", "agent-dev-002"):
         tests = by_author[author]["python.tests"]
         assert tests.status == "failed" and tests.message, (author, tests)
+
+
+async def test_drafts_come_in_waves_and_stop_once_one_passes_the_tests():
+    # Each agent may write 4 drafts; seat 2's second draft passes: the third wave is never drawn.
+    council = default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=128, drafts=4)
+    gen = FakeGenerator(scripted({PERSONAS[0]: [WRONG], PERSONAS[1]: [PROSE, GOOD], PERSONAS[2]: [WRONG]}))
+    sink = MemorySink()
+    record = await run(record_with_tests(), council, gen, sink, FakeVerifier())
+    assert len(gen.calls) == 6  # two waves of one draft per agent; no rounds, no ranking
+    assert [len(p.versions) for p in record.proposals] == [2, 2, 2]
+    assert [(e["author"], e["draft"]) for e in sink.of_kind("proposal")] == [
+        (a.id, d) for d in (0, 1) for a in council.agents]
+    second = record.proposals[1]
+    assert second.chosen == 1 and second.content == GOOD  # a proposal stands for its best draft
+    assert record.result.winner_id == second.author and record.result.decided_by == "verifiers"
+    assert record.stages_skipped == ["critique-1", "revise-1", "rank"]
+    # Every draft of an agent samples anew: its seed moves by a stride per draft, within the stage.
+    seeds = [c["seed"] for c in gen.calls]
+    assert seeds[3:] == [s + 101 for s in seeds[:3]] and len(set(seeds)) == 6
+
+
+async def test_drafts_without_tests_come_in_one_batch():
+    council = default_council("DEV", "fake", n_agents=3, rounds=0, max_tokens=128, drafts=3)
+    verifier = FakeVerifier()
+    record = await run(make_record(), council, FakeGenerator(), MemorySink(), verifier)
+    assert [len(p.versions) for p in record.proposals] == [3, 3, 3]
+    assert [len(texts) for texts in verifier.calls] == [9]  # one wave, one verification batch
+    assert record.result.usage.total_tokens == sum(p.usage.total_tokens for p in record.proposals)
+
+
+async def test_model_critiques_only_where_no_verifier_failed():
+    # Seat 2's proposal fails a check: its findings are its critique. The others fail nothing and verify
+    # nothing beyond their content (prose, no tests): seats 2 and 3 write critiques of them.
+    def lint_fails_wrong(text, request):
+        failed = [CheckResult(name="python.lint", status="failed", message="F821")] if text == WRONG else []
+        return fake_checks(text, request) + failed
+
+    gen = FakeGenerator(scripted({PERSONAS[0]: [PROSE], PERSONAS[1]: [WRONG], PERSONAS[2]: [PROSE]}))
+    sink = MemorySink()
+    await run(make_record(), make_council(3, rounds=1), gen, sink, FakeVerifier(lint_fails_wrong))
+    critics = {c["target"]: c["critic"] for c in sink.of_kind("critique")}
+    assert critics == {"agent-dev-002": "verifiers", "agent-dev-003": "agent-dev-002", "agent-dev-001": "agent-dev-003"}
+    critique_calls = [c for c in gen.calls if "Critique this proposal" in c["messages"][1]["content"]]
+    assert len(critique_calls) == 2
+
+
+def test_peer_rank_accepts_the_earlier_boolean():
+    from actors.specs import ScoringSpec
+
+    assert ScoringSpec(peer_rank=True).peer_rank == "when_undecided"
+    assert ScoringSpec(peer_rank=False).peer_rank == "never"
+    assert ScoringSpec.model_validate({"peer_rank": "always"}).peer_rank == "always"
+    with pytest.raises(ValueError):
+        ScoringSpec(peer_rank="sometimes")
+
+
+async def test_rank_is_skipped_when_the_verifiers_decided():
+    # No tests; two proposals' code does not parse: one proposal verifies best, nothing left for the peers.
+    gen = FakeGenerator(scripted({PERSONAS[0]: [GOOD], PERSONAS[1]: [BROKEN], PERSONAS[2]: [BROKEN]}))
+    sink = MemorySink()
+    record = await run(make_record(rounds=0), make_council(3), gen, sink, FakeVerifier())
+    assert sink.of_kind("stage.skipped") == [{"stages": ["rank"], "reason": "the verifiers and votes decided"}]
+    assert record.result.decided_by == "verifiers" and record.result.winner_id == "agent-dev-001"
+
+
+async def test_peer_rank_never_and_always():
+    council = make_council(3)
+    council.scoring.peer_rank = "never"
+    record = await run(make_record(rounds=0), council)
+    assert record.stages_skipped == ["rank"] and record.result.rankings == []
+    council.scoring.peer_rank = "always"
+    gen = FakeGenerator(scripted({p: [GOOD] for p in PERSONAS}))
+    record = await run(record_with_tests(rounds=0), council, gen, MemorySink(), FakeVerifier())
+    assert record.stages_done == ["propose", "rank", "score"] and len(record.result.rankings) == 3

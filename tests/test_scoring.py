@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from actors.scoring import decide, displaces, score_checks, verifier_key
+from actors.scoring import decide, displaces, passes_tests, score_checks, settled, undecided, verifier_key
 from actors.specs import CheckResult, Constraints, Proposal, ScoringSpec, Version
 from actors.verifiers import run_verifiers
 
@@ -158,3 +158,28 @@ def test_a_revision_that_fails_a_check_its_original_passed_does_not_displace_it(
     original, worse, better = verified(CASE_SENSITIVE, "a"), verified(BROKEN, "a"), verified(CORRECT, "a")
     assert not displaces(worse, original)
     assert displaces(better, original)
+
+
+def test_only_a_version_that_passes_every_test_settles_the_decision():
+    # What stops the drafting and the rounds: a version that passes the request's tests, nothing less.
+    assert [passes_tests(verified(t, "a")) for t in GOOD] == [True, True]
+    assert not any(passes_tests(verified(t, "a")) for t in BAD)
+    assert not passes_tests(verified(CORRECT, "a", tests=None))  # no tests ran: nothing proven
+    assert settled(pool([WRONG, PROSE, CORRECT])) and not settled(pool(BAD))
+    # A later version that passes counts as much as a first draft.
+    p = pool([WRONG])[0]
+    p.versions.append(verified(CORRECT, "a", written_by="critic"))
+    assert settled([p])
+
+
+def test_undecided_when_the_top_ties_on_verifiers_and_votes():
+    assert undecided(pool([CORRECT, CORRECT_TOO, WRONG]))  # two pass every test
+    assert not undecided(pool([CORRECT, CASE_SENSITIVE, WRONG]))  # one verifies best
+    # Votes break the verifiers' tie: a proposal whose answer has the most votes is decided; two proposals
+    # with the same top answer tie (the peers choose the text).
+    three = pool([PROSE, PROSE, PROSE], tests=None)
+    for p, answer in zip(three, ["42", "41", "40"]):
+        p.versions[0].answer = answer
+    assert not undecided(three, {"42": 2, "41": 1, "40": 1})
+    three[1].versions[0].answer = "42"
+    assert undecided(three, {"42": 2, "40": 1})
