@@ -475,7 +475,8 @@ class DefaultCouncils(Strict):
     agents_per_council: int = Field(3, ge=1, le=CEILING_AGENTS)
     engine: str = Field(pattern=ENGINE_NAME_PATTERN)
     rounds: int = Field(1, ge=0, le=CEILING_ROUNDS)
-    drafts_per_agent: int = Field(1, ge=1, le=CEILING_DRAFTS)
+    # The shape benchmarks/quality.py measures against one agent and self-consistency (docs/quality.md).
+    drafts_per_agent: int = Field(4, ge=1, le=CEILING_DRAFTS)
     max_tokens: int = Field(256, ge=1, le=CEILING_MAX_TOKENS)
 
     @field_validator("roles")

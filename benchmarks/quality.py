@@ -32,7 +32,16 @@ from .quality_tasks import extract_code, grade_exact, grade_python, load_exact_t
 
 DOC = ROOT / "docs" / "quality.md"
 ARMS = ("single", "self_consistency", "council")
-DRAFTS = 4  # the council's drafts_per_agent
+
+
+def _default_drafts() -> int:
+    """The drafts_per_agent of the councils the service creates by default (actors.specs.DefaultCouncils)."""
+    from actors.specs import DefaultCouncils
+
+    return DefaultCouncils.model_fields["drafts_per_agent"].default
+
+
+DRAFTS = _default_drafts()
 
 
 class TimedVerifier:
