@@ -17,7 +17,6 @@ The tokens never appear in a log line, an error message or a response.
 from __future__ import annotations
 
 import hmac
-import os
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -25,11 +24,12 @@ from starlette.responses import JSONResponse
 
 from . import redact
 from .errors import error_body
+from .settings import EnvSettings, env_var
 
-ENV_TOKEN = "COUNCILS_API_TOKEN"
-ENV_TOKEN_FILE = "COUNCILS_API_TOKEN_FILE"
-ENV_ADMIN_TOKEN = "COUNCILS_ADMIN_TOKEN"
-ENV_ADMIN_TOKEN_FILE = "COUNCILS_ADMIN_TOKEN_FILE"
+ENV_TOKEN = env_var("api_token")  # COUNCILS_API_TOKEN (serve_app/settings.py reads them all)
+ENV_TOKEN_FILE = env_var("api_token_file")
+ENV_ADMIN_TOKEN = env_var("admin_token")
+ENV_ADMIN_TOKEN_FILE = env_var("admin_token_file")
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 OPEN_PATHS = HEALTH_PATHS | DOCS_PATHS  # what may ever be open (the OpenAPI document marks them so)
@@ -42,9 +42,10 @@ class AuthConfigError(RuntimeError):
     """The token configuration is unusable. Its message names the variable or file, never the token."""
 
 
-def _load(env: Mapping[str, str], var: str, file_var: str) -> str | None:
-    value = env.get(var, "")
-    path = env.get(file_var, "")
+def _load(env: EnvSettings, field: str) -> str | None:
+    var, file_var = env_var(field), env_var(field + "_file")
+    value = getattr(env, field)
+    path = getattr(env, field + "_file")
     if value and path:
         raise AuthConfigError(f"set {var} or {file_var}, not both")
     if path:
@@ -66,14 +67,14 @@ def _load(env: Mapping[str, str], var: str, file_var: str) -> str | None:
 
 def load_token(environ: Mapping[str, str] | None = None) -> str | None:
     """The read/deliberate token (COUNCILS_API_TOKEN or COUNCILS_API_TOKEN_FILE), or None."""
-    return _load(os.environ if environ is None else environ, ENV_TOKEN, ENV_TOKEN_FILE)
+    return _load(EnvSettings.from_env(environ), "api_token")
 
 
 def load_tokens(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """{scope: token} of this replica: {} (open), or read and/or admin. One token alone has every scope."""
-    env = os.environ if environ is None else environ
-    read = _load(env, ENV_TOKEN, ENV_TOKEN_FILE)
-    admin = _load(env, ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE)
+    env = EnvSettings.from_env(environ)
+    read = _load(env, "api_token")
+    admin = _load(env, "admin_token")
     if read and admin and hmac.compare_digest(read, admin):
         raise AuthConfigError(f"{ENV_TOKEN} and {ENV_ADMIN_TOKEN} must differ")
     if admin:

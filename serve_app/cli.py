@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any, Iterator
 import httpx
 
 from .security import terminal_safe
+from .settings import EnvSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -114,7 +114,7 @@ def error_message(r: httpx.Response) -> str:
 
 # -- up / down ------------------------------------------------------------------------------------
 def data_dir(args) -> Path:
-    return Path(args.data_dir or os.environ.get("COUNCILS_DATA_DIR") or ROOT / ".data")
+    return Path(args.data_dir or EnvSettings().data_dir or ROOT / ".data")
 
 
 def launcher_command(args) -> list[str]:
@@ -402,7 +402,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="councils", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     # Not `parents=[common]`: set_defaults would change the actions the subcommands share.
-    ap.add_argument("--url", default=os.environ.get("COUNCILS_URL", DEFAULT_URL),
+    ap.add_argument("--url", default=EnvSettings().url,
                     help="service URL (default: $COUNCILS_URL or %s)" % DEFAULT_URL)
     ap.add_argument("--token-file", default=None,
                     help="file holding the API token (default: $COUNCILS_API_TOKEN_FILE; not shown in ps)")
@@ -465,13 +465,13 @@ def parser() -> argparse.ArgumentParser:
 def resolve_token(args, environ=None) -> str | None:
     """--token, --token-file, then the environment: for council writes the admin token first
     ($COUNCILS_ADMIN_TOKEN_FILE, $COUNCILS_ADMIN_TOKEN), then $COUNCILS_API_TOKEN_FILE, $COUNCILS_API_TOKEN."""
-    env = os.environ if environ is None else environ
+    env = EnvSettings.from_env(environ)
     if args.token:
         return args.token
     sources = [("file", args.token_file)] if args.token_file else []
     if getattr(args, "func", None) in (cmd_create, cmd_delete):
-        sources += [("file", env.get("COUNCILS_ADMIN_TOKEN_FILE")), ("value", env.get("COUNCILS_ADMIN_TOKEN"))]
-    sources += [("file", env.get("COUNCILS_API_TOKEN_FILE")), ("value", env.get("COUNCILS_API_TOKEN"))]
+        sources += [("file", env.admin_token_file), ("value", env.admin_token)]
+    sources += [("file", env.api_token_file), ("value", env.api_token)]
     for kind, value in sources:
         if not value:
             continue

@@ -31,6 +31,7 @@ from actors import topology
 from actors.topology import HEAD_RECOVERY_ENV, SURVIVE_GCS_ENV
 
 from .redact import redact_url
+from .settings import EnvSettings
 from .valkey_server import ValkeyProcess, free_port, write_private
 
 RAY_TOKEN_FILE = "ray-auth-token"
@@ -453,23 +454,24 @@ def serve_failures(dashboard_url: str, headers: dict[str, str] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    env = EnvSettings()  # COUNCILS_* (serve_app/settings.py)
     ap = argparse.ArgumentParser(prog="python -m serve_app.launcher", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
-    ap.add_argument("--data-dir", default=os.environ.get("COUNCILS_DATA_DIR", str(ROOT / ".data")))
-    ap.add_argument("--valkey-port", type=int, default=int(os.environ.get("COUNCILS_VALKEY_PORT", 6389)))
-    ap.add_argument("--ray-port", type=int, default=int(os.environ.get("COUNCILS_RAY_PORT", 6380)))
-    ap.add_argument("--dashboard-port", type=int, default=int(os.environ.get("COUNCILS_DASHBOARD_PORT", 8265)))
-    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("COUNCILS_METRICS_PORT", 8080)),
+    ap.add_argument("--data-dir", default=env.data_dir or str(ROOT / ".data"))
+    ap.add_argument("--valkey-port", type=int, default=env.valkey_port)
+    ap.add_argument("--ray-port", type=int, default=env.ray_port)
+    ap.add_argument("--dashboard-port", type=int, default=env.dashboard_port)
+    ap.add_argument("--metrics-port", type=int, default=env.metrics_port,
                     help="Prometheus metrics of the node (ray start --metrics-export-port); 0: a random port")
     ap.add_argument("--http-port", type=int, default=None,
                     help="override http_options.port of the config (default: the config's, 8000)")
-    ap.add_argument("--namespace", default=os.environ.get("COUNCILS_GCS_NAMESPACE", "councils-local"),
+    ap.add_argument("--namespace", default=env.gcs_namespace,
                     help="RAY_external_storage_namespace: keep it stable so a restart finds its cluster")
     ap.add_argument("--num-cpus", type=int, default=None,
                     help="CPUs the worker node offers (default: this machine's); the head offers none")
     ap.add_argument("--ready-timeout", type=float, default=900)
-    ap.add_argument("--ray-auth", choices=("token", "disabled"), default=os.environ.get("COUNCILS_RAY_AUTH", "token"),
+    ap.add_argument("--ray-auth", choices=("token", "disabled"), default=env.ray_auth,
                     help="Ray token authentication of the local cluster (default token: the launcher creates the "
                          "token, 0600, under the data dir; $COUNCILS_RAY_AUTH)")
     args = ap.parse_args(argv)
@@ -519,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         args.http_port = config.get("http_options", {}).get("port", 8000)
         ready_url = f"http://127.0.0.1:{args.http_port}/readyz"
-        external = os.environ.get("COUNCILS_VALKEY_URL")
+        external = env.valkey_url
         if external:
             url = external
             redis_address, username, password = ray_redis_args(url)
@@ -537,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
         }
         head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
-                       temp_dir=os.environ.get("COUNCILS_RAY_TEMP_DIR", f"/tmp/councils-ray-{args.ray_port}"),
+                       temp_dir=env.ray_temp_dir or f"/tmp/councils-ray-{args.ray_port}",
                        redis_address=redis_address, namespace=args.namespace, env=child_env,
                        redis_password=password, redis_username=username, num_cpus=0, log_path=data / "ray-head.log",
                        metrics_export_port=args.metrics_port or None, auth_token_path=token_path,

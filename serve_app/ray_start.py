@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 import sys
 
-ENV_PASSWORD = "COUNCILS_GCS_REDIS_PASSWORD"
+from .settings import EnvSettings, env_var
+
+ENV_PASSWORD = env_var("gcs_redis_password")
 
 
 def hide_password(password: str) -> None:
@@ -45,7 +47,8 @@ def hide_password(password: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    password = os.environ.pop(ENV_PASSWORD, "")
+    password = EnvSettings().gcs_redis_password
+    os.environ.pop(ENV_PASSWORD, None)  # not inherited by what this process starts
     if password:
         hide_password(password)
         # In this process only: /proc/<pid>/cmdline keeps the arguments this process was started with.

