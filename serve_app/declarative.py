@@ -1,6 +1,6 @@
 """The declarative part of a deploy: the config's engines and councils, applied to Valkey.
 
-Every ingress replica runs this when it starts (serve_app/app.py `Ingress.reconcile`); it is
+Every ingress replica runs this when it starts (serve_app/reconcile.py `Reconciler.reconcile`); it is
 idempotent, so many replicas applying the same config at once agree.
 
 Councils

@@ -1,9 +1,13 @@
-"""JSON errors with a message a person can act on."""
+"""JSON errors with a message a person can act on: the exception routes raise, the body every error has
+(`{"error": {"status": 422, "message": "body.task: ...", "detail": [...]}}`), and its pydantic model, which the
+routes name in `responses=` so the OpenAPI document says what the API really answers."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 
 class ApiError(Exception):
@@ -56,3 +60,47 @@ def _text(value: str) -> str:
         return value
     except UnicodeEncodeError:
         return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+
+
+# -- the error body as a model, for the OpenAPI document ------------------------------------------------
+class ErrorInfo(BaseModel):
+    status: int
+    message: str
+    detail: Any = None
+    # The OpenAI-compatible routes add these (OpenAI's error shape is a superset of ours).
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers, whatever its status."""
+
+    error: ErrorInfo = Field(description="status, a message naming the field or the cause, and details")
+
+
+DESCRIPTIONS = {
+    400: "Malformed request (e.g. an invalid Content-Length)",
+    401: "Missing or wrong bearer token (only when the deployment sets one)",
+    403: "The token may read and deliberate, but this write needs the admin token",
+    404: "Unknown council, agent, deliberation or model",
+    409: "Conflict with the current state (e.g. a council owned by the deployed config)",
+    413: "Request body over the limit",
+    422: "Invalid input: the message names the field",
+    429: "Over a concurrency limit: the council's or the service's pending and running deliberations, or open event streams",
+    503: "Valkey, an engine or the council is unavailable, or the deliberation failed",
+    504: "The deliberation timed out",
+}
+_SECONDS = {"schema": {"type": "string"}, "description": "seconds"}
+HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="councils"'}},
+    429: {"Retry-After": _SECONDS},
+    503: {"Retry-After": {**_SECONDS, "description": "seconds (Valkey unavailable or full)"}},
+}
+AUTHENTICATED = (400, 401, 413, 503)  # any route behind the token and the body limit
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each status with the ErrorResponse model, its description and headers."""
+    return {code: {"model": ErrorResponse, "description": DESCRIPTIONS[code],
+                   **({"headers": HEADERS[code]} if code in HEADERS else {})} for code in sorted(set(codes))}

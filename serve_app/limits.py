@@ -1,129 +1,36 @@
-"""The input limits in force on this ingress replica, and the checks that enforce them.
+"""What happens over a limit that is not a field's: the 429s of the concurrency caps (with Retry-After), the 422 of
+a full registry, and the 413 of a body over `max_body_bytes` (an ASGI middleware, before any route reads it).
 
-The request models (actors/specs.py) carry hard ceilings; the limits set for the deployment
-(`AppConfig.limits`) are checked here, within them. A request over a limit answers 422 with the
-same shape as a model constraint (`body.task: String should have at most 8000 characters`), a body
-over `max_body_bytes` 413 (with or without Content-Length), and a council with `max_active_per_council`
-pending or running deliberations 429 with Retry-After.
-
-The limits live in this module because the ASGI middleware, which runs before any route, needs them:
-one replica is one process, so a module value is per replica. `configure` is called by the Ingress.
+Field limits (task length, rounds, agents, ...) are checked with everything else a request is resolved against,
+in serve_app/validation.py. The limits in force are the service's (serve_app/service.py: the config's `limits`,
+or the live settings'); every function here takes them as an argument.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 from starlette.responses import JSONResponse
 
-from actors.specs import ROLE_PATTERN, AgentSpec, DeliberationRequest, Limits
+from actors.specs import Limits
 
-from .errors import ApiError, error_body, validation_message
-
-_current = Limits()
-
-
-def configure(limits: Limits | dict) -> Limits:
-    global _current
-    _current = Limits.model_validate(limits)
-    return _current
-
-
-def current() -> Limits:
-    return _current
-
-
-# -- field checks, in pydantic's error shape ----------------------------------------------------------
-def _error(loc: tuple, msg: str, kind: str, value: Any, **ctx: Any) -> dict[str, Any]:
-    return {"type": kind, "loc": list(loc), "msg": msg, "input": value, "ctx": ctx}
-
-
-def _max_chars(loc: tuple, value: str | None, limit: int) -> list[dict]:
-    if value is not None and len(value) > limit:
-        return [_error(loc, f"String should have at most {limit} characters", "string_too_long",
-                       f"<{len(value)} characters>", max_length=limit)]
-    return []
-
-
-def _max_value(loc: tuple, value: int | None, limit: int) -> list[dict]:
-    if value is not None and value > limit:
-        return [_error(loc, f"Input should be less than or equal to {limit}", "less_than_equal", value, le=limit)]
-    return []
-
-
-def _max_items(loc: tuple, items: list, limit: int) -> list[dict]:
-    if len(items) > limit:
-        return [_error(loc, f"List should have at most {limit} items, not {len(items)}", "too_long",
-                       f"<{len(items)} items>", max_length=limit)]
-    return []
-
-
-def role_ok(role: str, limits: Limits | None = None) -> bool:
-    limits = limits or _current
-    # fullmatch: `$` in re.match also matches before a trailing newline.
-    return bool(re.fullmatch(ROLE_PATTERN, role) and re.fullmatch(limits.role_pattern, role))
-
-
-def request_errors(req: DeliberationRequest, limits: Limits | None = None, loc: tuple = ("body",)) -> list[dict]:
-    """What of a deliberation request is over the limits in force."""
-    lim = limits or _current
-    errors = _max_chars((*loc, "task"), req.task, lim.max_task_chars)
-    errors += _max_chars((*loc, "constraints", "rubric"), req.constraints.rubric, lim.max_rubric_chars)
-    errors += _max_value((*loc, "rounds"), req.rounds, lim.max_rounds)
-    errors += _max_value((*loc, "num_agents"), req.num_agents, lim.max_agents)
-    errors += _max_value((*loc, "max_tokens"), req.max_tokens, lim.max_tokens)
-    if not role_ok(req.role, lim):
-        errors.append(_error((*loc, "role"), f"String should match pattern '{lim.role_pattern}'",
-                             "string_pattern_mismatch", req.role, pattern=lim.role_pattern))
-    return errors
-
-
-def agents_errors(agents: Iterable[AgentSpec], limits: Limits | None = None, loc: tuple = ("body", "agents")) -> list[dict]:
-    lim = limits or _current
-    errors: list[dict] = []
-    for i, agent in enumerate(agents):
-        errors += _max_value((*loc, i, "max_tokens"), agent.max_tokens, lim.max_tokens)
-    return errors
-
-
-def council_errors(agents: list[AgentSpec], rounds: int, limits: Limits | None = None,
-                   loc: tuple = ("body",)) -> list[dict]:
-    """PUT /v1/councils/{role}: agents per council, rounds, each agent's max_tokens."""
-    lim = limits or _current
-    return (_max_items((*loc, "agents"), agents, lim.max_agents) + _max_value((*loc, "rounds"), rounds, lim.max_rounds)
-            + agents_errors(agents, lim, (*loc, "agents")))
-
-
-def raise_for(errors: list[dict]) -> None:
-    if errors:
-        raise ApiError(422, validation_message(errors), errors)
-
-
-def check_role(role: str) -> str:
-    """Before a role reaches an actor name or a Valkey key."""
-    if not role_ok(role):
-        pattern = ROLE_PATTERN if _current.role_pattern == ROLE_PATTERN else f"{ROLE_PATTERN} and {_current.role_pattern}"
-        raise ApiError(422, f"role {role!r} is invalid: roles match {pattern}")
-    return role
+from .errors import ApiError, error_body
 
 
 # -- concurrent deliberations per council -------------------------------------------------------------
-async def busy_error(store, role: str, active: int, limits: Limits | None = None) -> ApiError:
+async def busy_error(store, role: str, active: int, limits: Limits) -> ApiError:
     """The 429, with Retry-After, for a council that has max_active_per_council pending or running
     deliberations (`Store.create_record(..., max_active=...)` checks and writes in one atomic step)."""
-    lim = limits or _current
     return ApiError(429, f"council {role} is busy: {active} deliberations pending or running "
-                         f"(limit {lim.max_active_per_council}); retry later",
+                         f"(limit {limits.max_active_per_council}); retry later",
                     headers={"Retry-After": str(await retry_after_s(store, role))})
 
 
-def service_busy_error(active: int, limits: Limits | None = None) -> ApiError:
+def service_busy_error(active: int, limits: Limits) -> ApiError:
     """The 429 for all councils together at max_active_total (checked in the same atomic step)."""
-    lim = limits or _current
     return ApiError(429, f"the service is busy: {active} deliberations pending or running in all councils "
-                         f"(limit {lim.max_active_total}); retry later", headers={"Retry-After": "10"})
+                         f"(limit {limits.max_active_total}); retry later", headers={"Retry-After": "10"})
 
 
 def registry_full_error(exc) -> ApiError:
@@ -149,7 +56,7 @@ class BodyLimitMiddleware:
     reads an unbounded body, and a body that lies about its length cannot get past.
     """
 
-    def __init__(self, app, max_bytes: Callable[[], int] = lambda: _current.max_body_bytes):
+    def __init__(self, app, max_bytes: Callable[[], int] = lambda: Limits().max_body_bytes):
         self.app = app
         self.max_bytes = max_bytes
 

@@ -4,11 +4,8 @@ Each council is the model `council-<ROLE>`. The last user message is the task, p
 conversation's earlier user and assistant turns that fit (newest kept first, see `with_earlier_turns`); the
 system (or developer) messages are the rubric; the answer is the winning proposal and `usage` sums the tokens of
 every agent of the deliberation. With `stream: true` the response is Server-Sent Events of
-`chat.completion.chunk` objects, as OpenAI sends them: first the assistant role, then one chunk per
-stage event of the deliberation, whose delta has no content but a `council` field (the progress), then
-the winning answer in content chunks once it is chosen, a chunk with `finish_reason: "stop"`, the usage
-chunk if `stream_options.include_usage`, and `data: [DONE]`. A deliberation that fails or times out
-ends a stream with `data: {"error": {...}}`, which the official client raises as an APIError.
+`chat.completion.chunk` objects, as OpenAI sends them (serve_app/chat_response.py builds the answers; this module
+holds the request side: the shapes, the request -> deliberation mapping, OpenAI's error shape).
 
 Council-specific request fields (the official client sends them with `extra_body`): `rounds`,
 `num_agents`, `requirements`, `timeout_s`, `metadata`. Sampling fields (temperature, top_p, seed, stop,
@@ -21,28 +18,19 @@ The deliberation is an ordinary one (the same limits, 429 and record): the compl
 
 from __future__ import annotations
 
-import json
-import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Literal
+from typing import Any, Literal
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.protocol import TASK_CHARS
-from actors.specs import CEILING_MAX_TOKENS, CouncilSpec, DeliberationRecord, DeliberationRequest
+from actors.specs import CEILING_MAX_TOKENS, CouncilSpec, DeliberationRequest, Limits
 
-from . import limits, sse
+from . import validation
 from .errors import ApiError, error_body, validation_message
-
-if TYPE_CHECKING:
-    from .app import Ingress
 
 MODEL_PREFIX = "council-"
 OWNER = "councils-on-ray"
-ANSWER_CHUNK_CHARS = 48  # the winning answer is streamed in pieces of about this size
-HEARTBEAT_S = 15.0
-WAIT_GRACE_S = 30.0  # default time for the council to end a deliberation past its deadline
-TERMINAL_KINDS = sse.TERMINAL_KINDS
 RUBRIC_ROLES = ("system", "developer")
 
 
@@ -155,9 +143,13 @@ def model_card(spec: CouncilSpec) -> dict[str, Any]:
     return {"id": MODEL_PREFIX + spec.role, "object": "model", "created": int(spec.created_at), "owned_by": OWNER}
 
 
-async def list_models(ingress: "Ingress") -> dict[str, Any]:
-    councils = await ingress.store.list_councils()
+def model_list(councils: list[CouncilSpec]) -> dict[str, Any]:
     return {"object": "list", "data": [model_card(c) for c in councils]}
+
+
+def role_of(model: str) -> str:
+    """The council a model name stands for ("council-DEV" -> "DEV"), or "" for any other name."""
+    return model[len(MODEL_PREFIX):] if model.startswith(MODEL_PREFIX) else ""
 
 
 # -- request -> deliberation --------------------------------------------------------------------------
@@ -201,13 +193,16 @@ def with_earlier_turns(messages: list[ChatMessage], task_at: int, max_chars: int
     return head + "\n\n".join(kept) + tail
 
 
-def to_deliberation(body: ChatCompletionRequest, role: str) -> DeliberationRequest:
-    """The deliberation a chat request asks for; errors name the chat request's fields."""
+def to_deliberation(body: ChatCompletionRequest, role: str, limits: Limits | None = None) -> DeliberationRequest:
+    """The deliberation a chat request asks for, within the limits in force; errors name the chat request's
+    fields (body.messages.<i>.content, body.model, ...). What depends on the council is checked when the
+    service accepts it, as for any deliberation."""
+    limits = limits or Limits()
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users:
         raise ApiError(422, "body.messages: at least one message with role 'user' is needed (the last one is the task)")
     task_at = users[-1]
-    task = with_earlier_turns(body.messages, task_at, limits.current().max_task_chars)
+    task = with_earlier_turns(body.messages, task_at, limits.max_task_chars)
     rubric_at = [i for i, m in enumerate(body.messages) if m.role in RUBRIC_ROLES]
     rubric = "\n\n".join(t for i in rubric_at if (t := _text(body.messages[i], i).strip()))
     constraints: dict[str, Any] = {"rubric": rubric}
@@ -240,130 +235,5 @@ def to_deliberation(body: ChatCompletionRequest, role: str) -> DeliberationReque
     except ValidationError as exc:
         errors = rename(exc.errors(include_url=False))
         raise ApiError(422, validation_message(errors), errors) from None
-    errors = rename(limits.request_errors(request, loc=()))
-    if errors:
-        raise ApiError(422, validation_message(errors), errors)
+    validation.raise_for(validation.request_errors(request, limits, loc=()), rename)
     return request
-
-
-def _usage(record: DeliberationRecord) -> dict[str, int]:
-    usage = record.result.usage
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
-
-
-def _council_info(record: DeliberationRecord) -> dict[str, Any]:
-    result = record.result
-    return {"deliberation_id": record.id, "status_url": f"/v1/deliberations/{record.id}",
-            "winner_id": result.winner_id, "score": result.proposals[0].score,
-            "duration_s": round(result.duration_s, 3),
-            "proposals": [{"author": p.author, "rank": p.rank, "score": p.score} for p in result.proposals]}
-
-
-def _ended_badly(record: DeliberationRecord) -> tuple[int, str]:
-    status = {"timeout": 504}.get(record.status, 503)
-    return status, f"deliberation {record.id} ended {record.status}: {record.error or 'no result'}"
-
-
-async def chat_completions(ingress: "Ingress", body: ChatCompletionRequest,
-                           disconnected: Callable[[], Awaitable[bool]], idempotency_key: str | None = None):
-    role = body.model[len(MODEL_PREFIX):] if body.model.startswith(MODEL_PREFIX) else ""
-    if not role or not limits.role_ok(role) or await ingress.store.get_council(role) is None:
-        return model_not_found(body.model)
-    request = to_deliberation(body, role)
-    if body.stream:  # a stream slot first (limits.max_sse_connections): a refused stream starts nothing
-        ingress._open_stream_slot()
-        try:
-            record = await ingress._accept(request, idempotency_key)
-        except BaseException:
-            sse.release()
-            raise
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(sse.counted(stream(ingress, record, body.model, include_usage, disconnected)),
-                                 media_type="text/event-stream", headers=sse.HEADERS)
-    record = await ingress._accept(request, idempotency_key)
-    record = await ingress._wait_finished(record)
-    if record.status != "completed" or record.result is None:
-        status, message = _ended_badly(record)
-        return openai_error(status, message, "server_error", record.status)
-    winner = record.result.proposals[0]
-    return JSONResponse({
-        "id": f"chatcmpl-{record.id}", "object": "chat.completion", "created": int(record.created_at),
-        "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": winner.content},
-                     "finish_reason": "stop", "logprobs": None}],
-        "usage": _usage(record), "system_fingerprint": None, "council": _council_info(record),
-    })
-
-
-# -- streaming ----------------------------------------------------------------------------------------
-PROGRESS_FIELDS = ("stage", "round", "author", "critic", "target", "score", "rank")
-
-
-def _progress(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """A stage event without its texts: the progress a client shows while the council works."""
-    return {"event": kind, **{k: data[k] for k in PROGRESS_FIELDS if k in data}}
-
-
-async def stream(ingress: "Ingress", record: DeliberationRecord, model: str, include_usage: bool,
-                 disconnected: Callable[[], Awaitable[bool]], *, slice_ms: int = 1000,
-                 clock: Callable[[], float] = time.time) -> AsyncIterator[str]:
-    store = ingress.store
-    base = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": int(record.created_at),
-            "model": model, "system_fingerprint": None}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
-
-    def error(status: int, message: str, code: str) -> str:
-        body = error_body(status, message)
-        body["error"].update({"type": "server_error", "code": code, "param": None})
-        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    after, last_sent, finished_seen = "0-0", clock(), False
-    # As wait=true: the live setting (user_config wait_grace_s) when the ingress has one.
-    grace_s = getattr(getattr(ingress, "settings", None), "wait_grace_s", WAIT_GRACE_S)
-    while True:
-        entries = await store.read_events(record.id, after, block_ms=slice_ms)
-        ended = False
-        for entry_id, kind, data in entries:
-            after = entry_id
-            if kind in TERMINAL_KINDS:
-                ended = True
-                break
-            yield chunk({"council": _progress(kind, data)})
-            last_sent = clock()
-        if ended:
-            break
-        if entries:
-            continue
-        if await disconnected():
-            return  # the deliberation goes on; its record keeps the result
-        current = await store.get_record(record.id)
-        if current is None:
-            yield error(503, f"deliberation {record.id} vanished (expired)", "gone")
-            return
-        if current.finished:
-            if finished_seen:  # finished, but its terminal event never came: the record is the truth
-                break
-            finished_seen = True
-        elif clock() > record.deadline + grace_s:
-            break
-        if clock() - last_sent >= HEARTBEAT_S:
-            yield ": heartbeat\n\n"  # an SSE comment: OpenAI's client skips it
-            last_sent = clock()
-    final = await store.get_record(record.id)
-    if final is None or final.status != "completed" or final.result is None:
-        status, message = _ended_badly(final or record)
-        yield error(status, message, (final or record).status)
-        return
-    content = final.result.proposals[0].content
-    for start in range(0, len(content), ANSWER_CHUNK_CHARS):
-        yield chunk({"content": content[start:start + ANSWER_CHUNK_CHARS]})
-    yield chunk({}, "stop", council=_council_info(final))
-    if include_usage:
-        body = {**base, "choices": [], "usage": _usage(final)}
-        yield f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
-    yield "data: [DONE]\n\n"

@@ -11,7 +11,7 @@ from actors.specs import AppConfig, DeliberationRequest, EngineSpec, RuntimeSett
 from serve_app import declarative
 from serve_app.declarative import apply_config, retire_engine_actor, roll_engine, rolled_actor_name
 from serve_app.errors import ApiError
-from serve_app.runtime import effective_request
+from serve_app.validation import resolve_request
 
 pytestmark = pytest.mark.valkey
 
@@ -207,12 +207,14 @@ def test_runtime_settings_validate_and_apply():
     settings = RuntimeSettings.model_validate({"default_timeout_s": 42, "max_timeout_s": 100,
                                                "limits": {"max_task_chars": 10}})
     assert settings.limits.max_task_chars == 10 and RuntimeSettings().limits is None  # None: the args' limits
-    req = effective_request(DeliberationRequest(role="DEV", task="short"), settings)
+    council = default_council("DEV", "fake", 3, 1, 64)
+    req = resolve_request(DeliberationRequest(role="DEV", task="short"), council, settings)
     assert req.constraints.timeout_s == 42
     explicit = DeliberationRequest(role="DEV", task="short", constraints={"timeout_s": 90})
-    assert effective_request(explicit, settings).constraints.timeout_s == 90
-    with pytest.raises(ApiError, match="timeout_s=101 is over the limit of 100s"):
-        effective_request(DeliberationRequest(role="DEV", task="x", constraints={"timeout_s": 101}), settings)
+    assert resolve_request(explicit, council, settings).constraints.timeout_s == 90
+    with pytest.raises(ApiError, match="timeout_s=101 is over the limit of 100s") as exc:
+        resolve_request(DeliberationRequest(role="DEV", task="x", constraints={"timeout_s": 101}), council, settings)
+    assert exc.value.status == 422 and "body.constraints.timeout_s" in exc.value.message
 
 
 async def test_council_reads_retention_from_the_live_settings(valkey_server, key_prefix, store):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from actors.specs import AppConfig, Constraints, CouncilUpsert, DeliberationRequest, Limits, ScoringSpec
-from serve_app import auth, limits, redact
+from serve_app import auth, limits, redact, validation
 from serve_app.errors import ApiError, error_body
 from serve_app.openai_compat import ChatCompletionRequest, to_deliberation
 from tests.ray_cluster import wait_until
@@ -112,28 +112,28 @@ def test_request_limit_errors_name_the_field():
     lim = Limits(max_task_chars=10, max_rubric_chars=5, max_rounds=1, max_agents=2, max_tokens=64)
     req = DeliberationRequest(role="DEV", task="x" * 11, constraints=Constraints(rubric="r" * 6), rounds=2,
                               num_agents=3, max_tokens=65)
-    errors = limits.request_errors(req, lim)
+    errors = validation.request_errors(req, lim)
     assert [".".join(map(str, e["loc"])) for e in errors] == [
         "body.task", "body.constraints.rubric", "body.rounds", "body.num_agents", "body.max_tokens"]
     with pytest.raises(ApiError) as exc:
-        limits.raise_for(errors)
+        validation.raise_for(errors)
     assert exc.value.status == 422 and exc.value.message.startswith("body.task: String should have at most 10")
-    assert limits.request_errors(DeliberationRequest(role="DEV", task="ok"), lim) == []
+    assert validation.request_errors(DeliberationRequest(role="DEV", task="ok"), lim) == []
     up = CouncilUpsert(agents=[{"id": f"a{i}", "engine": "e", "max_tokens": 100} for i in range(3)], rounds=2)
-    assert {".".join(map(str, e["loc"])) for e in limits.council_errors(up.agents, up.rounds, lim)} == {
+    assert {".".join(map(str, e["loc"])) for e in validation.council_errors(up.agents, up.rounds, lim)} == {
         "body.agents", "body.rounds", "body.agents.0.max_tokens", "body.agents.1.max_tokens", "body.agents.2.max_tokens"}
 
 
 def test_roles_fullmatch_and_a_configured_pattern_only_narrows():
-    assert limits.role_ok("DEV") and not limits.role_ok("DEV\n") and not limits.role_ok("dev")
+    assert validation.role_ok("DEV") and not validation.role_ok("DEV\n") and not validation.role_ok("dev")
     narrow = Limits(role_pattern=r"(DEV|QA)")
-    assert limits.role_ok("QA", narrow) and not limits.role_ok("DATA", narrow)
+    assert validation.role_ok("QA", narrow) and not validation.role_ok("DATA", narrow)
     wide = Limits(role_pattern=r".*")  # cannot widen past ROLE_PATTERN
-    assert not limits.role_ok("a/b", wide) and not limits.role_ok("council:x", wide)
+    assert not validation.role_ok("a/b", wide) and not validation.role_ok("council:x", wide)
     with pytest.raises(ValidationError, match="role_pattern"):
         Limits(role_pattern="([")
     with pytest.raises(ApiError) as exc:
-        limits.check_role("DEV\n")
+        validation.check_role("DEV\n")
     assert exc.value.status == 422
 
 
@@ -211,7 +211,6 @@ def test_chat_request_maps_to_a_deliberation():
 def test_chat_keeps_the_newest_earlier_turns_that_fit_and_the_request_whole():
     from actors.protocol import TASK_CHARS
 
-    limits.configure(Limits())
     history = []
     for i in range(40):
         history += [{"role": "user", "content": f"question {i} " + "q" * 80},
@@ -240,7 +239,6 @@ def test_chat_keeps_the_newest_earlier_turns_that_fit_and_the_request_whole():
     ({"messages": [{"role": "user", "content": "x"}], "timeout_s": -1}, "body.timeout_s"),
 ])
 def test_chat_request_errors_name_the_chat_fields(kw, needle):
-    limits.configure(Limits())
     with pytest.raises(ApiError) as exc:
         to_deliberation(_chat(**kw), "DEV")
     assert exc.value.status == 422 and needle in exc.value.message, exc.value.message

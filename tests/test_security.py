@@ -45,7 +45,7 @@ def test_a_replica_bound_to_0000_without_a_token_refuses_to_start(monkeypatch, v
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(security, "serve_http_host", lambda: "0.0.0.0")
     # The user class under Serve's ASGI wrapper: its constructor is what a replica runs first.
-    ingress_cls = next(c for c in app_module.Ingress.func_or_class.__mro__ if "reconcile" in c.__dict__)
+    ingress_cls = next(c for c in app_module.Ingress.func_or_class.__mro__ if "reconfigure" in c.__dict__)
     config = app_config(valkey_server.url).model_dump(mode="json")
     with pytest.raises(security.ExposureError, match=r"bound to 0\.0\.0\.0.*no API token"):
         ingress_cls.__init__(ingress_cls.__new__(ingress_cls), config)
@@ -222,7 +222,7 @@ async def test_sse_slots_per_replica_are_released_however_a_stream_ends():
 
 # -- 6. strict ids, terminal-safe CLI, the CLI's token ------------------------------------------------------
 def test_ids_fullmatch_no_trailing_newline():
-    from serve_app.app import check_delib_id
+    from serve_app.records import check_delib_id
 
     good = "0123456789abcdef" * 2
     assert check_delib_id(good) == good

@@ -1,0 +1,44 @@
+"""/v1/models and /v1/chat/completions: each council is the model council-<ROLE> (serve_app/openai_compat.py maps
+a chat request to a deliberation, serve_app/chat_response.py answers it, streamed or not)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from .. import chat_response, sse
+from ..openai_compat import (ChatCompletion, ChatCompletionRequest, ModelList, model_list, model_not_found, role_of,
+                             to_deliberation)
+from .deps import AUTH, DELIBERATING, Service, errors
+
+router = APIRouter(dependencies=AUTH)
+
+
+@router.get("/v1/models", responses={200: {"model": ModelList}, **errors()})
+async def list_models(service: Service) -> dict:
+    return model_list(await service.list_councils())
+
+
+@router.post("/v1/chat/completions",
+             responses={200: {"model": ChatCompletion, "content": {"text/event-stream": {}},
+                              "description": "a chat.completion, or with stream=true chat.completion.chunk events"},
+                        **errors(*DELIBERATING)})
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service,
+                           idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+    role = role_of(body.model)
+    if not role or await service.find_council(role) is None:
+        return model_not_found(body.model)
+    deliberation = to_deliberation(body, role, service.limits)
+    if not body.stream:
+        record = await service.wait(await service.accept(deliberation, idempotency_key))
+        return chat_response.completion(record, body.model)
+    service.open_stream_slot()  # a stream slot first (limits.max_sse_connections): a refused stream starts nothing
+    try:
+        record = await service.accept(deliberation, idempotency_key)
+    except BaseException:
+        sse.release()
+        raise
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunks = chat_response.stream(service.store, record, body.model, include_usage, request.is_disconnected,
+                                  grace_s=service.settings.wait_grace_s)
+    return StreamingResponse(sse.counted(chunks), media_type="text/event-stream", headers=sse.HEADERS)

@@ -1,0 +1,277 @@
+"""The service behind every route: councils (read, write, delete) and deliberations (accept, wait, stream,
+orchestrate), over the Valkey store and the council actors. No HTTP in here but ApiError; the routes
+(serve_app/routes/) are thin and the Serve ingress (serve_app/app.py) builds one service per replica.
+
+Everything it knows is in Valkey; everything it runs is in the council and engine actors. A record is written
+before a deliberation is acknowledged, so nothing accepted is lost; waits and streams follow the record and its
+events in Valkey, not the actor call, so a council restart breaks neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from actors.orchestrate import OrchestrateRequest
+from actors.specs import (AGENT_ID_PATTERN, AgentSpec, AppConfig, CouncilSpec, CouncilUpsert, DeliberationRecord,
+                          DeliberationRequest, Limits, RuntimeSettings)
+from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
+
+from . import limits, sse, validation
+from .errors import ApiError
+from .records import check_delib_id, idempotent_id, progress, status_code
+from .registry import ActorRegistry
+from .stats import percentiles, role_summary
+from .valkey_guard import ValkeyGuard
+
+log = logging.getLogger("councils.ingress")
+
+def _serve_app_name() -> str:
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().app_name
+    except Exception:
+        return "councils"
+
+
+class CouncilService:
+    def __init__(self, config: AppConfig, store: Store, registry: ActorRegistry, *, http_host: str | None = None,
+                 deployed_at: float | None = None, app_name: Callable[[], str] = _serve_app_name):
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.http_host = http_host  # Serve's bind address: /readyz details for local callers of an open API
+        self.deployed_at = deployed_at  # when the builder ran: orders deploys (declarative.py)
+        self.app_name = app_name
+        self.settings = RuntimeSettings()  # live settings (user_config)
+        self.limits: Limits = config.limits
+        self.valkey = ValkeyGuard(store)
+        self.started_at = time.time()
+        # Set by the start-up reconcile (serve_app/reconcile.py).
+        self.restored = False
+        self.engines_ready = False
+        self.reconcile_error: str | None = None
+
+    def apply_settings(self, settings: RuntimeSettings) -> None:
+        """Live settings (user_config): retention, timeouts, and the limits in force."""
+        self.settings = settings
+        ttl = settings.record_ttl_s or self.config.record_ttl_s
+        self.store.record_ttl_s = ttl
+        self.registry.record_ttl_s = ttl
+        self.limits = settings.limits or self.config.limits
+
+    @property
+    def ready(self) -> bool:
+        return self.restored and self.engines_ready
+
+    # -- councils ---------------------------------------------------------------------------------
+    async def list_councils(self) -> list[CouncilSpec]:
+        return await self.store.list_councils()
+
+    async def find_council(self, role: str) -> CouncilSpec | None:
+        """The council, or None for a role that is invalid or unknown (no error: the caller answers)."""
+        return await self.store.get_council(role) if validation.role_ok(role, self.limits) else None
+
+    async def council(self, role: str) -> CouncilSpec:
+        spec = await self.store.get_council(validation.check_role(role, self.limits))
+        if spec is None:
+            raise ApiError(404, f"council {role!r} not found")
+        return spec
+
+    def writable(self, role: str) -> None:
+        """A council declared in the deployed config (`councils:`) belongs to it: an API write would be put
+        back at the next replica start, so it is refused (409), naming the config."""
+        if any(c.role == role for c in self.config.councils):
+            raise ApiError(409, f"council {role} is owned by the deployed config (args.councils of Serve application "
+                                f"{self.app_name()!r}); change it there and `serve deploy` again")
+
+    async def put_council(self, role: str, body: CouncilUpsert) -> tuple[CouncilSpec, bool]:
+        spec = validation.resolve_council(role, body, self.limits, writable=self.writable)
+        await self._check_engines(body.agents)
+        return await self._store_and_apply(spec)
+
+    async def delete_council(self, role: str) -> None:
+        await self.council(role)
+        self.writable(role)
+        # Valkey first: it is the truth, and a council deleted there is never restored again.
+        await self.store.delete_council(role)
+        await self.registry.remove_council(role)
+
+    async def add_agent(self, role: str, agent: AgentSpec) -> CouncilSpec:
+        spec = await self.council(role)
+        self.writable(role)
+        spec = validation.resolve_new_agent(spec, agent, self.limits)
+        await self._check_engines([agent])
+        return (await self._store_and_apply(spec))[0]
+
+    async def remove_agent(self, role: str, agent_id: str) -> CouncilSpec:
+        spec = await self.council(role)
+        self.writable(role)
+        if not re.fullmatch(AGENT_ID_PATTERN, agent_id) or all(a.id != agent_id for a in spec.agents):
+            raise ApiError(404, f"agent {agent_id!r} not in council {role}")
+        if len(spec.agents) == 1:
+            raise ApiError(409, f"agent {agent_id!r} is the last agent of council {role}; delete the council instead")
+        spec = spec.model_copy(update={"agents": [a for a in spec.agents if a.id != agent_id]})
+        return (await self._store_and_apply(spec))[0]
+
+    async def _check_engines(self, agents: list[AgentSpec]) -> None:
+        known = {e.name for e in await self.store.list_engines()}
+        unknown = sorted({a.engine for a in agents} - known)
+        if unknown:
+            raise ApiError(422, f"unknown engine(s) {unknown}; known engines: {sorted(known)}")
+
+    async def _store_and_apply(self, spec: CouncilSpec) -> tuple[CouncilSpec, bool]:
+        # Within max_councils and max_agents_total, checked and written atomically: a refused write leaves
+        # nothing behind and creates no actor.
+        await self.valkey.check_room()
+        try:
+            stored, created = await self.store.put_council_capped(spec, self.limits.max_councils,
+                                                                  self.limits.max_agents_total)
+        except RegistryFull as exc:
+            raise limits.registry_full_error(exc) from None
+        await self.registry.council(stored.role).reload.remote()
+        return stored, created
+
+    # -- deliberations ----------------------------------------------------------------------------
+    async def accept(self, request: DeliberationRequest, idempotency_key: str | None = None) -> DeliberationRecord:
+        """Resolve the request against its council and the live settings (validation.resolve_request), store
+        its record (durable before acknowledged) and hand it to the council. With an Idempotency-Key, a retry
+        returns the deliberation the first request started."""
+        council = await self.find_council(request.role)
+        request = validation.resolve_request(request, council, self.settings, self.limits)
+        record = DeliberationRecord(request=request, council_version=council.version)
+        await self.valkey.check_room()
+        if (delib_id := idempotent_id(request.role, idempotency_key)) is not None:
+            record.id = delib_id
+        # Durable before acknowledged: once this returns, a restarted council will find the record.
+        # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
+        try:
+            record, created = await self.store.create_record(record, max_active=self.limits.max_active_per_council,
+                                                             max_active_total=self.limits.max_active_total)
+        except CouncilBusy as exc:
+            raise await limits.busy_error(self.store, request.role, exc.active, self.limits) from None
+        except ServiceBusy as exc:  # all councils together (limits.max_active_total)
+            raise limits.service_busy_error(exc.active, self.limits) from None
+        if not created:  # the same Idempotency-Key again
+            if record.request != request:
+                raise ApiError(409, f"Idempotency-Key already used for deliberation {record.id}, with a different "
+                                    "request; use a new key for a new request")
+            if record.finished:
+                return record
+        try:
+            # Bounded: a council that is restarting must not hold the acknowledgement hostage.
+            await asyncio.wait_for(self.registry.council(request.role).submit.remote(record.id), timeout=10)
+        except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
+            log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
+        return record
+
+    async def wait(self, record: DeliberationRecord) -> DeliberationRecord:
+        """Follow the record in Valkey (not the actor call), so a council restart does not break the wait."""
+        last_event = "0-0"
+        grace_s = self.settings.wait_grace_s  # past the deadline the council marks it timeout; leave it time
+        while time.time() < record.deadline + grace_s:
+            current = await self.store.get_record(record.id)
+            if current is None:
+                raise ApiError(404, f"deliberation {record.id} vanished")
+            if current.finished:
+                return current
+            events = await self.store.read_events(record.id, last_event, block_ms=1000)
+            if events:
+                last_event = events[-1][0]
+        current = await self.store.get_record(record.id)
+        return current or record
+
+    async def record(self, delib_id: str) -> DeliberationRecord:
+        record = await self.store.get_record(check_delib_id(delib_id))
+        if record is None:
+            raise ApiError(404, f"deliberation {delib_id!r} not found (unknown, or expired after its TTL)")
+        return record
+
+    async def record_view(self, delib_id: str) -> dict[str, Any]:
+        """GET /v1/deliberations/{id}: the record, its progress, its events URL and any orchestration."""
+        record = await self.record(delib_id)
+        body = record.model_dump(mode="json")
+        body["progress"] = progress(record)
+        body["events_url"] = f"/v1/deliberations/{record.id}/events"
+        orchestration = await self.store.get_orchestration(record.id)
+        if orchestration is not None:
+            body["orchestration"] = orchestration
+        return body
+
+    def open_stream_slot(self) -> None:
+        """One of limits.max_sse_connections open streams of this replica, or 429 (sse.counted releases it)."""
+        limit = self.limits.max_sse_connections
+        if not sse.try_open(limit):
+            raise ApiError(429, f"this replica has its maximum of {limit} open event streams "
+                                "(limits.max_sse_connections); retry later", headers={"Retry-After": "5"})
+
+    async def events(self, delib_id: str, after: str,
+                     disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
+        """The SSE text of a deliberation's events after `after`, holding a stream slot until it ends."""
+        record = await self.record(delib_id)
+        if not sse.valid_stream_id(after):
+            raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")
+        self.open_stream_slot()
+        return sse.counted(sse.event_stream(self.store, delib_id, after, disconnected=disconnected,
+                                            deadline=record.deadline + self.settings.wait_grace_s))
+
+    async def orchestrate(self, body: OrchestrateRequest) -> dict[str, Any]:
+        """Deliberate (waiting for the result), then let an architect choose among the top_k candidates."""
+        request = DeliberationRequest.model_validate(body.model_dump(exclude={"top_k"}))
+        record = await self.wait(await self.accept(request))
+        if record.status != "completed":
+            raise ApiError(status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
+                           {"id": record.id, "status": record.status})
+        outcome = await self.registry.council(request.role).orchestrate.remote(record.id, body.top_k)
+        if "error" in outcome:
+            raise ApiError(outcome.get("status", 503), outcome["error"])
+        return {
+            "id": record.id,
+            "role": record.request.role,
+            "status_url": f"/v1/deliberations/{record.id}",
+            "chosen": {k: outcome["chosen"][k] for k in ("number", "author", "content", "score", "rank")},
+            "reason": outcome["reason"],
+            "decided_by": outcome["decided_by"],
+            "architect": outcome["architect"],
+            "top_k": outcome["top_k"],
+            "candidates": outcome["candidates"],
+            "winner_id": record.result.winner_id if record.result else None,
+        }
+
+    # -- health and status ------------------------------------------------------------------------
+    async def readiness(self, details: bool) -> dict[str, Any]:
+        try:
+            valkey_ok = await asyncio.wait_for(self.store.ping(), 2)
+        except Exception:
+            valkey_ok = False
+        body = {"ready": valkey_ok and self.ready, "valkey": valkey_ok, "councils_restored": self.restored,
+                "engines_ready": self.engines_ready}
+        if details:  # error text may name internal hosts; Valkey's settings
+            body["error"] = self.reconcile_error
+            if valkey_ok:
+                body["valkey_persistence"] = await self.valkey.persistence()
+        return body
+
+    async def status(self) -> dict[str, Any]:
+        councils = await self.store.list_councils()
+        counters = await self.store.stats()
+        latency, by_role = {}, {}
+        for c in councils:
+            latency[c.role] = percentiles(await self.store.durations(c.role))
+            by_role[c.role] = role_summary(c.role, counters, await self.store.active_count(c.role), latency[c.role])
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "ready": self.ready,
+            "councils": [{"role": c.role, "agents": len(c.agents), "agent_ids": [a.id for a in c.agents],
+                          "engines": sorted({a.engine for a in c.agents}), "rounds": c.rounds,
+                          "version": c.version} for c in councils],
+            "engines": [e.name for e in await self.store.list_engines()],
+            "by_role": by_role,
+            "counters": counters,
+            "latency_s": latency,
+            "settings": {**self.settings.model_dump(mode="json"), "record_ttl_s": self.store.record_ttl_s},
+        }

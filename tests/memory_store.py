@@ -1,0 +1,120 @@
+"""In-memory stand-ins for the Valkey store and the actor registry, so the real CouncilService and the real routes
+run in-process (FastAPI's TestClient) with no Valkey and no Ray: tests/test_routes.py."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from actors.specs import AppConfig, CouncilSpec, DeliberationRecord, EngineSpec, default_council
+from actors.store import CouncilBusy, RegistryFull
+from serve_app.api import build_api
+from serve_app.service import CouncilService
+
+
+class MemoryStore:
+    """The part of actors.store.Store the service uses, in dicts."""
+
+    def __init__(self, engines=("fake",), record_ttl_s: int = 3600):
+        self.councils: dict[str, CouncilSpec] = {}
+        self.engines = [EngineSpec(name=n, model="m") for n in engines]
+        self.records: dict[str, DeliberationRecord] = {}
+        self.events: dict[str, list[tuple[str, str, dict]]] = {}
+        self.record_ttl_s = record_ttl_s
+
+    async def ping(self) -> bool:
+        return True
+
+    async def get_council(self, role: str) -> CouncilSpec | None:
+        return self.councils.get(role)
+
+    async def list_councils(self) -> list[CouncilSpec]:
+        return [self.councils[r] for r in sorted(self.councils)]
+
+    async def list_engines(self) -> list[EngineSpec]:
+        return list(self.engines)
+
+    async def put_council(self, spec: CouncilSpec) -> tuple[CouncilSpec, bool]:
+        old = self.councils.get(spec.role)
+        now = time.time()
+        stored = spec.model_copy(update={"version": old.version + 1 if old else 1,
+                                         "created_at": old.created_at if old else now, "updated_at": now})
+        self.councils[spec.role] = stored
+        return stored, old is None
+
+    async def put_council_capped(self, spec: CouncilSpec, max_councils: int, max_agents_total: int):
+        if spec.role not in self.councils and len(self.councils) >= max_councils:
+            raise RegistryFull("max_councils", len(self.councils) + 1, max_councils)
+        return await self.put_council(spec)
+
+    async def delete_council(self, role: str, reason: str = "council deleted") -> bool:
+        return self.councils.pop(role, None) is not None
+
+    async def create_record(self, record: DeliberationRecord, max_active: int | None = None,
+                            max_active_total: int | None = None):
+        if record.id in self.records:
+            return self.records[record.id], False
+        active = sum(1 for r in self.records.values() if r.request.role == record.request.role and not r.finished)
+        if max_active and active >= max_active:
+            raise CouncilBusy(record.request.role, active)
+        self.records[record.id] = record
+        return record, True
+
+    async def get_record(self, delib_id: str) -> DeliberationRecord | None:
+        return self.records.get(delib_id)
+
+    async def read_events(self, delib_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100):
+        return [e for e in self.events.get(delib_id, []) if e[0] > after]
+
+    async def get_orchestration(self, delib_id: str):
+        return None
+
+    async def stats(self) -> dict[str, int]:
+        return {}
+
+    async def durations(self, role: str) -> list[float]:
+        return []
+
+    async def active_count(self, role: str) -> int:
+        return 0
+
+
+class _Remote:
+    def __init__(self, calls: list, name: str):
+        self.calls, self.name = calls, name
+
+    def remote(self, *args):
+        self.calls.append((self.name, args))
+
+        async def done():
+            return None
+        return done()
+
+
+class MemoryRegistry:
+    """Council handles whose calls are recorded (submit, reload, ...) and answer at once."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple]] = []
+        self.record_ttl_s = 3600
+
+    def council(self, role: str):
+        return SimpleNamespace(**{m: _Remote(self.calls, f"{role}.{m}")
+                                  for m in ("submit", "reload", "info", "configure", "orchestrate")})
+
+    async def remove_council(self, role: str, reason: str = "council deleted") -> None:
+        self.calls.append((f"{role}.remove", (reason,)))
+
+
+def memory_service(roles=("DEV", "QA"), config: dict | None = None) -> CouncilService:
+    """The real service over the in-memory store, with councils of 3 agents on the engine `fake`."""
+    store = MemoryStore()
+    for role in roles:
+        store.councils[role] = default_council(role, "fake").model_copy(update={"created_at": 1.0, "updated_at": 1.0})
+    app_config = AppConfig.model_validate({"engines": [{"name": "fake", "model": "m"}],
+                                           "default_councils": {"engine": "fake"}, **(config or {})})
+    return CouncilService(app_config, store, MemoryRegistry(), http_host="127.0.0.1", app_name=lambda: "councils")
+
+
+def memory_app(service: CouncilService | None = None):
+    return build_api(service or memory_service())

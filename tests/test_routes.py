@@ -1,0 +1,196 @@
+"""The HTTP routes and the one validation step, in-process: FastAPI's TestClient over the app that serve_app/api.py
+builds, with the real CouncilService on an in-memory store and registry (tests/memory_store.py) or a fake
+service. No Valkey, no Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from actors.specs import RuntimeSettings, default_council
+from serve_app.api import build_api
+from serve_app.errors import ApiError
+from tests.memory_store import memory_app, memory_service
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def service():
+    return memory_service()
+
+
+@pytest.fixture
+def client(service):
+    with TestClient(build_api(service)) as c:
+        yield c
+
+
+def message(r) -> str:
+    return r.json()["error"]["message"]
+
+
+# -- councils: PUT accepts what GET returns ----------------------------------------------------------------
+def test_put_accepts_what_get_returns(client):
+    got = client.get("/v1/councils/DEV").json()
+    assert got["role"] == "DEV" and got["version"] == 1 and got["created_at"] == 1.0
+    r = client.put("/v1/councils/DEV", json={**got, "rounds": 2})  # version, created_at, updated_at: read-only
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2 and r.json()["created_at"] == 1.0 and r.json()["rounds"] == 2
+    r = client.put("/v1/councils/DEV", json={k: v for k, v in got.items() if k != "role"})  # role may be left out
+    assert r.status_code == 200 and r.json()["version"] == 3
+
+
+def test_put_role_must_match_the_path_unknown_fields_refused(client):
+    got = client.get("/v1/councils/DEV").json()
+    r = client.put("/v1/councils/DEV", json={**got, "role": "QA"})
+    assert r.status_code == 422 and "body.role" in message(r)
+    r = client.put("/v1/councils/DEV", json={**got, "agentz": []})
+    assert r.status_code == 422 and "agentz" in message(r)
+    assert client.get("/v1/councils/DEV").json()["version"] == 1  # nothing written
+
+
+def test_council_writes(client, service):
+    agents = [{"id": "sec-1", "engine": "fake"}, {"id": "sec-2", "engine": "fake"}]
+    r = client.put("/v1/councils/SEC", json={"agents": agents})
+    assert r.status_code == 201 and r.json()["version"] == 1
+    assert ("SEC.reload", ()) in service.registry.calls
+    r = client.put("/v1/councils/SEC", json={"agents": [{"id": "x", "engine": "ghost"}]})
+    assert r.status_code == 422 and "ghost" in message(r)
+    assert client.post("/v1/councils/SEC/agents", json={"id": "sec-3", "engine": "fake"}).status_code == 201
+    assert client.post("/v1/councils/SEC/agents", json={"id": "sec-3", "engine": "fake"}).status_code == 409
+    assert client.delete("/v1/councils/SEC/agents/nobody").status_code == 404
+    assert client.delete("/v1/councils/SEC/agents/sec-3").status_code == 200
+    assert client.delete("/v1/councils/SEC").json() == {"deleted": "SEC"}
+    assert client.get("/v1/councils/SEC").status_code == 404
+    assert client.get("/v1/councils/dev").status_code == 422  # a bad role never reaches a key
+    assert client.get("/v1/councils").json()["count"] == 2
+
+
+def test_a_council_declared_in_the_config_is_409_for_api_writes():
+    declared = {"role": "DEV", **default_council("DEV", "fake").model_dump(mode="json", include={"agents"})}
+    app = memory_app(memory_service(config={"councils": [declared]}))
+    with TestClient(app) as client:
+        got = client.get("/v1/councils/DEV").json()
+        for r in (client.put("/v1/councils/DEV", json=got), client.delete("/v1/councils/DEV")):
+            assert r.status_code == 409 and "args.councils of Serve application 'councils'" in message(r)
+
+
+# -- deliberations: one validation step ---------------------------------------------------------------------
+def test_accepted_request_is_resolved_against_council_and_live_settings(client, service):
+    service.apply_settings(RuntimeSettings(default_timeout_s=42))
+    r = client.post("/v1/deliberations", json={"role": "DEV", "task": "Reverse a list."})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status_url"] == f"/v1/deliberations/{body['id']}" and body["events_url"].endswith("/events")
+    record = service.store.records[body["id"]]
+    assert (record.request.rounds, record.request.num_agents, record.request.constraints.timeout_s) == (1, 3, 42)
+    assert ("DEV.submit", (body["id"],)) in service.registry.calls
+    got = client.get(f"/v1/deliberations/{body['id']}").json()
+    assert got["progress"] == {"stages_done": 0, "stages_total": 5, "last_stage": None}
+
+
+def test_every_bad_field_in_one_422_in_one_shape(client, service):
+    service.apply_settings(RuntimeSettings(default_timeout_s=60, max_timeout_s=100, limits={"max_task_chars": 10}))
+    r = client.post("/v1/deliberations", json={"role": "DEV", "task": "x" * 11, "num_agents": 5,
+                                               "constraints": {"timeout_s": 101}})
+    assert r.status_code == 422
+    locs = [".".join(map(str, e["loc"])) for e in r.json()["error"]["detail"]]
+    assert locs == ["body.task", "body.constraints.timeout_s", "body.num_agents"]
+    assert message(r).startswith("body.task: String should have at most 10 characters")
+    assert "num_agents=5 but council DEV has 3 agents" in message(r)
+    assert "timeout_s=101 is over the limit of 100s" in message(r)
+    assert not service.store.records
+
+
+@pytest.mark.parametrize("payload,status,needle", [
+    ({"role": "NOPE", "task": "x"}, 404, "council 'NOPE' not found"),
+    ({"role": "dev", "task": "x"}, 422, "body.role"),
+    ({"role": "DEV", "task": ""}, 422, "body.task"),
+    ({"role": "DEV", "task": "x", "rounds": 6}, 422, "body.rounds"),
+    ({"role": "DEV", "task": "x", "extra": 1}, 422, "body.extra"),
+])
+def test_bad_deliberation_requests(client, payload, status, needle):
+    r = client.post("/v1/deliberations", json=payload)
+    assert r.status_code == status and needle in message(r), r.text
+
+
+def test_idempotency_key_returns_the_first_deliberation_or_409(client, service):
+    headers = {"Idempotency-Key": "ticket-1"}
+    first = client.post("/v1/deliberations", json={"role": "QA", "task": "Plan."}, headers=headers).json()
+    again = client.post("/v1/deliberations", json={"role": "QA", "task": "Plan."}, headers=headers).json()
+    assert first["id"] == again["id"] and len(service.store.records) == 1
+    r = client.post("/v1/deliberations", json={"role": "QA", "task": "Other."}, headers=headers)
+    assert r.status_code == 409 and "Idempotency-Key" in message(r)
+    r = client.post("/v1/deliberations", json={"role": "QA", "task": "x"}, headers={"Idempotency-Key": "x" * 256})
+    assert r.status_code == 422
+
+
+def test_malformed_and_oversized_bodies_answer_json(client, service):
+    r = client.post("/v1/deliberations", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["status"] == 422
+    r = client.post("/v1/deliberations", content=b"x" * (service.limits.max_body_bytes + 1))
+    assert r.status_code == 413
+    assert client.get("/v1/deliberations/" + "0" * 32 + "%0A").status_code == 404
+    assert client.get("/v1/deliberations/" + "0" * 32).status_code == 404
+    r = client.get("/v1/deliberations/" + "0" * 32 + "/events")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+
+
+def test_chat_completions_validation_names_the_chat_fields(client):
+    r = client.post("/v1/chat/completions", json={"model": "council-NOPE", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = client.post("/v1/chat/completions", json={"model": "council-DEV", "messages": [{"role": "user", "content": ""}]})
+    assert r.status_code == 422 and "body.messages.0.content" in message(r)
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["council-DEV", "council-QA"]
+
+
+def test_health_readiness_and_status(client, service):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["councils_restored"] is False
+    service.restored = service.engines_ready = True
+    r = client.get("/readyz")
+    assert r.status_code == 200 and "error" in r.json()  # loopback and open: details shown
+    assert [c["role"] for c in client.get("/v1/status").json()["councils"]] == ["DEV", "QA"]
+
+
+# -- routes over a fake service -----------------------------------------------------------------------------
+class DownService:
+    """A service whose every call fails as the real one does when Valkey or a council is away."""
+
+    limits = memory_service().limits
+
+    async def list_councils(self):
+        raise ApiError(503, "Valkey unavailable: ConnectionError", headers={"Retry-After": "5"})
+
+    async def council(self, role):
+        raise RuntimeError("boom: not an ApiError")
+
+
+def test_routes_turn_service_errors_into_json():
+    with TestClient(build_api(DownService())) as client:
+        r = client.get("/v1/councils")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5" and "Valkey" in message(r)
+        r = client.get("/v1/councils/DEV")
+        assert r.status_code == 503 and message(r).startswith("service error: RuntimeError: boom")
+
+
+# -- the OpenAPI document ------------------------------------------------------------------------------------
+def test_openapi_documents_the_error_model_on_every_route(client):
+    doc = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(doc)
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert op["responses"]["503"]["content"]["application/json"]["schema"] == ref, (method, path)
+            if path not in ("/healthz", "/readyz"):
+                assert {"400", "401", "413"} <= set(op["responses"]) and op["security"], (method, path)
+                assert "Retry-After" not in op["responses"]["401"].get("headers", {})
+    paths = doc["paths"]
+    assert "202" in paths["/v1/deliberations"]["post"]["responses"]
+    assert {"201", "403", "409", "422"} <= set(paths["/v1/councils/{role}"]["put"]["responses"])
+    assert "Retry-After" in paths["/v1/chat/completions"]["post"]["responses"]["429"]["headers"]
