@@ -8,6 +8,7 @@ the cores:
   baselines  a vLLM OpenAI-compatible server: the original (sequential HTTP) and concurrent-HTTP designs
   stack      the `make run` stack: Serve overhead, throughput, restore
   quality    one in-process vLLM engine: one agent vs self-consistency vs the council (docs/quality.md)
+  faults     the `make run` stack: time from each fault's SIGKILL to the next successful deliberation
 then `report` turns the raw runs into JSON, PNG plots and docs/benchmarks.md.
 
     python -m benchmarks [--phases inprocess baselines stack] [--report-only]
@@ -24,7 +25,7 @@ import time
 from . import report
 from .common import ROOT, RUNS, load_run, machine_lock, save_run
 
-PHASES = ["inprocess", "baselines", "stack", "quality"]
+PHASES = ["inprocess", "baselines", "stack", "quality", "faults"]
 
 
 def main() -> int:

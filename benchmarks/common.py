@@ -10,7 +10,10 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,10 +65,10 @@ def settings() -> dict[str, Any]:
         "quality_limit": None,  # every shipped task (benchmarks/quality_tasks/)
         "quality_max_tokens": 128,
         "quality_reps": 2,  # fresh draws of every arm on every task (~12 min each on 2 cores)
-        "head_restart_reps": 0,
+        "fault_reps": 3,  # SIGKILLs of each fault, each timed to the next successful deliberation
     }
     if os.environ.get(QUICK_ENV) == "1":
-        s.update(reps=1, overhead_reps=1, fanout_agents=[1, 3], fanout_max_tokens=8, fanout_reps=1, max_tokens=8,
+        s.update(fault_reps=1, reps=1, overhead_reps=1, fanout_agents=[1, 3], fanout_max_tokens=8, fanout_reps=1, max_tokens=8,
                  throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, restore_spec_counts=[5, 50],
                  restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32, quality_reps=1)
     return s
@@ -205,6 +208,48 @@ def machine_lock():
             yield
         finally:
             os.environ.pop(LOCK_HELD_ENV, None)
+
+
+# ---------------------------------------------------------------- the `make run` stack
+
+
+def start_launcher(data: Path, ports: dict[str, int], config: Path | None = None) -> subprocess.Popen:
+    """`make run` on free ports with its own data dir, in its own process group. Call under machine_lock."""
+    log = open(data / "launcher.log", "ab")
+    cmd = [sys.executable, "-m", "serve_app.launcher", "--data-dir", str(data), "--valkey-port", str(ports["valkey"]),
+           "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dashboard"]), "--http-port",
+           str(ports["http"])]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "COUNCILS_RAY_TEMP_DIR": str(data / "ray")})
+    log.close()
+    return proc
+
+
+def wait_launcher_ready(proc: subprocess.Popen, data: Path, timeout_s: float = 900) -> float:
+    t0 = time.time()
+    log = data / "launcher.log"
+    while time.time() - t0 < timeout_s:
+        text = log.read_text(errors="replace")
+        if "READY on" in text:
+            return round(time.time() - t0, 1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"launcher exited ({proc.returncode}):\n{text[-3000:]}")
+        time.sleep(1)
+    raise TimeoutError(f"launcher not ready in {timeout_s:.0f}s; see {log}")
+
+
+def stop_launcher(proc: subprocess.Popen) -> None:
+    """Ctrl-C to the launcher's process group (it stops what it started), then make sure."""
+    from serve_app.launcher import kill_tree
+
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(180)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    kill_tree(proc.pid, 30)
 
 
 # ---------------------------------------------------------------- figures and files

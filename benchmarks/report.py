@@ -187,6 +187,48 @@ def restore(stack: dict) -> dict | None:
 # ---------------------------------------------------------------- docs/benchmarks.md
 
 
+FAULT_LABELS = {
+    "council": ("a council actor's worker process (council-DEV)", "Ray restarts the actor; it reads its spec and records from Valkey"),
+    "ingress": ("the Ingress's Serve replica process", "Serve starts a new replica"),
+    "gcs": ("the head's `gcs_server`", "the launcher's supervisor restarts the head; the worker node keeps councils, engine and ingress"),
+    "valkey": ("`valkey-server`", "the supervisor restarts it from its AOF; Ray's GCS exits on the outage and the head restarts too"),
+    "engine": ("the vLLM engine-core process", "the engine actor starts a new engine core: the model loads again"),
+}
+
+
+def recovery(faults: dict | None) -> dict | None:
+    """Time from each SIGKILL to the next successful deliberation over HTTP (benchmarks/faults.py)."""
+    if not faults or not faults.get("faults"):
+        return None
+    summary = {"request": faults["request"], "stack_ready_s": faults.get("stack_ready_s"), "run_on": faults["machine"],
+               "note": faults.get("note", ""),
+               "faults": {k: {x: v[x] for x in ("median_s", "min_s", "max_s", "n", "healthy_deliberation_s")}
+                          for k, v in faults["faults"].items()}}
+    save("faults", {"model": MODEL_LABEL, **summary})
+    return summary
+
+
+def recovery_markdown(r: dict) -> list[str]:
+    req, m = r["request"], r["run_on"]
+    out = ["## 7. Time to recover", "",
+           "On the `make run` stack (`python -m benchmarks.faults`: the launcher with its supervisor, a head and a "
+           "worker node, the real vLLM engine), each process below is SIGKILLed with the stack healthy, then "
+           f"`POST /v1/deliberations?wait=true` ({req['role']}, rounds {req['rounds']}, {req['max_tokens']} tokens) "
+           "is sent again and again until one answers 200. Seconds from the kill to that answer, median of "
+           f"{max(v['n'] for v in r['faults'].values())} kills (min–max); a healthy stack answers the same request "
+           f"in the last column's time. Run on {m['cpu']}, {m['cores']} cores, on {m['date']}"
+           + (f"; {r['note']}." if r.get("note") else "."), "",
+           "| SIGKILL of | what brings it back | to the next deliberation, median (min–max) | healthy |",
+           "|---|---|---|---|"]
+    for fault, v in r["faults"].items():
+        what, how = FAULT_LABELS.get(fault, (fault, ""))
+        out.append(f"| {what} | {how} | **{v['median_s']:.1f} s** ({v['min_s']:.1f}–{v['max_s']:.1f}) | "
+                   f"{v['healthy_deliberation_s']:.1f} s |")
+    out += ["", "What each kill must not lose (every accepted deliberation completes, once) is tested, not "
+            "benchmarked: [operations.md, what survives what](operations.md#what-survives-what).", ""]
+    return out
+
+
 def _spread(rows: list[dict]) -> str:
     walls = [r["wall_s"] for r in rows]
     mid = median(walls)
@@ -400,6 +442,8 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
             "`vllm.entrypoints.openai.api_server` keeps chunked prefill on, so every council these benchmarks "
             "deliberate with is unseeded (`seed: null`), on every side of every comparison, to sample alike.", ""]
 
+    if s.get("recovery"):
+        out += recovery_markdown(s["recovery"])
     out += _outside(stack)
     return "\n".join(out)
 
@@ -422,23 +466,6 @@ def _outside(stack: dict | None) -> list[str]:
                 + ", ".join(f"N={n} {r['median_wall_s']:.2f} s ({r['ratio_to_n1']:.2f} ×)" for n, r in res.items())
                 + ". At very short budgets (8 tokens) the ratio rose to 1.78: with so few decode steps the fixed "
                 "cost of a step with three sequences weighs more than at a realistic answer length.", ""]
-    h = (stack or {}).get("head_restart")
-    path = RESULTS / "head_restart.json"
-    if not h and path.exists():
-        h = json.loads(path.read_text())
-    if h:
-        med = h["median"]
-        out += ["## Head restart to first deliberation", "",
-                "On the `make run` stack (`python -m benchmarks.head_restart`), the head's GCS is SIGKILLed and the "
-                f"launcher's supervisor restarts the head; median of {len(h['reps'])}:", "",
-                "| milestone | seconds after the kill |", "|---|---|",
-                f"| head back (new GCS, dashboard answers) | {med['head_back_s']:.1f} |",
-                f"| councils back (every council actor restored from GCS/Valkey, ingress reconciled) | "
-                f"{med['councils_back_s']:.1f} |",
-                f"| engine ready (engine actor restarted and its model reloaded) | {med['engine_ready_s']:.1f} |",
-                f"| first successful deliberation | {med['first_deliberation_s']:.1f} |", "",
-                "The engine reload dominates: vLLM's three processes each import vLLM on 2 cores (~45 s); on a GPU "
-                "node with a warm page cache it is far shorter.", ""]
     return out
 
 
@@ -447,10 +474,7 @@ def main() -> dict:
     suite = load_run("suite")
     summaries = {"fanout": fanout(inproc), "overhead": overhead(inproc, stack),
                  "baselines": baselines(inproc, base, stack), "throughput": throughput(stack),
-                 "restore": restore(stack)}
-    if stack and stack.get("head_restart"):
-        save("head_restart", {"reps": stack["head_restart"]["reps"], "median": stack["head_restart"]["median"],
-                              "model": MODEL_LABEL})
+                 "restore": restore(stack), "recovery": recovery(load_run("faults"))}
     DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, base, stack, suite).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries

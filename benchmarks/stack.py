@@ -13,7 +13,6 @@
               reconcile, timed: Store.list_councils + get-or-create of every council actor (its real
               constructor reads its spec, unfinished records and settings from Valkey) + its info().
               Engines are not involved (councils resolve them lazily), so engine load is excluded.
-  head restart (optional, settings()["head_restart_reps"]) benchmarks/head_restart.py on this stack.
 
     python -m benchmarks.stack        # writes benchmarks/results/runs/stack.json
 """
@@ -31,9 +30,8 @@ import psutil
 
 from serve_app.valkey_server import free_port
 
-from . import head_restart
 from .common import (BENCH_ROLE, TASKS, WARMUP_TASK, bench_council, bench_request, machine_lock, median,
-                     save_run, settings, timed_deliberation)
+                     save_run, settings, start_launcher, stop_launcher, timed_deliberation, wait_launcher_ready)
 
 DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
@@ -390,22 +388,18 @@ async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
 
 
 def main() -> None:
-    s = settings()
     data = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     ports = {k: free_port() for k in ("valkey", "ray", "dashboard", "http")}
     url = f"http://127.0.0.1:{ports['http']}"
     with machine_lock():
-        proc = head_restart.start_launcher(data, ports)
+        proc = start_launcher(data, ports)
         try:
-            ready_s = head_restart.wait_launcher_ready(proc, data)
+            ready_s = wait_launcher_ready(proc, data)
             print(f"stack ready in {ready_s}s (data {data})", flush=True)
             out = asyncio.run(run(ports, url, proc.pid))
             out["stack_ready_s"] = ready_s
-            if s["head_restart_reps"]:
-                rows = head_restart.measure(ports, url, s["head_restart_reps"])
-                out["head_restart"] = {"reps": rows, "median": head_restart.summarise(rows)}
         finally:
-            head_restart.stop_launcher(proc)
+            stop_launcher(proc)
     print(f"wrote {save_run('stack', out)}")
 
 
