@@ -32,8 +32,8 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (all_verified, decide, displaces, rank_proposals, score_checks, settled, tests_of, undecided,
-                      verifier_key)
+from .scoring import (all_verified, best_version, decide, displaces, rank_proposals, score_checks, settled, tests_of,
+                      undecided)
 from .specs import (
     AgentSpec,
     CheckResult,
@@ -482,7 +482,7 @@ async def _propose(ctx: _Stage) -> Events:
                                         "checks": _check_summary(version.checks)}))
         drawn += per_wave
     for p in proposals:
-        p.chosen = max(range(len(p.versions)), key=lambda i: verifier_key(p.versions[i]))  # first of the best
+        p.chosen = best_version(p.versions)
         p.content, p.checks, p.score = p.current.content, p.current.checks, p.current.score
     record.proposals = proposals
     return events

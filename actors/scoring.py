@@ -49,6 +49,11 @@ def verifier_key(version: Version) -> tuple:
     return (ratio == 1.0, ratio, -failed, version.score if version.score is not None else 0.0)
 
 
+def best_version(versions: list[Version]) -> int:
+    """Index of the best-verified version (the first of equals): what a proposal stands for after drafting."""
+    return max(range(len(versions)), key=lambda i: verifier_key(versions[i]))
+
+
 def displaces(new: Version, current: Version) -> bool:
     """Whether a revision replaces the version its proposal stands for: never when it fails a check
     the current one passed, nor when it verifies worse."""

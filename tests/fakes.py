@@ -214,3 +214,15 @@ class FakeVerifier:
         self.calls.append(list(texts))
         await asyncio.sleep(self.delay)
         return [self.checks(t, request) for t in texts]
+
+
+def drafted(proposal: dict):
+    """A proposal of a deliberation's result as it stood after the propose stage: its drafts (round-0
+    versions), standing for the best-verified one."""
+    from actors.scoring import best_version
+    from actors.specs import Proposal, Version
+
+    versions = [Version.model_validate(v) for v in proposal["versions"] if v["round"] == 0]
+    best = best_version(versions)
+    return Proposal(author=proposal["author"], content=versions[best].content, versions=versions, chosen=best,
+                    checks=versions[best].checks)

@@ -188,17 +188,12 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert rec["status"] == "completed"
     assert len(res["proposals"]) == 3 and [p["rank"] for p in res["proposals"]] == [1, 2, 3]
     from actors.scoring import all_verified, settled, verifier_key
-    from actors.specs import Proposal, Version
+    from actors.specs import Proposal
+    from tests.fakes import drafted
 
     early_stop = "revise-1" in rec["stages_skipped"]
 
-    def drafts_of(p: dict) -> Proposal:  # the proposal as it stood after the propose stage: its best draft
-        versions = [Version.model_validate(v) for v in p["versions"] if v["round"] == 0]
-        best = max(range(len(versions)), key=lambda i: verifier_key(versions[i]))
-        return Proposal(author=p["author"], content=versions[best].content, versions=versions, chosen=best,
-                        checks=versions[best].checks)
-
-    first_drafts = [drafts_of(p) for p in res["proposals"]]
+    first_drafts = [drafted(p) for p in res["proposals"]]
     # Drafting stops at the first wave with a draft that passes the tests; early stop then skips the round.
     waves = {len(p.versions) for p in first_drafts}
     assert len(waves) == 1 and 1 <= waves.pop() <= drafts
