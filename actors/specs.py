@@ -51,7 +51,8 @@ METADATA_MAX_DEPTH = 8
 
 
 class Limits(Strict):
-    """Input limits in force, checked by the ingress (serve_app/limits.py) within the hard ceilings above."""
+    """Input limits in force, checked by the ingress (serve_app/validation.py for requests, serve_app/limits.py for
+    429s and body sizes) within the hard ceilings above."""
 
     max_task_chars: int = Field(8000, ge=1, le=CEILING_TASK_CHARS)
     max_rubric_chars: int = Field(4000, ge=0, le=CEILING_RUBRIC_CHARS)
