@@ -130,7 +130,10 @@ def app_config(valkey_url: str, prefix: str = "councils:"):
         "valkey_url": valkey_url,
         "key_prefix": prefix,
         "engines": [{"name": "fake", "model": "test-engine"}],
-        "default_councils": {"engine": "fake", "agents_per_council": 3, "rounds": 1, "max_tokens": 32},
+        # One draft per agent: these suites count the stage events of that shape. Drafting in waves is tested in
+        # test_protocol.py and, with the configs' default of 4 drafts on real vLLM, in test_e2e_make_run.py.
+        "default_councils": {"engine": "fake", "agents_per_council": 3, "rounds": 1, "drafts_per_agent": 1,
+                             "max_tokens": 32},
     })
 
 
