@@ -175,6 +175,8 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     r = http.put("/v1/councils/DEV", json=dev)
     assert r.status_code == 200, r.text
     drafts = r.json()["drafts_per_agent"]
+    councils = http.get("/v1/councils").json()["councils"]  # the DEV council as edited
+    assert {c["role"]: c for c in councils}["DEV"]["scoring"]["peer_rank"] == "always"
 
     # A verified deliberation: the request's tests run against every proposal, in the sandbox, as Ray tasks.
     r = http.post("/v1/deliberations", params={"wait": "true"}, json={
@@ -245,7 +247,7 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     http = httpx.Client(base_url=launcher.url, timeout=600, headers={"Authorization": f"Bearer {launcher.api_token}"})
     after = {c["role"]: c for c in http.get("/v1/councils").json()["councils"]}
     assert after["SEC"] == sec
-    assert {role: after[role] for role in ROLES} == {c["role"]: c for c in councils}
+    assert {role: after[role] for role in ROLES} == {c["role"]: c for c in councils if c["role"] in ROLES}
     assert http.get(f"/v1/deliberations/{rec['id']}").json()["result"] == res
 
 

@@ -249,6 +249,9 @@ def test_metrics_on_the_ray_metrics_endpoint(cluster, http):
     r = http.post("/v1/deliberations", params={"wait": "true"},
                   json={"role": "DATA", "task": "Design a schema for orders."})
     assert r.status_code == 200 and r.json()["status"] == "completed"
+    # A stage the protocol skips (early stop, a rank the verifiers made needless) records no latency.
+    ran = {stage.split("-")[0] for stage in r.json()["stages_done"]}
+    assert {"propose", "score"} <= ran
     url = cluster.head.metrics_url
 
     def find(name: str, **tags):
@@ -259,8 +262,8 @@ def test_metrics_on_the_ray_metrics_endpoint(cluster, http):
         return all([
             find("ray_councils_deliberations_total", role="DATA", status="completed"),
             find("ray_councils_deliberation_latency_seconds_count", role="DATA", status="completed"),
-            find("ray_councils_stage_latency_seconds_count", role="DATA", stage="propose"),
-            find("ray_councils_stage_latency_seconds_bucket", role="DATA", stage="critique"),
+            *(find("ray_councils_stage_latency_seconds_count", role="DATA", stage=stage) for stage in ran),
+            find("ray_councils_stage_latency_seconds_bucket", role="DATA", stage="propose"),
             find("ray_councils_tokens_total", role="DATA", engine="fake", kind="completion"),
             find("ray_councils_tokens_total", role="DATA", engine="fake", kind="prompt"),
             find("ray_councils_active_councils"),
@@ -270,8 +273,7 @@ def test_metrics_on_the_ray_metrics_endpoint(cluster, http):
 
     wait_until(all_there, 90, interval=3, what="councils_* metrics exported")
     assert max(v for _, v in find("ray_councils_deliberations_total", role="DATA", status="completed")) >= 1
-    assert {lbl["stage"] for lbl, _ in find("ray_councils_stage_latency_seconds_count", role="DATA")} == {
-        "propose", "critique", "revise", "rank", "score"}
+    assert {lbl["stage"] for lbl, _ in find("ray_councils_stage_latency_seconds_count", role="DATA")} == ran
     assert max(v for _, v in find("ray_councils_active_councils")) == len(ROLES) + 1  # + SEC
     assert max(v for _, v in find("ray_councils_tokens_total", role="DATA", kind="completion")) > 0
 
