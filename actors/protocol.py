@@ -105,6 +105,10 @@ def fence(text: str, label: str, nonce: str, limit: int) -> str:
 # for every agent and every stage of a deliberation; the persona and the stage's own part follow.
 
 
+def _has_tests(request: DeliberationRequest) -> bool:
+    return bool(request.constraints.tests and request.constraints.tests.strip())
+
+
 def _brief(request: DeliberationRequest) -> str:
     """Task, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares."""
     c = request.constraints
@@ -114,7 +118,7 @@ def _brief(request: DeliberationRequest) -> str:
     if c.requirements:
         reqs = "\n".join(f"- {r.strip()}" for r in c.requirements)
         parts.append(f"Requirements:\n{_clip(reqs, REQUIREMENTS_CHARS)}")
-    if c.tests and c.tests.strip():
+    if _has_tests(request):
         parts.append(f"Tests the code must pass:\n```python\n{_clip(c.tests, TESTS_CHARS)}\n```")
     if c.answer_format:
         parts.append("End with the final answer alone on the last line.")
@@ -161,15 +165,12 @@ def critique_messages(agent: AgentSpec, request: DeliberationRequest, target: Pr
 def revise_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal, critique: str,
                     nonce: str) -> list[dict[str, str]]:
     """The revision prompt; an empty critique means the verifier findings are the critique."""
+    head = f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n{findings(target.checks)}\n\n"
     if not critique:
-        return _messages(agent, request, (
-            f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
-            f"{findings(target.checks)}\n\n"
+        return _messages(agent, request, head + (
             "Rewrite the proposal so it fixes these findings and meets every requirement. "
             "Answer with the complete corrected proposal only."))
-    return _messages(agent, request, (
-        f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
-        f"{findings(target.checks)}\n\n"
+    return _messages(agent, request, head + (
         f"Critique:\n{fence(critique, 'CRITIQUE', nonce, CRITIQUE_CHARS)}\n\n"
         "Rewrite the proposal so it fixes the findings and the critique and meets every requirement. "
         "Answer with the complete revised proposal only."))
@@ -453,10 +454,6 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
     return None
 
 
-def _has_tests(request: DeliberationRequest) -> bool:
-    return bool(request.constraints.tests and request.constraints.tests.strip())
-
-
 async def _propose(ctx: _Stage) -> Events:
     """Every agent drafts `drafts_per_agent` versions of its proposal. With the request's tests the drafts
     come in waves (one per agent each) and drafting stops once a draft passes the tests; otherwise in one
@@ -503,13 +500,13 @@ async def _critique(ctx: _Stage, round_: int) -> Events:
     the agents write critiques of the proposals the verifiers found nothing wrong with."""
     record, nonce = ctx.record, ctx.record.nonce
     pairs = _pairs(record, ctx.members)
-    asked = [(agent, t) for agent, t in pairs if not any(c.failed for c in t.checks)]
+    by_verifiers = [any(c.failed for c in t.checks) for _, t in pairs]
     done = iter(await ctx.generations([ctx.generate(agent, critique_messages(agent, ctx.request, t, nonce))
-                                       for agent, t in asked]))
+                                       for (agent, t), found in zip(pairs, by_verifiers) if not found]))
     record.pending_critiques = []
     events: Events = []
-    for agent, target in pairs:
-        if any(c.failed for c in target.checks):
+    for (agent, target), found in zip(pairs, by_verifiers):
+        if found:
             critique, critic = "", "verifiers"
         else:
             c = next(done)
