@@ -21,7 +21,7 @@ from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .specs import CouncilSpec, DeliberationRecord
-from .store import StaleWriter, Store, feed_entry
+from .store import UNREACHABLE, StaleWriter, Store, feed_entry
 from .verification import LocalVerifier, RayVerifier
 
 log = logging.getLogger("councils.council")
@@ -331,6 +331,13 @@ class Council:
             await self._finish(record, "failed", f"engine unavailable: {exc}")
         except (asyncio.CancelledError, StaleWriter):
             raise
+        except UNREACHABLE as exc:
+            # Valkey is away for longer than the client's retries (a restart under load takes tens of
+            # seconds). Writing `failed` would fail too, and the deliberation did nothing wrong: leave the
+            # record in the active set with its last checkpoint. Its lease lapses, and once Valkey is back
+            # the sweeper resumes it from that checkpoint (or ends it as timeout past its deadline).
+            log.warning("deliberation %s: Valkey unreachable (%s); the sweeper resumes it from its last "
+                        "checkpoint once Valkey is back", delib_id, exc)
         except Exception as exc:  # a bug or a bad engine answer: the record must still end
             log.exception("deliberation %s failed", delib_id)
             await self._finish(record, "failed", f"{type(exc).__name__}: {exc}")

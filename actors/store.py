@@ -201,6 +201,10 @@ class RegistryFull(Exception):
         self.limit, self.value, self.cap = limit, value, cap
 
 
+# What the client raises once its retries are spent and Valkey is still away (a restart, a network cut).
+UNREACHABLE = (ConnectionError, TimeoutError)
+
+
 def same_council(a: CouncilSpec, b: CouncilSpec) -> bool:
     """Same agents, rounds, drafts and scoring (role, version and times aside)."""
     fields = {"agents", "rounds", "drafts_per_agent", "scoring"}
@@ -218,7 +222,7 @@ class Store:
             decode_responses=True,
             health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=8),
-            retry_on_error=[ConnectionError, TimeoutError],
+            retry_on_error=list(UNREACHABLE),
         )
 
     # -- keys ---------------------------------------------------------------------------------

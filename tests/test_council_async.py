@@ -144,3 +144,30 @@ async def test_orchestrate_method_is_idempotent(council, store):
     pending = DeliberationRecord(request=request())
     await store.create_record(pending)
     assert (await council.orchestrate(pending.id, 3))["status"] == 409
+
+
+async def test_valkey_away_longer_than_the_retries_leaves_the_deliberation_to_the_sweeper(council, store):
+    """A checkpoint that fails because Valkey is unreachable (a restart under load outlasts the client's
+    retries) must not end the deliberation as failed: the record stays active with its last checkpoint and
+    the sweeper resumes it once its lease lapses. Seen on a fresh-clone CI run of test_chaos."""
+    from valkey.exceptions import ConnectionError as ValkeyConnectionError
+
+    save = council.store.save_record
+    outages = []
+
+    async def save_while_valkey_is_away_once(record, epoch=None):
+        if not outages:
+            outages.append(record.stages_done[:])
+            raise ValkeyConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return await save(record, epoch)
+
+    council.store.save_record = save_while_valkey_is_away_once
+    record = DeliberationRecord(request=request(task_id="T-9"))
+    await store.create_record(record)
+    await council.resume_unfinished()
+    await council.submit(record.id)
+    done = await wait_finished(store, record.id, timeout_s=20)
+    assert outages, "no checkpoint was written"
+    assert done.status == "completed" and done.error is None
+    assert [k for k, _ in await feed(store)] == ["deliberation.completed"]
+    assert await store.active_ids("DEV") == []
