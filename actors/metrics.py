@@ -16,11 +16,17 @@ exported with a `_total` suffix (so `councils_deliberations` is scraped as
 
 Metrics exist only inside a Ray worker or driver; elsewhere (in-process tests) every call is a no-op.
 A metric never breaks the work it measures: errors are logged and dropped.
+
+Gauges are set again every GAUGE_REFRESH_S by a daemon thread: Ray's metrics agent keeps a gauge's value
+only for two export intervals (about 20 s) unless it is reported again, so a gauge set once (an engine's
+restart count, a council's in-flight count while nothing changes) would vanish from the endpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 log = logging.getLogger("councils.metrics")
@@ -52,7 +58,12 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     ENGINE_RESTARTS: ("gauge", "How many times Ray restarted the engine's actor after a crash.", ("engine",), None),
 }
 
+GAUGE_REFRESH_S = 5.0  # well inside the agent's retention of an unrefreshed gauge (2 x 10 s)
+
 _metrics: dict[str, Any] | None = None
+_gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # (name, tags) -> last value set
+_gauges_lock = threading.Lock()
+_refresher: threading.Thread | None = None
 
 
 def _get(name: str):
@@ -91,6 +102,26 @@ def _record(name: str, method: str, value: float, tags: dict[str, str]) -> None:
         log.warning("metric %s: %s", name, exc)
 
 
+def _set_gauge(name: str, value: float, tags: dict[str, str]) -> None:
+    """Set a gauge now, and keep setting it to that value until it changes (see the module docstring)."""
+    global _refresher
+    _record(name, "set", value, tags)
+    with _gauges_lock:
+        _gauges[(name, tuple(sorted(tags.items())))] = value
+        if _refresher is None or not _refresher.is_alive():
+            _refresher = threading.Thread(target=_refresh_gauges_forever, name="councils-gauges", daemon=True)
+            _refresher.start()
+
+
+def _refresh_gauges_forever() -> None:
+    while True:
+        time.sleep(GAUGE_REFRESH_S)
+        with _gauges_lock:
+            current = list(_gauges.items())
+        for (name, tags), value in current:
+            _record(name, "set", value, dict(tags))
+
+
 def stage_kind(stage: str) -> str:
     """"critique-2" -> "critique": one series per kind of stage, whatever the number of rounds."""
     return stage.partition("-")[0]
@@ -113,11 +144,11 @@ def tokens(role: str, engine: str, prompt: int, completion: int) -> None:
 
 
 def set_active_councils(count: int) -> None:
-    _record(ACTIVE_COUNCILS, "set", count, {})
+    _set_gauge(ACTIVE_COUNCILS, count, {})
 
 
 def set_inflight(role: str, count: int) -> None:
-    _record(INFLIGHT, "set", count, {"role": role})
+    _set_gauge(INFLIGHT, count, {"role": role})
 
 
 def engine_started(engine: str) -> None:
@@ -137,7 +168,7 @@ def engine_started(engine: str) -> None:
     except Exception as exc:  # pragma: no cover
         log.warning("engine %s: restart count unavailable: %s", engine, exc)
         return
-    _record(ENGINE_RESTARTS, "set", restarts, {"engine": engine})
+    _set_gauge(ENGINE_RESTARTS, restarts, {"engine": engine})
 
 
 class MeteredGenerator:
