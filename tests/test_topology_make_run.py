@@ -2,9 +2,9 @@
 
 The launcher starts a head (GCS, dashboard, Serve controller; num-cpus 0, none of the councils_* resources) and
 a worker node (a second raylet on this machine) that offers them: every council and engine actor, and the
-ingress replica, run on the worker. SIGKILL of the head's GCS and raylet together, with a deliberation in
-flight, costs seconds: the worker's engine keeps its PID (no model reload), the deliberation ends `completed`
-and a new one succeeds.
+ingress replica, run on the worker. SIGKILL of the head's GCS and raylet together, or of the GCS alone, with a
+deliberation in flight, costs seconds: the worker's engine keeps its PID (no model reload), the deliberation ends
+`completed`, a new one succeeds and every council is back.
 """
 
 from __future__ import annotations
@@ -102,7 +102,10 @@ def test_head_runs_no_council_and_no_engine(launcher):
     assert ingress and all(a["node_id"] == worker["node_id"] for a in ingress), ingress
 
 
-def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
+def kill_head_mid_deliberation(launcher, which: set[str]) -> None:
+    """SIGKILL the head processes named in `which` with a deliberation in flight; then the in-flight one
+    ends `completed`, a new one succeeds, the head comes back, and the worker node's engine and councils
+    are the same processes as before (no model reload, not one council restarted)."""
     http = client(launcher)
     before = cluster_state(launcher)
     engine = next(a for a in before["actors"] if a["name"] == "engine-smollm2")
@@ -117,8 +120,10 @@ def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
     wait_until(lambda: http.get(f"/v1/deliberations/{in_flight}").json()["status"] == "in_progress", 120,
                interval=0.2, what="deliberation in progress")
 
-    victims = head_processes(launcher)
-    assert set(victims) == {"gcs_server", "raylet"}, victims
+    head = head_processes(launcher)
+    assert set(head) == {"gcs_server", "raylet"}, head
+    victims = {name: p for name, p in head.items() if name in which}
+    log_offset = launcher.log.stat().st_size
     t0 = time.time()
     for p in victims.values():
         os.kill(p.pid, signal.SIGKILL)
@@ -130,10 +135,11 @@ def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
         "role": "QA", "task": "Say hello.", "rounds": 0, "max_tokens": 16}).status_code == 200, 600, interval=1,
         what="a new deliberation")
     took = time.time() - t0
-    print(f"head SIGKILL (GCS + raylet) -> in-flight completed and a new deliberation: {took:.1f}s")
+    print(f"head SIGKILL ({' + '.join(sorted(which))}) -> in-flight completed and a new deliberation: {took:.1f}s")
     assert first
 
-    # The head came back (new GCS and raylet), the worker and its actors never went away.
+    # The head came back (a new GCS, and a new raylet where it was killed: the supervisor restarts the whole
+    # head), the worker and its actors never went away.
     wait_until(lambda: set(head_processes(launcher)) == {"gcs_server", "raylet"}, 120, what="head back")
     assert all(p.pid not in {v.pid for v in victims.values()} for p in head_processes(launcher).values())
     assert engine_proc.is_running() and worker_raylets[0].is_running()
@@ -144,4 +150,15 @@ def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
     councils_before = {a["name"]: a["pid"] for a in before["actors"] if (a["name"] or "").startswith("council-")}
     councils_after = {a["name"]: a["pid"] for a in after["actors"] if (a["name"] or "").startswith("council-")}
     assert councils_after == councils_before  # not one council restarted
-    assert "Ray head died" in launcher.log.read_text()[launcher.log_offset:]
+    assert {c["role"] for c in http.get("/v1/councils").json()["councils"]} >= set(ROLES)  # every council is back
+    assert "Ray head died" in launcher.log.read_bytes()[log_offset:].decode(errors="replace")
+
+
+def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
+    kill_head_mid_deliberation(launcher, {"gcs_server", "raylet"})
+
+
+def test_gcs_alone_sigkilled_mid_deliberation_the_supervisor_restarts_the_head(launcher):
+    """Only the GCS process dies: `ray start --block` notices, the launcher's supervisor restarts the head on
+    the same port and GCS namespace, and the GCS reloads its tables from Valkey."""
+    kill_head_mid_deliberation(launcher, {"gcs_server"})
