@@ -20,7 +20,8 @@ from . import metrics, topology
 from .engine_client import EngineUnavailable, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
-from .specs import CouncilSpec, DeliberationRecord
+from .models.councils import CouncilSpec
+from .models.records import DeliberationRecord
 from .store import UNREACHABLE, StaleWriter, Store, feed_entry
 from .verification import LocalVerifier, RayVerifier
 

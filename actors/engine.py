@@ -24,7 +24,8 @@ import uuid
 from typing import Any
 
 from . import topology
-from .specs import Completion, EngineSpec
+from .models.councils import EngineSpec
+from .models.records import Completion
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from .engine import EngineUnavailable
-from .specs import Completion
+from .models.records import Completion
 
 log = logging.getLogger("councils.engine_client")
 

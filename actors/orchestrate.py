@@ -18,7 +18,10 @@ from typing import Literal
 from pydantic import Field
 
 from .ports import Generator
-from .specs import AgentSpec, DeliberationRequest, Proposal, Strict, Usage
+from .models.base import Strict
+from .models.councils import AgentSpec
+from .models.records import Proposal, Usage
+from .models.requests import DeliberationRequest
 
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 10

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .specs import CheckResult, Completion, DeliberationRecord, DeliberationRequest, ScoringSpec
+from .models.councils import ScoringSpec
+from .models.records import CheckResult, Completion, DeliberationRecord
+from .models.requests import DeliberationRequest
 
 
 class Generator(Protocol):

@@ -34,13 +34,11 @@ from . import answers
 from .ports import Generator, RecordSink, Verifier
 from .scoring import (all_verified, best_version, decide, displaces, rank_proposals, score_checks, settled, tests_of,
                       undecided)
-from .specs import (
-    AgentSpec,
+from .models.councils import AgentSpec, CouncilSpec
+from .models.records import (
     CheckResult,
     Completion,
-    CouncilSpec,
     DeliberationRecord,
-    DeliberationRequest,
     DeliberationResult,
     PeerRanking,
     Proposal,
@@ -48,6 +46,7 @@ from .specs import (
     Usage,
     Version,
 )
+from .models.requests import DeliberationRequest
 
 # The default engine is a 135M model with a 2048-token context: bound every piece of a prompt.
 PERSONA_CHARS = 500

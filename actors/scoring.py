@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .specs import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
+from .models.records import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
 
 TESTS_CHECK = "python.tests"
 

@@ -22,7 +22,8 @@ from valkey.backoff import ExponentialBackoff
 from valkey.exceptions import ConnectionError, TimeoutError, WatchError
 from valkey.asyncio.retry import Retry
 
-from .specs import CouncilSpec, DeliberationRecord, EngineSpec, Usage
+from .models.councils import CouncilSpec, EngineSpec
+from .models.records import DeliberationRecord, Usage
 
 EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
 DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events

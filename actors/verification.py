@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .specs import CheckResult, DeliberationRequest, ScoringSpec, VerificationConfig
+from .models.config import VerificationConfig
+from .models.councils import ScoringSpec
+from .models.records import CheckResult
+from .models.requests import DeliberationRequest
 
 
 def _verify_one(content: str, request: dict, names: list[str], scoring: dict) -> list[dict]:

@@ -75,7 +75,7 @@ def wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: flo
 
 async def run(port: int) -> dict:
     from actors.engine import Engine
-    from actors.specs import EngineSpec
+    from actors.models.councils import EngineSpec
 
     s = settings()
     spec = EngineSpec(name="vllm-http", backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model=SERVED_NAME)

@@ -78,7 +78,7 @@ def bench_engine_spec():
     """The engine of `make run` (configs/local.yaml), so the in-process engine and the Serve stack's match."""
     import yaml
 
-    from actors.specs import EngineSpec
+    from actors.models.councils import EngineSpec
 
     config = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     raw = config["applications"][0]["args"]["engines"][0]
@@ -100,7 +100,7 @@ def unseeded(council):
 def bench_council(engine: str = "smollm2", agents: int | None = None, rounds: int | None = None,
                   max_tokens: int | None = None, role: str = BENCH_ROLE):
     """The default council shape (personas, temperatures) of `role`, unseeded (see `unseeded`)."""
-    from actors.specs import default_council
+    from actors.models.councils import default_council
 
     s = settings()
     return unseeded(default_council(role, engine, n_agents=agents or s["agents"],
@@ -110,7 +110,7 @@ def bench_council(engine: str = "smollm2", agents: int | None = None, rounds: in
 
 def bench_request(task: str, role: str = BENCH_ROLE, agents: int | None = None, rounds: int | None = None,
                   max_tokens: int | None = None):
-    from actors.specs import DeliberationRequest
+    from actors.models.requests import DeliberationRequest
 
     s = settings()
     return DeliberationRequest.model_validate({
@@ -132,7 +132,7 @@ class EngineGenerator:
         self.engine = engine
 
     async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None):
-        from actors.specs import Completion
+        from actors.models.records import Completion
 
         return Completion.model_validate(await self.engine.generate(
             messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema))
@@ -175,7 +175,7 @@ class NullSink:
 async def timed_deliberation(gen, council, request) -> dict:
     """One deliberation of the real protocol, in-process: wall time and token usage."""
     from actors.protocol import deliberate
-    from actors.specs import DeliberationRecord
+    from actors.models.records import DeliberationRecord
 
     record = DeliberationRecord(request=request.model_copy(deep=True))
     t0 = time.perf_counter()

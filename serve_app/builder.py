@@ -5,7 +5,7 @@ import time
 
 from ray.serve import Application
 
-from actors.specs import AppConfig
+from actors.models.config import AppConfig
 
 from .app import Ingress
 

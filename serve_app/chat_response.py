@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi.responses import JSONResponse
 
-from actors.specs import DeliberationRecord
+from actors.models.records import DeliberationRecord
 from actors.store import Store
 
 from . import sse

@@ -266,7 +266,7 @@ def cmd_create(api: Api, args) -> int:
 
             body = yaml.safe_load(text)
     else:
-        from actors.specs import default_council
+        from actors.models.councils import default_council
 
         engine = args.engine or next(iter(api.json("GET", "/v1/status").get("engines", [])), None)
         if not engine:

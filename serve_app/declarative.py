@@ -39,7 +39,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from actors.specs import AppConfig, EngineSpec, default_council
+from actors.models.config import AppConfig
+from actors.models.councils import EngineSpec, default_council
 from actors.store import Store
 
 log = logging.getLogger("councils.declarative")

@@ -13,7 +13,7 @@ from typing import Callable
 
 from starlette.responses import JSONResponse
 
-from actors.specs import Limits
+from actors.models.limits import Limits
 
 from .errors import ApiError, error_body
 

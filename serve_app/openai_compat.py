@@ -24,7 +24,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.protocol import TASK_CHARS
-from actors.specs import CEILING_MAX_TOKENS, CouncilSpec, DeliberationRequest, Limits
+from actors.models.councils import CouncilSpec
+from actors.models.limits import CEILING_MAX_TOKENS, Limits
+from actors.models.requests import DeliberationRequest
 
 from . import validation
 from .errors import ApiError, error_body, validation_message

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from actors.protocol import stage_names
-from actors.specs import DeliberationRecord
+from actors.models.records import DeliberationRecord
 
 from .errors import ApiError
 

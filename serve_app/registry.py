@@ -12,7 +12,7 @@ import ray
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
 from actors.engine_client import engine_actor_name
-from actors.specs import EngineSpec
+from actors.models.councils import EngineSpec
 
 log = logging.getLogger("councils.registry")
 

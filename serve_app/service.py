@@ -16,8 +16,12 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from actors.orchestrate import OrchestrateRequest
-from actors.specs import (AGENT_ID_PATTERN, AgentSpec, AppConfig, CouncilSpec, CouncilUpsert, DeliberationRecord,
-                          DeliberationRequest, Limits, RuntimeSettings)
+from actors.models.base import AGENT_ID_PATTERN
+from actors.models.config import AppConfig, RuntimeSettings
+from actors.models.councils import AgentSpec, CouncilSpec, CouncilUpsert
+from actors.models.limits import Limits
+from actors.models.records import DeliberationRecord
+from actors.models.requests import DeliberationRequest
 from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
 
 from . import limits, sse, validation

@@ -1,6 +1,6 @@
 """Every `COUNCILS_*` environment variable read in serve_app/, in one pydantic-settings class.
 
-The deployment's own settings are elsewhere: the config's `args` (actors.specs.AppConfig) and the live
+The deployment's own settings are elsewhere: the config's `args` (actors.models.config.AppConfig) and the live
 `user_config` (RuntimeSettings). This class is what the environment of a process says: where Valkey is, the
 API tokens (or the files holding them), and the local launcher's ports and directories.
 

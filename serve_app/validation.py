@@ -1,6 +1,6 @@
 """The one validation step: a request resolved against its council, the limits in force and the live settings.
 
-The request models (actors/specs.py) carry the hard ceilings (pydantic, before a route runs); everything that
+The request models (actors/models/) carry the hard ceilings (pydantic, before a route runs); everything that
 depends on the deployment is checked here, in one place and in one error shape — pydantic's, so a limit reads
 like a model constraint: `{"loc": ["body", "task"], "msg": "String should have at most 8000 characters", ...}`,
 answered as 422 `body.task: String should have at most 8000 characters` (ApiError with the list as detail).
@@ -18,7 +18,11 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
-from actors.specs import ROLE_PATTERN, AgentSpec, CouncilSpec, CouncilUpsert, DeliberationRequest, Limits, RuntimeSettings
+from actors.models.base import ROLE_PATTERN
+from actors.models.config import RuntimeSettings
+from actors.models.councils import AgentSpec, CouncilSpec, CouncilUpsert
+from actors.models.limits import Limits
+from actors.models.requests import DeliberationRequest
 
 from .errors import ApiError, validation_message
 

@@ -85,7 +85,7 @@ def dev_engine():
     """One real vLLM engine on the dev model (SmolLM2-135M-Instruct) for the whole session (slow tests)."""
     pytest.importorskip("vllm")
     from actors.engine import DEV_MODEL
-    from actors.specs import EngineSpec
+    from actors.models.councils import EngineSpec
 
     host = _EngineOnItsOwnLoop(EngineSpec(name="dev-test", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))
     try:

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Callable
 
-from actors.specs import CheckResult, Completion, DeliberationRecord
+from actors.models.records import CheckResult, Completion, DeliberationRecord
 
 Responder = Callable[..., str]  # (messages, seed) or, for rankings, (messages, seed, json_schema)
 
@@ -220,7 +220,7 @@ def drafted(proposal: dict):
     """A proposal of a deliberation's result as it stood after the propose stage: its drafts (round-0
     versions), standing for the best-verified one."""
     from actors.scoring import best_version
-    from actors.specs import Proposal, Version
+    from actors.models.records import Proposal, Version
 
     versions = [Version.model_validate(v) for v in proposal["versions"] if v["round"] == 0]
     best = best_version(versions)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from actors.specs import AppConfig, CouncilSpec, DeliberationRecord, EngineSpec, default_council
+from actors.models.config import AppConfig
+from actors.models.councils import CouncilSpec, EngineSpec, default_council
+from actors.models.records import DeliberationRecord
 from actors.store import CouncilBusy, RegistryFull
 from serve_app.api import build_api
 from serve_app.service import CouncilService

@@ -124,7 +124,7 @@ ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
 
 def app_config(valkey_url: str, prefix: str = "councils:"):
-    from actors.specs import AppConfig
+    from actors.models.config import AppConfig
 
     return AppConfig.model_validate({
         "valkey_url": valkey_url,

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from actors.council import Council
-from actors.specs import Constraints, DeliberationRecord, DeliberationRequest, default_council
+from actors.models.councils import default_council
+from actors.models.records import DeliberationRecord
+from actors.models.requests import Constraints, DeliberationRequest
 from actors.store import Store
 from tests.fakes import FakeGenerator
 

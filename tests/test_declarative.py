@@ -7,7 +7,9 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from actors.specs import AppConfig, DeliberationRequest, EngineSpec, RuntimeSettings, default_council
+from actors.models.config import AppConfig, RuntimeSettings
+from actors.models.councils import EngineSpec, default_council
+from actors.models.requests import DeliberationRequest
 from serve_app import declarative
 from serve_app.declarative import apply_config, retire_engine_actor, roll_engine, rolled_actor_name
 from serve_app.errors import ApiError

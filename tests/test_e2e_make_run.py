@@ -190,7 +190,7 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert rec["status"] == "completed"
     assert len(res["proposals"]) == 3 and [p["rank"] for p in res["proposals"]] == [1, 2, 3]
     from actors.scoring import all_verified, settled, verifier_key
-    from actors.specs import Proposal
+    from actors.models.records import Proposal
     from tests.fakes import drafted
 
     early_stop = "revise-1" in rec["stages_skipped"]

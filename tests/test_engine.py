@@ -16,7 +16,8 @@ from actors.engine import (
     engine_actor_options,
     resolve_model,
 )
-from actors.specs import Completion, EngineSpec
+from actors.models.councils import EngineSpec
+from actors.models.records import Completion
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,10 @@ from fastapi import FastAPI, Request
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from actors.specs import AppConfig, Constraints, CouncilUpsert, DeliberationRequest, Limits, ScoringSpec
+from actors.models.config import AppConfig
+from actors.models.councils import CouncilUpsert, ScoringSpec
+from actors.models.limits import Limits
+from actors.models.requests import Constraints, DeliberationRequest
 from serve_app import auth, limits, redact, validation
 from serve_app.errors import ApiError, error_body
 from serve_app.openai_compat import ChatCompletionRequest, to_deliberation

@@ -15,7 +15,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from actors import metrics
-from actors.specs import AppConfig, RuntimeSettings
+from actors.models.config import AppConfig, RuntimeSettings
 from serve_app.builder import build_app
 
 pytestmark = pytest.mark.unit

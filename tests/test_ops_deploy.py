@@ -20,7 +20,7 @@ import pytest
 import ray
 import yaml
 
-from actors.specs import EngineSpec
+from actors.models.councils import EngineSpec
 from serve_app.declarative import rolled_actor_name
 from serve_app.launcher import http_get, serve_failures
 from tests.fake_engine import FakeEngine

@@ -15,14 +15,9 @@ from actors.orchestrate import (
     parse_choice,
 )
 from actors.protocol import deliberate
-from actors.specs import (
-    CheckResult,
-    Constraints,
-    DeliberationRecord,
-    DeliberationRequest,
-    Proposal,
-    default_council,
-)
+from actors.models.councils import default_council
+from actors.models.records import CheckResult, DeliberationRecord, Proposal
+from actors.models.requests import Constraints, DeliberationRequest
 from tests.fakes import FakeGenerator, MemorySink
 
 pytestmark = pytest.mark.unit

@@ -18,15 +18,9 @@ from actors.protocol import (
     stage_names,
     stage_seed,
 )
-from actors.specs import (
-    CheckResult,
-    Constraints,
-    DeliberationRecord,
-    DeliberationRequest,
-    Proposal,
-    Usage,
-    default_council,
-)
+from actors.models.councils import default_council
+from actors.models.records import CheckResult, DeliberationRecord, Proposal, Usage
+from actors.models.requests import Constraints, DeliberationRequest
 from tests.fakes import FakeGenerator, FakeVerifier, MemorySink, fake_checks
 
 pytestmark = pytest.mark.unit
@@ -549,7 +543,7 @@ async def test_model_critiques_only_where_no_verifier_failed():
 
 
 def test_peer_rank_accepts_the_earlier_boolean():
-    from actors.specs import ScoringSpec
+    from actors.models.councils import ScoringSpec
 
     assert ScoringSpec(peer_rank=True).peer_rank == "when_undecided"
     assert ScoringSpec(peer_rank=False).peer_rank == "never"

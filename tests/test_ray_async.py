@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from actors.specs import Constraints, DeliberationRecord, DeliberationRequest
+from actors.models.records import DeliberationRecord
+from actors.models.requests import Constraints, DeliberationRequest
 from actors.store import Store
 from tests.fakes import UNPARSEABLE_ARCHITECT
 from tests.ray_cluster import ROLES, running_cluster, wait_until

@@ -18,7 +18,7 @@ import pytest
 import ray
 from ray import serve
 
-from actors.specs import Limits
+from actors.models.limits import Limits
 from serve_app import cli
 from serve_app.app import Ingress
 from tests.ray_cluster import ROLES, LocalCluster, app_config, running_cluster, wait_until
@@ -41,7 +41,7 @@ def cluster(tmp_path_factory):
     read_file.write_text(READ_TOKEN + "\n")
 
     def deploy_with_token(c: LocalCluster) -> None:
-        from actors.specs import default_council
+        from actors.models.councils import default_council
 
         serve.start(http_options={"host": "127.0.0.1", "port": c.http_port})
         # The five councils declared in the config (so they are config-owned: API writes to them are 409).
@@ -231,7 +231,8 @@ def test_global_active_cap_holds_under_a_burst_of_50(http):
 
 
 def test_sse_connection_cap_and_a_stream_past_its_deadline_ends(cluster, http, kv):
-    from actors.specs import DeliberationRecord, DeliberationRequest
+    from actors.models.records import DeliberationRecord
+    from actors.models.requests import DeliberationRequest
 
     # A record stuck in_progress long past its deadline (no council runs it): its stream ends by itself.
     stuck = DeliberationRecord(request=DeliberationRequest(role="DEV", task="stuck", constraints={"timeout_s": 1}),

@@ -48,7 +48,7 @@ def test_deliberation_wait_returns_ranked_result(http):
     assert [p["rank"] for p in res["proposals"]] == [1, 2, 3]
     assert res["winner_id"] == res["proposals"][0]["author"]
     from actors.scoring import all_verified, verifier_key
-    from actors.specs import Proposal
+    from actors.models.records import Proposal
     from tests.fakes import drafted
 
     drafts = http.get("/v1/councils/DEV").json()["drafts_per_agent"]

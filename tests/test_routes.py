@@ -9,7 +9,8 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
-from actors.specs import RuntimeSettings, default_council
+from actors.models.config import RuntimeSettings
+from actors.models.councils import default_council
 from serve_app.api import build_api
 from serve_app.errors import ApiError
 from tests.memory_store import memory_app, memory_service

@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from actors.specs import Constraints, ScoringSpec
+from actors.models.councils import ScoringSpec
+from actors.models.requests import Constraints
 from actors.verifiers import isolation, run_verifiers, sandbox
 from actors.verifiers.sandbox import SandboxLimits, run_sandboxed
 

@@ -9,7 +9,9 @@ import random
 import pytest
 
 from actors.scoring import decide, displaces, passes_tests, score_checks, settled, undecided, verifier_key
-from actors.specs import CheckResult, Constraints, Proposal, ScoringSpec, Version
+from actors.models.councils import ScoringSpec
+from actors.models.records import CheckResult, Proposal, Version
+from actors.models.requests import Constraints
 from actors.verifiers import run_verifiers
 
 pytestmark = pytest.mark.unit

@@ -15,7 +15,9 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.testclient import TestClient
 
-from actors.specs import DeliberationRecord, DeliberationRequest, default_council
+from actors.models.councils import default_council
+from actors.models.records import DeliberationRecord
+from actors.models.requests import DeliberationRequest
 from serve_app import auth, security, sse
 from serve_app.errors import ApiError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from actors.specs import DeliberationRecord, DeliberationRequest
+from actors.models.records import DeliberationRecord
+from actors.models.requests import DeliberationRequest
 from serve_app.sse import event_stream, format_event, valid_stream_id
 import pytest
 

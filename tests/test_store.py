@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.specs import DeliberationRecord, DeliberationRequest, EngineSpec, default_council
+from actors.models.councils import EngineSpec, default_council
+from actors.models.records import DeliberationRecord
+from actors.models.requests import DeliberationRequest
 import pytest
 
 pytestmark = pytest.mark.valkey
@@ -180,7 +182,7 @@ async def test_a_stale_owner_gets_an_error_and_a_finished_record_is_immutable(st
 
 
 async def test_a_retried_finish_writes_one_event_and_counts_once(store):
-    from actors.specs import DeliberationResult, Proposal, Usage
+    from actors.models.records import DeliberationResult, Proposal, Usage
 
     rec = _record()
     await store.create_record(rec)

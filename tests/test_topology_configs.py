@@ -25,7 +25,8 @@ import yaml
 from actors import topology
 from actors.council import council_actor_options
 from actors.engine import engine_actor_options
-from actors.specs import EngineSpec, VerificationConfig
+from actors.models.config import VerificationConfig
+from actors.models.councils import EngineSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"

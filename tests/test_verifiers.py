@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 
-from actors.specs import CheckResult, Constraints, ScoringSpec
+from actors.models.councils import ScoringSpec
+from actors.models.records import CheckResult
+from actors.models.requests import Constraints
 from actors.verifiers import (VERIFIER_NAMES, VerifierMissing, check_installed, defaults_for, run_verifiers,
                               validate_names)
 from actors.verifiers.blocks import extract_code_blocks

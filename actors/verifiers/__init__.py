@@ -18,7 +18,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from ..specs import CheckResult, Constraints, ScoringSpec
+from ..models.councils import ScoringSpec
+from ..models.records import CheckResult
+from ..models.requests import Constraints
 from .base import Job
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..specs import CheckResult, CheckStatus, Constraints, ScoringSpec
+from ..models.councils import ScoringSpec
+from ..models.records import CheckResult, CheckStatus
+from ..models.requests import Constraints
 from .blocks import CodeBlock, blocks_in
 
 MAX_MESSAGE_CHARS = 300

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from actors.specs import AgentSpec, CouncilUpsert
+from actors.models.councils import AgentSpec, CouncilUpsert
 
 from .deps import ADMIN_WRITE, AUTH, JSON_OBJECT, Service, errors
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from actors.orchestrate import OrchestrateRequest
-from actors.specs import DeliberationRequest
+from actors.models.requests import DeliberationRequest
 
 from ..records import accepted, status_code
 from .deps import AUTH, DELIBERATING, JSON_OBJECT, Service, errors

@@ -1,11 +1,11 @@
-"""actors/specs.py: the request and record models. No Ray, no Valkey."""
+"""actors/models/councils.py: the council specs, the PUT body and the default councils. No Ray, no Valkey."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from actors.specs import CouncilSpec, CouncilUpsert, default_council
+from actors.models.councils import CouncilSpec, CouncilUpsert, default_council
 
 pytestmark = pytest.mark.unit
 
