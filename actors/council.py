@@ -17,7 +17,8 @@ import ray
 import valkey as valkey_sync
 
 from . import metrics, topology
-from .engine_client import EngineUnavailable, RayEngineGenerator
+from .backends.base import EngineUnavailable
+from .engine_client import RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .models.councils import CouncilSpec

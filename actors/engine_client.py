@@ -9,14 +9,11 @@ from typing import Awaitable, Callable
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from .engine import EngineUnavailable
+from .backends.base import EngineUnavailable
+from .engine_hosting import engine_actor_name
 from .models.records import Completion
 
 log = logging.getLogger("councils.engine_client")
-
-
-def engine_actor_name(name: str) -> str:
-    return f"engine-{name}"
 
 
 class RayEngineGenerator:

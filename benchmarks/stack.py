@@ -357,6 +357,7 @@ async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
     import ray
 
     from actors.engine_client import RayEngineGenerator
+    from actors.engine_hosting import engine_actor_name
 
     s = settings()
     out: dict = {}
@@ -371,7 +372,7 @@ async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
 
             valkey_url = f"redis://127.0.0.1:{ports['valkey']}/0"
             sync = valkey_sync.from_url(valkey_url, decode_responses=True)
-            actor = sync.get("councils:engine:smollm2:actor") or "engine-smollm2"
+            actor = sync.get("councils:engine:smollm2:actor") or engine_actor_name("smollm2")
             sync.close()
             engine = ray.get_actor(actor, namespace="councils")
 

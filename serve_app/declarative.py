@@ -39,6 +39,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from actors.engine_hosting import engine_actor_name, is_engine_actor
 from actors.models.config import AppConfig
 from actors.models.councils import EngineSpec, default_council
 from actors.store import Store
@@ -53,13 +54,12 @@ def spec_hash(spec: EngineSpec) -> str:
 
 
 def rolled_actor_name(spec: EngineSpec) -> str:
-    """The actor of an engine after a rollover to this spec. The `.` cannot occur in an engine name, so
-    it never collides with another engine's default `engine-<name>`."""
-    return f"engine-{spec.name}.{spec_hash(spec)}"
+    """The actor of an engine after a rollover to this spec (`engine-<name>.<spec hash>`)."""
+    return engine_actor_name(spec.name, spec_hash(spec))
 
 
 def actors_of_engine(name: str, actor_names: list[str]) -> list[str]:
-    return [a for a in actor_names if a == f"engine-{name}" or a.startswith(f"engine-{name}.")]
+    return [a for a in actor_names if is_engine_actor(a, name)]
 
 
 @dataclass

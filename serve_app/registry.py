@@ -11,7 +11,7 @@ import logging
 import ray
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
-from actors.engine_client import engine_actor_name
+from actors.engine_hosting import engine_actor_name, engine_actor_options, is_engine_actor
 from actors.models.councils import EngineSpec
 
 log = logging.getLogger("councils.registry")
@@ -40,7 +40,7 @@ class ActorRegistry:
 
     def engine(self, spec: EngineSpec, actor_name: str | None = None):
         """The engine's actor (default name `engine-<name>`; a rolled-over engine's actor has its own)."""
-        from actors.engine import Engine, engine_actor_options  # vLLM is imported only where engines run
+        from actors.engine import Engine  # vLLM is imported only where engines run
 
         options = engine_actor_options(spec)
         if actor_name:
@@ -50,7 +50,7 @@ class ActorRegistry:
     def engine_actor_names(self) -> list[str]:
         """Names of the live engine actors (`engine-...`) in the councils namespace."""
         return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                      if a.get("namespace") == NAMESPACE and a["name"].startswith("engine-"))
+                      if a.get("namespace") == NAMESPACE and is_engine_actor(a["name"]))
 
     def named(self, actor_name: str):
         try:

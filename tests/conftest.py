@@ -84,7 +84,7 @@ class _EngineOnItsOwnLoop:
 def dev_engine():
     """One real vLLM engine on the dev model (SmolLM2-135M-Instruct) for the whole session (slow tests)."""
     pytest.importorskip("vllm")
-    from actors.engine import DEV_MODEL
+    from actors.model_prep import DEV_MODEL
     from actors.models.councils import EngineSpec
 
     host = _EngineOnItsOwnLoop(EngineSpec(name="dev-test", model=DEV_MODEL, max_model_len=2048, max_num_seqs=16))

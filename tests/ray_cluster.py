@@ -141,10 +141,11 @@ def start_fake_engine(delay_s: float = 0.0):
     """The deterministic engine under the engine's actor name, before the ingress reconciles (it then finds it)."""
     import ray
 
+    from actors.engine_hosting import engine_actor_name
     from tests.fake_engine import FakeEngine
 
     return ray.remote(FakeEngine).options(
-        name="engine-fake", namespace="councils", lifetime="detached", max_restarts=-1,
+        name=engine_actor_name("fake"), namespace="councils", lifetime="detached", max_restarts=-1,
         max_concurrency=64, num_cpus=0, get_if_exists=True,
     ).remote({"name": "fake"}, delay_s)
 

@@ -24,7 +24,7 @@ import yaml
 
 from actors import topology
 from actors.council import council_actor_options
-from actors.engine import engine_actor_options
+from actors.engine_hosting import engine_actor_options
 from actors.models.config import VerificationConfig
 from actors.models.councils import EngineSpec
 
