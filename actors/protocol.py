@@ -20,6 +20,13 @@ Model text placed in another prompt is fenced with the record's nonce.
 Usage: Proposal.usage counts every generation made *for* that proposal (its drafts, the critique
 aimed at it, its revision, the rankings by its author), so the proposals' usages add up to the
 deliberation's usage.
+
+Why one module of ~600 lines: it is the protocol read top to bottom, the prompts (~130 lines: fences, the
+brief, the propose/critique/revise/rank messages and the ranking parser) then the stage runner and the five
+stages (~360 lines); both halves share the seat ring, the nonce fences and the checkpoint-per-stage contract a
+restarted council resumes from, so split, a reader would follow one stage across files. What can stand alone
+already does: the decision rule and ranking (scoring.py), exact answers (answers.py), the verifiers
+(verifiers/), the ports (ports.py) and the models (models/).
 """
 
 from __future__ import annotations
