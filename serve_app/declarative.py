@@ -39,7 +39,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from actors.engine_hosting import engine_actor_name, is_engine_actor
+from actors.engine_hosting import engine_actor_name, is_engine_actor, replica_actor_names
 from actors.models.config import AppConfig
 from actors.models.councils import EngineSpec, default_council
 from actors.store import Store
@@ -125,8 +125,8 @@ async def roll_engine(store: Store, registry, spec: EngineSpec) -> str:
     """Bring the engine's new actor up, then point the engine's name at it. Returns its name."""
     actor_name = rolled_actor_name(spec)
     log.info("engine %s: spec changed; starting %s before retiring the old actor", spec.name, actor_name)
-    handle = registry.engine(spec, actor_name)
-    await handle.start.remote()  # the model is loaded: only now may councils use it
+    replicas = registry.engine_replicas(spec, actor_name)
+    await asyncio.gather(*(r.start.remote() for r in replicas))  # the model is loaded: only now may councils use it
     await store.switch_engine(spec, actor_name)
     log.info("engine %s now served by %s", spec.name, actor_name)
     return actor_name
@@ -137,8 +137,8 @@ async def stale_engine_actors(store: Store, registry) -> list[str]:
     live = registry.engine_actor_names()
     stale = []
     for spec in await store.list_engines():
-        current = await store.engine_actor(spec.name)
-        stale += [a for a in actors_of_engine(spec.name, live) if a != current]
+        current = replica_actor_names(await store.engine_actor(spec.name), spec.replicas)
+        stale += [a for a in actors_of_engine(spec.name, live) if a not in current]
     return stale
 
 

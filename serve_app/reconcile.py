@@ -119,7 +119,8 @@ class Reconciler:
 
     async def _start_engine(self, spec) -> None:
         registry = self.service.registry
-        await registry.engine(spec, await self.service.store.engine_actor(spec.name)).start.remote()
+        replicas = registry.engine_replicas(spec, await self.service.store.engine_actor(spec.name))
+        await asyncio.gather(*(replica.start.remote() for replica in replicas))
 
     async def _retire_stale_engines(self) -> None:
         try:

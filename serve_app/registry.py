@@ -11,7 +11,7 @@ import logging
 import ray
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
-from actors.engine_hosting import engine_actor_name, engine_actor_options, is_engine_actor
+from actors.engine_hosting import engine_actor_name, engine_actor_options, is_engine_actor, replica_actor_names
 from actors.models.councils import EngineSpec
 
 log = logging.getLogger("councils.registry")
@@ -46,6 +46,10 @@ class ActorRegistry:
         if actor_name:
             options["name"] = actor_name
         return ray.remote(Engine).options(**options).remote(spec.model_dump())
+
+    def engine_replicas(self, spec: EngineSpec, actor_name: str):
+        """Every replica's actor (EngineSpec.replicas), created if missing; replica 0 is named `actor_name`."""
+        return [self.engine(spec, name) for name in replica_actor_names(actor_name, spec.replicas)]
 
     def engine_actor_names(self) -> list[str]:
         """Names of the live engine actors (`engine-...`) in the councils namespace."""

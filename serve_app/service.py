@@ -260,8 +260,24 @@ class CouncilService:
                 body["valkey_persistence"] = await self.valkey.persistence()
         return body
 
+    async def engine_replicas(self, name: str) -> list[dict[str, Any]]:
+        """Each replica's actor of an engine with its load (calls in flight) and node, or why it did not answer."""
+        async def one(actor: str) -> dict[str, Any]:
+            handle = self.registry.named(actor)
+            if handle is None:
+                return {"actor": actor, "alive": False, "error": "no such actor"}
+            try:
+                health = await asyncio.wait_for(handle.health.remote(), timeout=2)
+            except Exception as exc:  # dead, restarting or busy past the timeout
+                return {"actor": actor, "alive": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            return {"actor": actor, "alive": True, "in_flight": health.get("in_flight", 0),
+                    "node_id": health.get("node_id"), "pid": health.get("pid")}
+
+        return list(await asyncio.gather(*(one(a) for a in await self.store.engine_replicas(name))))
+
     async def status(self) -> dict[str, Any]:
         councils = await self.store.list_councils()
+        engines = await self.store.list_engines()
         counters = await self.store.stats()
         latency, by_role = {}, {}
         for c in councils:
@@ -273,7 +289,8 @@ class CouncilService:
             "councils": [{"role": c.role, "agents": len(c.agents), "agent_ids": [a.id for a in c.agents],
                           "engines": sorted({a.engine for a in c.agents}), "rounds": c.rounds,
                           "version": c.version} for c in councils],
-            "engines": [e.name for e in await self.store.list_engines()],
+            "engines": [e.name for e in engines],
+            "engine_replicas": {e.name: await self.engine_replicas(e.name) for e in engines},
             "by_role": by_role,
             "counters": counters,
             "latency_s": latency,

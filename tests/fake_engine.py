@@ -41,7 +41,10 @@ class FakeEngine:
         self.delay_s = delay_s
 
     async def health(self) -> dict:
-        return {"ok": True, "pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight}
+        import ray
+
+        return {"ok": True, "pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def spec(self) -> dict:
         return self.spec_

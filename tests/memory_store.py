@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+from actors.engine_hosting import engine_actor_name, replica_actor_names
 from actors.models.config import AppConfig
 from actors.models.councils import CouncilSpec, EngineSpec, default_council
 from actors.models.records import DeliberationRecord
@@ -35,6 +36,10 @@ class MemoryStore:
 
     async def list_engines(self) -> list[EngineSpec]:
         return list(self.engines)
+
+    async def engine_replicas(self, name: str) -> list[str]:
+        spec = next(e for e in self.engines if e.name == name)
+        return replica_actor_names(engine_actor_name(name), spec.replicas)
 
     async def put_council(self, spec: CouncilSpec) -> tuple[CouncilSpec, bool]:
         old = self.councils.get(spec.role)
@@ -106,6 +111,9 @@ class MemoryRegistry:
 
     async def remove_council(self, role: str, reason: str = "council deleted") -> None:
         self.calls.append((f"{role}.remove", (reason,)))
+
+    def named(self, actor_name: str):
+        return None  # no engine actors here: /v1/status shows each replica as not alive
 
 
 def memory_service(roles=("DEV", "QA"), config: dict | None = None) -> CouncilService:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors.models.config import AppConfig, RuntimeSettings
+from actors.engine_hosting import replica_actor_names
 from actors.models.councils import EngineSpec, default_council
 from actors.models.requests import DeliberationRequest
 from serve_app import declarative
@@ -130,6 +131,9 @@ class FakeRegistry:
         name = actor_name or f"engine-{spec.name}"
         self.events.append(("created", name))
         return self.actors.setdefault(name, FakeEngineHandle(name, self.events))
+
+    def engine_replicas(self, spec, actor_name):
+        return [self.engine(spec, name) for name in replica_actor_names(actor_name, spec.replicas)]
 
     def engine_actor_names(self):
         return sorted(self.actors)

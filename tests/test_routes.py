@@ -155,7 +155,9 @@ def test_health_readiness_and_status(client, service):
     service.restored = service.engines_ready = True
     r = client.get("/readyz")
     assert r.status_code == 200 and "error" in r.json()  # loopback and open: details shown
-    assert [c["role"] for c in client.get("/v1/status").json()["councils"]] == ["DEV", "QA"]
+    status = client.get("/v1/status").json()
+    assert [c["role"] for c in status["councils"]] == ["DEV", "QA"]
+    assert status["engine_replicas"] == {"fake": [{"actor": "engine-fake", "alive": False, "error": "no such actor"}]}
 
 
 # -- routes over a fake service -----------------------------------------------------------------------------

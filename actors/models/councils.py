@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import AGENT_ID_PATTERN, ENGINE_NAME_PATTERN, ROLE_PATTERN, Strict, now
-from .limits import CEILING_AGENTS, CEILING_DRAFTS, CEILING_MAX_TOKENS, CEILING_ROUNDS
+from .limits import CEILING_AGENTS, CEILING_DRAFTS, CEILING_ENGINE_REPLICAS, CEILING_MAX_TOKENS, CEILING_ROUNDS
 
 
 class EngineSpec(Strict):
@@ -28,6 +28,10 @@ class EngineSpec(Strict):
     enable_prefix_caching: bool = True
     base_url: str | None = None
     api_key_env: str | None = None
+    replicas: int = Field(1, ge=1, le=CEILING_ENGINE_REPLICAS, description=(
+        "engine actors serving this engine, spread over the nodes offering the engine resource; a deliberation "
+        "sends all its calls to one replica (prefix cache), deliberations go to the least loaded one, and a dead "
+        "replica's calls move to the others"))
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> "EngineSpec":
