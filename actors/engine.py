@@ -68,6 +68,10 @@ class Engine:
         """True once `start` has finished (a method, not a property, so Ray can call it)."""
         return self._backend is not None
 
+    async def load(self) -> int:
+        """Calls in flight: councils send a new deliberation to the replica with the fewest."""
+        return self._in_flight
+
     async def start(self) -> dict[str, Any]:
         """Load the model / open the client. Idempotent; concurrent callers wait for one start."""
         if self._backend is not None:

@@ -4,7 +4,7 @@ restarting and moving off a replica that is gone.
 An engine has one actor per replica (EngineSpec.replicas; names in actors/engine_hosting.py). Every call made
 for one deliberation goes to the same replica, so its stages reuse that replica's prefix cache: the council sets
 AFFINITY to the deliberation's id in the task that runs it. A deliberation's first call picks the replica with
-the fewest calls in flight from this council (ties spread by the id's hash). A replica that fails a call
+the fewest calls in flight (each replica's `load()`, from every council; ties spread by the id's hash). A replica that fails a call
 (dead, restarting, its node gone, its model reloading) is avoided for REPLICA_AVOID_S and the call moves to
 another replica at once; with no other replica the call waits for it, as with one engine actor.
 """
@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import Counter
 from contextvars import ContextVar
 from typing import Awaitable, Callable
 
@@ -31,6 +30,7 @@ log = logging.getLogger("councils.engine_client")
 # The deliberation the running task generates for (set by the council actor in that task's context).
 AFFINITY: ContextVar[str | None] = ContextVar("councils_engine_affinity", default=None)
 REPLICA_AVOID_S = 30.0  # how long a replica that failed a call gets no new calls while another is up
+LOAD_TIMEOUT_S = 2.0  # a replica's load() answer; past it the replica counts as full
 
 UNAVAILABLE = (ActorDiedError, ActorUnavailableError, RayActorError, EngineUnavailable)
 
@@ -50,7 +50,6 @@ class RayEngineGenerator:
         self.replicas: dict[str, list[str]] = {}
         self.handles: dict[str, ray.actor.ActorHandle] = {}  # actor name -> handle
         self.pins: dict[tuple[str, str], str] = {}  # (engine, deliberation id) -> actor name
-        self.load: Counter[str] = Counter()  # actor name -> calls in flight from this council
         self.avoid_until: dict[str, float] = {}  # actor name -> monotonic time
         # Engines being waited for right now, with the last error: a timeout can then say why.
         self.unavailable: dict[str, str] = {}
@@ -70,21 +69,33 @@ class RayEngineGenerator:
             self.replicas[engine] = await self.resolve(engine) if self.resolve else [engine_actor_name(engine)]
         return self.replicas[engine]
 
-    def _pick(self, engine: str, names: list[str], affinity: str | None) -> str:
+    def _actor(self, name: str):
+        if name not in self.handles:
+            try:
+                self.handles[name] = self.get_actor(name)
+            except ValueError as exc:  # no actor of that name (yet)
+                raise ActorUnavailableError(str(exc), None) from exc
+        return self.handles[name]
+
+    async def _remote_load(self, name: str) -> float:
+        """The replica's calls in flight, from every council; a replica that does not answer counts as full."""
+        try:
+            return await asyncio.wait_for(self._actor(name).load.remote(), timeout=LOAD_TIMEOUT_S)
+        except Exception:
+            return float("inf")
+
+    async def _pick(self, engine: str, names: list[str], affinity: str | None) -> str:
         now = time.monotonic()
         up = [n for n in names if self.avoid_until.get(n, 0) <= now] or names
         pinned = self.pins.get((engine, affinity)) if affinity else None
         if pinned in up:
             return pinned
-        spread = int(hashlib.sha1((affinity or "").encode()).hexdigest(), 16)
-        choice = min(up, key=lambda n: (self.load[n], (names.index(n) - spread) % len(names)))
+        loads = await asyncio.gather(*(self._remote_load(n) for n in up)) if len(up) > 1 else [0]
+        spread = int(hashlib.sha1((affinity or "").encode()).hexdigest()[:8], 16)
+        _, _, choice = min((load, (names.index(n) - spread) % len(names), n) for n, load in zip(up, loads))
         if affinity:
             self.pins[(engine, affinity)] = choice
         return choice
-
-    def replica_load(self) -> dict[str, int]:
-        """Calls in flight from this council, by engine actor."""
-        return {name: n for name, n in self.load.items() if n}
 
     def why_waiting(self) -> str:
         """'' or a sentence naming the engines that are unavailable and their last error."""
@@ -97,20 +108,11 @@ class RayEngineGenerator:
         delay, waited = 0.5, 0.0
         while True:
             names = await self._replica_names(engine)
-            actor = self._pick(engine, names, affinity)
+            actor = await self._pick(engine, names, affinity)
             try:
-                if actor not in self.handles:
-                    try:
-                        self.handles[actor] = self.get_actor(actor)
-                    except ValueError as exc:  # no actor of that name (yet)
-                        raise ActorUnavailableError(str(exc), None) from exc
-                self.load[actor] += 1
-                try:
-                    out = await self.handles[actor].generate.remote(
-                        messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
-                    )
-                finally:
-                    self.load[actor] -= 1
+                out = await self._actor(actor).generate.remote(
+                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
+                )
                 self.unavailable.pop(engine, None)
                 self.avoid_until.pop(actor, None)
                 return Completion.model_validate(out)

@@ -40,6 +40,9 @@ class FakeEngine:
     async def set_delay(self, delay_s: float) -> None:
         self.delay_s = delay_s
 
+    async def load(self) -> int:
+        return self.in_flight
+
     async def health(self) -> dict:
         import ray
 

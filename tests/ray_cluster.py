@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.launcher import RayHead, Supervisor, http_get, wait_for
+from serve_app.launcher import RayHead, RayWorker, Supervisor, http_get, wait_for
 from serve_app.valkey_server import ValkeyProcess, free_port
 from actors.topology import node_resources
 
@@ -28,8 +28,12 @@ LOCK_PATH = "/tmp/councils-ray-tests.lock"
 
 
 class LocalCluster:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, head_resources: dict[str, float] | None = None):
         self.workdir = workdir
+        # One node plays head and worker by default: it offers the resources councils, engines and verification
+        # tasks require (actors/topology.py). `make run` splits them (tests/test_topology_make_run.py).
+        self.head_resources = node_resources() if head_resources is None else head_resources
+        self.workers: list[RayWorker] = []
         self.valkey = ValkeyProcess(workdir / "valkey")
         self.namespace = f"test-{uuid.uuid4().hex[:8]}"
         # Unix socket paths must stay short: a temp dir of our own under /tmp.
@@ -49,13 +53,20 @@ class LocalCluster:
                  "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
                  "RAY_SERVE_ENABLE_TASK_EVENTS": "0"},
             num_cpus=4, log_path=self.workdir / "ray-head.log", metrics_export_port=self.metrics_port,
-            # One node plays head and worker: it offers the resources councils, engines and verification
-            # tasks require (actors/topology.py). `make run` splits them (tests/test_topology_make_run.py).
-            resources=node_resources(),
+            resources=self.head_resources,
         )
         self.head.start()
         wait_for(self.head.answers, 180, "Ray head")
         return self
+
+    def add_worker(self, name: str, resources: dict[str, float], num_cpus: int = 1) -> RayWorker:
+        """A second raylet on this machine joined to the head (as `make run` starts its worker node)."""
+        worker = RayWorker(head=self.head, env=dict(self.head.env), log_path=self.workdir / f"ray-{name}.log",
+                           num_cpus=num_cpus, resources=resources, metrics_export_port=free_port(),
+                           dashboard_agent_port=free_port(), name=name)
+        worker.start()
+        self.workers.append(worker)
+        return worker
 
     def supervise(self) -> Supervisor:
         """Heal crashes in the background, as `make run` does."""
@@ -89,6 +100,8 @@ class LocalCluster:
     def stop(self) -> None:
         if getattr(self, "_supervising", None):
             self._supervising.set()
+        for worker in self.workers:
+            worker.stop()
         if self.head:
             self.head.stop()
         self.valkey.stop()

@@ -16,22 +16,36 @@ pytestmark = pytest.mark.unit
 REPLICAS = ["engine-e", "engine-e@1"]
 
 
+class Method:
+    def __init__(self, fn):
+        self.remote = fn  # handle.method.remote(...) returns an awaitable, like an ObjectRef
+
+
 class Replica:
-    """A fake engine actor handle: `generate.remote(...)` is awaitable, like an ObjectRef."""
+    """A fake engine actor handle: generate and load, each through `.remote(...)`."""
 
     def __init__(self, name: str, delay_s: float = 0.0):
-        self.name, self.delay_s, self.calls, self.dead = name, delay_s, [], False
-        self.generate = self  # handle.generate.remote(...)
+        self.name, self.delay_s, self.calls, self.dead, self.in_flight = name, delay_s, [], False, 0
+        self.generate, self.load = Method(self._generate), Method(self._load)
 
-    def remote(self, messages, **kwargs):
+    def _generate(self, messages, **kwargs):
         self.calls.append(messages[-1]["content"])
         return self._answer()
 
     async def _answer(self):
-        await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.dead:
+                raise ActorDiedError()
+            return {"text": self.name, "prompt_tokens": 1, "completion_tokens": 1}
+        finally:
+            self.in_flight -= 1
+
+    async def _load(self):
         if self.dead:
             raise ActorDiedError()
-        return {"text": self.name, "prompt_tokens": 1, "completion_tokens": 1}
+        return self.in_flight
 
 
 def client(replicas: dict[str, Replica], max_wait_s: float = 600.0) -> RayEngineGenerator:
@@ -51,16 +65,19 @@ async def deliberation(gen: RayEngineGenerator, delib_id: str, calls: int = 3) -
     return await asyncio.create_task(run())
 
 
-async def test_a_deliberations_calls_stay_on_one_replica_and_concurrent_ones_spread():
+async def test_a_deliberations_calls_stay_on_one_replica_and_new_ones_go_to_the_least_loaded():
     replicas = {n: Replica(n, delay_s=0.05) for n in REPLICAS}
     gen = client(replicas)
+    busy = replicas["engine-e@1"]
+    busy.in_flight = 5  # another council's calls
     answers = await asyncio.gather(*(deliberation(gen, f"d{i}") for i in range(4)))
     assert all(len(set(a)) == 1 for a in answers), answers  # every stage of one deliberation: one replica
-    used = [a[0] for a in answers]
-    assert used.count("engine-e") == 2 and used.count("engine-e@1") == 2, used  # by load: two each
-    assert gen.replica_load() == {}  # nothing in flight any more
+    assert [a[0] for a in answers] == ["engine-e"] * 4  # the other replica was busier all along
+    busy.in_flight = 0
+    spread = await asyncio.gather(*(deliberation(gen, f"e{i}") for i in range(8)))  # equal loads: by the ids' hash
+    assert {a[0] for a in spread} == set(REPLICAS)
     gen.release("d0")
-    assert not [p for p in gen.pins if p[1] == "d0"] and len(gen.pins) == 3
+    assert not [p for p in gen.pins if p[1] == "d0"] and len(gen.pins) == 11
 
 
 async def test_a_dead_replica_moves_its_calls_to_the_other_at_once():
