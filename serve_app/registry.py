@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import ray
+from ray.exceptions import ActorDiedError
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
 from actors.engine_hosting import engine_actor_name, engine_actor_options, is_engine_actor, replica_actor_names
@@ -25,6 +26,23 @@ class ActorRegistry:
         self.record_ttl_s = record_ttl_s
         self.council_max_concurrency = council_max_concurrency
         self.verification = verification
+        self.councils: dict[str, ray.actor.ActorHandle] = {}  # role -> handle, for call_council
+
+    async def call_council(self, role: str, method: str, *args):
+        """Call a method of the council's actor through a handle kept from an earlier call. Get-or-create asks the
+        GCS every time, and while the head restarts that question blocks this replica's event loop; a kept
+        handle reaches the actor directly. A handle whose actor is gone for good (the council was deleted, maybe
+        created again by another replica) is replaced once by get-or-create."""
+        for attempt in range(2):
+            handle = self.councils.get(role)
+            if handle is None:
+                handle = self.councils[role] = self.council(role)
+            try:
+                return await getattr(handle, method).remote(*args)
+            except ActorDiedError:
+                self.councils.pop(role, None)
+                if attempt:
+                    raise
 
     def council(self, role: str):
         """The council's actor, created if it does not exist (its spec must already be in Valkey)."""
@@ -72,6 +90,7 @@ class ActorRegistry:
             return None
 
     async def remove_council(self, role: str, reason: str = "council deleted") -> None:
+        self.councils.pop(role, None)
         handle = self.existing_council(role)
         if handle is None:
             return

@@ -137,7 +137,7 @@ class CouncilService:
                                                                   self.limits.max_agents_total)
         except RegistryFull as exc:
             raise limits.registry_full_error(exc) from None
-        await self.registry.council(stored.role).reload.remote()
+        await self.registry.call_council(stored.role, "reload")
         return stored, created
 
     # -- deliberations ----------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class CouncilService:
                 return record
         try:
             # Bounded: a council that is restarting must not hold the acknowledgement hostage.
-            await asyncio.wait_for(self.registry.council(request.role).submit.remote(record.id), timeout=10)
+            await asyncio.wait_for(self.registry.call_council(request.role, "submit", record.id), timeout=10)
         except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
             log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
         return record
@@ -230,7 +230,7 @@ class CouncilService:
         if record.status != "completed":
             raise ApiError(status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
                            {"id": record.id, "status": record.status})
-        outcome = await self.registry.council(request.role).orchestrate.remote(record.id, body.top_k)
+        outcome = await self.registry.call_council(request.role, "orchestrate", record.id, body.top_k)
         if "error" in outcome:
             raise ApiError(outcome.get("status", 503), outcome["error"])
         return {

@@ -105,6 +105,9 @@ class MemoryRegistry:
         self.calls: list[tuple[str, tuple]] = []
         self.record_ttl_s = 3600
 
+    async def call_council(self, role: str, method: str, *args):
+        return await getattr(self.council(role), method).remote(*args)
+
     def council(self, role: str):
         return SimpleNamespace(**{m: _Remote(self.calls, f"{role}.{m}")
                                   for m in ("submit", "reload", "info", "configure", "orchestrate")})
