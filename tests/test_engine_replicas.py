@@ -66,10 +66,10 @@ def cluster(tmp_path_factory):
                      head_resources=topology.node_resources(topology.WORKER, topology.VERIFIER))
     try:
         c.start()
-        for node in NODES:
-            c.add_worker(node, {topology.ENGINE: topology.CAPACITY, node: 1})
         connect(c)
-        wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 3, 120, "three nodes")
+        for i, node in enumerate(NODES, start=2):  # one at a time: each joins before the next starts
+            c.add_worker(node, {topology.ENGINE: topology.CAPACITY, node: 1})
+            wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == i, 180, f"worker node {node}")
         c.engines = start_replicas()
         deploy(c)
         yield c
