@@ -3,6 +3,10 @@
 `council-<ROLE>` is a detached, named actor (namespace `councils`, restarted forever). Its
 constructor reads its spec and its unfinished deliberations from Valkey, so a restart *is* a
 restore: every unfinished deliberation resumes from its last checkpointed stage.
+
+Why ~400 lines: the actor's lifecycle (restore, sweep, retire), the run of one deliberation with its fenced
+finish, and the checkpoint sink are one ownership story (epochs, leases, the tasks dict as the lock); split,
+each part would have to reach into the others' state.
 """
 
 from __future__ import annotations

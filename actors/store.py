@@ -9,6 +9,10 @@ of two runners of one deliberation (a zombie actor, a KubeRay switchover) only t
 other gets StaleWriter and stops. A finished record is immutable, and finishing it (record, TTL,
 active-set removal, terminal stage event, `councils:events` entry, stats, durations) is one script:
 one completion event per deliberation, and a retried finish counts nothing twice.
+
+Why one module of ~600 lines: every key name and every script that writes several keys at once live here, so
+the whole Valkey layout (docs/operations.md, the key table) can be checked against one file; the Lua scripts
+and the methods that call them must change together.
 """
 
 from __future__ import annotations
