@@ -9,6 +9,7 @@ answers 200; the figure is the time from the kill to that answer.
   council   the council-DEV actor's worker process: Ray restarts it, it reads its spec and records from Valkey
   ingress   the Ingress's Serve replica process: Serve starts a new replica
   gcs       the head's gcs_server: the launcher's supervisor restarts the head (the worker node keeps running)
+  head      the head's gcs_server and raylet together (a head node crash): as for gcs
   valkey    valkey-server: the supervisor restarts it from its AOF (Ray's GCS exits too and is restarted)
   engine    the vLLM engine-core process: the engine actor starts a new one (the model loads again)
 
@@ -35,10 +36,10 @@ from serve_app.valkey_server import free_port
 
 from .common import machine_lock, median, save_run, settings, start_launcher, stop_launcher, wait_launcher_ready
 
-FAULTS = ["council", "ingress", "gcs", "valkey", "engine"]
+FAULTS = ["council", "ingress", "gcs", "head", "valkey", "engine"]
 BODY = {"role": "DEV", "task": "Say hello.", "rounds": 0, "max_tokens": 16}
 GIVE_UP_S = 600
-SUPERVISED = {"gcs", "valkey"}  # restarted by the launcher's supervisor (both restart the head)
+SUPERVISED = {"gcs", "head", "valkey"}  # restarted by the launcher's supervisor (each restarts the head)
 # A head restarted less than this ago counts a new crash as one more "in a row" and restarts it after a delay.
 SETTLE_S = Backoff().stable_s + 5
 
@@ -75,17 +76,20 @@ class Stack:
         (actor,) = json.loads(out.stdout)
         return int(actor["pid"])
 
-    def victim(self, fault: str) -> int:
+    def victims(self, fault: str) -> list[int]:
         if fault == "council":
-            return self.actor_pid("name=council-DEV")
+            return [self.actor_pid("name=council-DEV")]
         if fault == "ingress":
-            return self.actor_pid("class_name=ServeReplica:councils:Ingress")
+            return [self.actor_pid("class_name=ServeReplica:councils:Ingress")]
         if fault == "gcs":
-            return self.process(lambda name, cmd: name == "gcs_server").pid
+            return [self.process(lambda name, cmd: name == "gcs_server").pid]
+        if fault == "head":
+            return [self.process(lambda name, cmd: name == "gcs_server").pid,
+                    self.process(lambda name, cmd: name == "raylet" and "--head" in cmd.split()).pid]
         if fault == "valkey":
-            return self.process(lambda name, cmd: name == "valkey-server").pid
+            return [self.process(lambda name, cmd: name == "valkey-server").pid]
         if fault == "engine":
-            return self.process(lambda name, cmd: "EngineCore" in name or "EngineCore" in cmd).pid
+            return [self.process(lambda name, cmd: "EngineCore" in name or "EngineCore" in cmd).pid]
         raise ValueError(fault)
 
 
@@ -117,18 +121,19 @@ def measure(stack: Stack, client: httpx.Client, fault: str, last_kill: dict) -> 
         print(f"{fault}: waiting {wait_s:.0f}s for the supervisor's backoff window", flush=True)
         time.sleep(wait_s)
         healthy_s, _ = until_deliberation(client)
-    pid = stack.victim(fault)
+    pids = stack.victims(fault)
     t0 = time.time()
-    os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     last_s, failed = until_deliberation(client)
     if fault in SUPERVISED:
         last_kill["supervised"] = time.time()
     row = {"recovered_s": round(time.time() - t0, 2), "last_deliberation_s": last_s, "failed_attempts": failed,
-           "healthy_deliberation_s": healthy_s, "victim_pid": pid}
+           "healthy_deliberation_s": healthy_s, "victim_pids": pids}
     try:
-        row["new_pid"] = stack.victim(fault)
+        row["new_pids"] = stack.victims(fault)
     except (RuntimeError, ValueError, psutil.Error, subprocess.SubprocessError) as exc:  # e.g. not back yet: say so
-        row["new_pid"] = f"not found: {exc}"
+        row["new_pids"] = f"not found: {exc}"
     print(f"{fault}: {row}", flush=True)
     return row
 
