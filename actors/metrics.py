@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Any
 
+from .models.records import stage_kind
+
 log = logging.getLogger("councils.metrics")
 
 DELIBERATIONS = "councils_deliberations"
@@ -120,11 +122,6 @@ def _refresh_gauges_forever() -> None:
             current = list(_gauges.items())
         for (name, tags), value in current:
             _record(name, "set", value, dict(tags))
-
-
-def stage_kind(stage: str) -> str:
-    """"critique-2" -> "critique": one series per kind of stage, whatever the number of rounds."""
-    return stage.partition("-")[0]
 
 
 def deliberation_finished(role: str, status: str, duration_s: float) -> None:

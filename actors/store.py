@@ -28,7 +28,7 @@ from valkey.asyncio.retry import Retry
 
 from .engine_hosting import engine_actor_name, replica_actor_names
 from .models.councils import CouncilSpec, EngineSpec
-from .models.records import DeliberationRecord, Usage
+from .models.records import DeliberationRecord, Usage, stage_kind
 
 EVENTS_MAXLEN = 10_000  # councils:events is a feed, not an archive
 DELIB_EVENTS_MAXLEN = 2_000  # one deliberation's stage events
@@ -519,7 +519,11 @@ class Store:
             usage = record.result.usage
             counters[f"tokens.{role}.prompt"] = usage.prompt_tokens
             counters[f"tokens.{role}.completion"] = usage.completion_tokens
-            duration = f"{record.result.duration_s:.3f}"
+            # One sample per completed deliberation: its duration and each stage's (stage kinds: critique-2 is a
+            # critique), for the latency percentiles of /v1/status.
+            duration = json.dumps({"s": round(record.result.duration_s, 3),
+                                   "stages": [[stage_kind(t.stage), round(t.seconds, 3)] for t in record.timings]},
+                                  separators=(",", ":"))
         keys = [self.key("delib", record.id), self._owner_key(record.id), self._active_key(role),
                 self.key("delib", record.id, "events"), self.key("events"), self.key("stats"),
                 self.key("durations", role)]
@@ -607,5 +611,14 @@ class Store:
         """Unfinished (pending or in progress) deliberations of a council."""
         return int(await self.client.scard(self._active_key(role)))
 
+    async def duration_samples(self, role: str) -> list[dict[str, Any]]:
+        """The last DURATIONS_KEPT completed deliberations of a council: {"s": seconds, "stages": [[kind, s]]}
+        (a bare number is a sample written before stage timings were kept)."""
+        samples = []
+        for raw in await self.client.lrange(self.key("durations", role), 0, -1):
+            value = json.loads(raw)
+            samples.append(value if isinstance(value, dict) else {"s": float(value), "stages": []})
+        return samples
+
     async def durations(self, role: str) -> list[float]:
-        return [float(x) for x in await self.client.lrange(self.key("durations", role), 0, -1)]
+        return [sample["s"] for sample in await self.duration_samples(role)]

@@ -28,7 +28,7 @@ from . import limits, sse, validation
 from .errors import ApiError
 from .records import check_delib_id, idempotent_id, progress, status_code
 from .registry import ActorRegistry
-from .stats import percentiles, role_summary
+from .stats import percentiles, role_summary, stage_percentiles
 from .valkey_guard import ValkeyGuard
 
 log = logging.getLogger("councils.ingress")
@@ -279,9 +279,11 @@ class CouncilService:
         councils = await self.store.list_councils()
         engines = await self.store.list_engines()
         counters = await self.store.stats()
-        latency, by_role = {}, {}
+        latency, stage_latency, by_role = {}, {}, {}
         for c in councils:
-            latency[c.role] = percentiles(await self.store.durations(c.role))
+            samples = await self.store.duration_samples(c.role)
+            latency[c.role] = percentiles([sample["s"] for sample in samples])
+            stage_latency[c.role] = stage_percentiles(samples)
             by_role[c.role] = role_summary(c.role, counters, await self.store.active_count(c.role), latency[c.role])
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -294,5 +296,6 @@ class CouncilService:
             "by_role": by_role,
             "counters": counters,
             "latency_s": latency,
+            "stage_latency_s": stage_latency,
             "settings": {**self.settings.model_dump(mode="json"), "record_ttl_s": self.store.record_ttl_s},
         }

@@ -32,3 +32,13 @@ def role_summary(role: str, counters: dict[str, int], active: int, latency: dict
         "orchestrations": {d: counters.get(f"orchestrations.{role}.{d}", 0) for d in ("architect", "fallback")},
         "duration_s": latency,
     }
+
+
+def stage_percentiles(samples: list[dict]) -> dict[str, dict]:
+    """Per stage kind (propose, critique, revise, rank, ...), percentiles of the stage's wall time over the
+    duration samples of Store.duration_samples (every stage instance is one sample)."""
+    by_kind: dict[str, list[float]] = {}
+    for sample in samples:
+        for kind, seconds in sample["stages"]:
+            by_kind.setdefault(kind, []).append(seconds)
+    return {kind: percentiles(seconds) for kind, seconds in by_kind.items()}

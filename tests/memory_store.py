@@ -80,7 +80,10 @@ class MemoryStore:
         return {}
 
     async def durations(self, role: str) -> list[float]:
-        return []
+        return [sample["s"] for sample in await self.duration_samples(role)]
+
+    async def duration_samples(self, role: str) -> list[dict]:
+        return [{"s": 3.0, "stages": [["propose", 2.0], ["critique", 0.5], ["critique", 0.7]]}]
 
     async def active_count(self, role: str) -> int:
         return 0

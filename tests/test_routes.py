@@ -158,6 +158,9 @@ def test_health_readiness_and_status(client, service):
     status = client.get("/v1/status").json()
     assert [c["role"] for c in status["councils"]] == ["DEV", "QA"]
     assert status["engine_replicas"] == {"fake": [{"actor": "engine-fake", "alive": False, "error": "no such actor"}]}
+    assert status["latency_s"]["DEV"] == {"count": 1, "p50": 3.0, "p95": 3.0, "p99": 3.0}
+    assert status["stage_latency_s"]["DEV"] == {"propose": {"count": 1, "p50": 2.0, "p95": 2.0, "p99": 2.0},
+                                                "critique": {"count": 2, "p50": 0.5, "p95": 0.7, "p99": 0.7}}
 
 
 # -- routes over a fake service -----------------------------------------------------------------------------

@@ -182,12 +182,14 @@ async def test_a_stale_owner_gets_an_error_and_a_finished_record_is_immutable(st
 
 
 async def test_a_retried_finish_writes_one_event_and_counts_once(store):
-    from actors.models.records import DeliberationResult, Proposal, Usage
+    from actors.models.records import DeliberationResult, Proposal, StageTiming, Usage
 
     rec = _record()
     await store.create_record(rec)
     epoch = await store.claim_record(rec.id)
     rec.status = "completed"
+    rec.timings = [StageTiming(stage="propose", seconds=0.75), StageTiming(stage="critique-1", seconds=0.25),
+                   StageTiming(stage="critique-2", seconds=0.5)]
     rec.result = DeliberationResult(proposals=[Proposal(author="a1", content="x", score=0.5, rank=1)],
                                     winner_id="a1", duration_s=1.25,
                                     usage=Usage(prompt_tokens=10, completion_tokens=4))
@@ -200,6 +202,10 @@ async def test_a_retried_finish_writes_one_event_and_counts_once(store):
     assert stats["deliberations.DEV.completed"] == 1 and stats["accepted.DEV"] == 1
     assert stats["tokens.DEV.prompt"] == 10 and stats["tokens.DEV.completion"] == 4
     assert await store.durations("DEV") == [1.25]
+    assert await store.duration_samples("DEV") == [
+        {"s": 1.25, "stages": [["propose", 0.75], ["critique", 0.25], ["critique", 0.5]]}]
+    await store.client.rpush(store.key("durations", "DEV"), "2.5")  # a sample written before stage timings
+    assert await store.durations("DEV") == [1.25, 2.5]
     assert 0 < await store.client.ttl(store.key("delib", rec.id, "events")) <= 60
 
 

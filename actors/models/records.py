@@ -169,6 +169,11 @@ class DeliberationResult(Strict):
     usage: Usage
 
 
+def stage_kind(stage: str) -> str:
+    """"critique-2" -> "critique": one series per kind of stage, whatever the number of rounds."""
+    return stage.partition("-")[0]
+
+
 class StageTiming(Strict):
     """Where one stage's time and tokens went (wall seconds; generation and verification overlap nothing)."""
 
