@@ -27,6 +27,8 @@ from typing import Any, Iterator
 
 import httpx
 
+from actors.models.records import FINISHED
+
 from .security import terminal_safe
 from .settings import EnvSettings
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8000"
 PID_FILE = "councils.pid"
 LOG_FILE = "councils.log"
-TERMINAL_KINDS = {"completed", "failed", "timeout"}
+TERMINAL_KINDS = FINISHED  # a deliberation's last stage event is named by its final status
 
 
 class CliError(Exception):

@@ -17,9 +17,10 @@ import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from actors.models.records import FINISHED
 from actors.store import Store
 
-TERMINAL_KINDS = frozenset({"completed", "failed", "timeout"})
+TERMINAL_KINDS = FINISHED  # a deliberation's last stage event is named by its final status
 STREAM_ID_PATTERN = re.compile(r"\d{1,20}-\d{1,20}")  # fullmatch: no trailing newline
 SLICE_MS = 1000  # one XREAD BLOCK; also how soon a disconnect is noticed
 HEARTBEAT_S = 15.0  # a comment line after this much silence keeps proxies from closing the response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from actors.models.records import FINISHED_STATUSES
+
 
 def percentiles(samples: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float | int | None]:
     """Nearest-rank percentiles of the samples; None when there are none."""
@@ -16,7 +18,6 @@ def percentiles(samples: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dic
     return out
 
 
-FINISHED_STATUSES = ("completed", "failed", "timeout")
 
 
 def role_summary(role: str, counters: dict[str, int], active: int, latency: dict) -> dict:

@@ -16,7 +16,8 @@ from .base import Strict, now
 from .requests import DeliberationRequest
 
 Status = Literal["pending", "in_progress", "completed", "failed", "timeout"]
-FINISHED: frozenset[str] = frozenset({"completed", "failed", "timeout"})
+FINISHED_STATUSES = ("completed", "failed", "timeout")  # also the kinds of a deliberation's last stage event
+FINISHED: frozenset[str] = frozenset(FINISHED_STATUSES)
 
 
 class Usage(Strict):
