@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
+from httpx_sse import connect_sse
 
 from actors.models.records import FINISHED
 
@@ -91,19 +92,12 @@ class Api:
     def events(self, path: str, after: str | None = None) -> Iterator[tuple[str | None, str, dict]]:
         """(id, kind, data) of the Server-Sent Events at path, as they arrive, until the server ends them."""
         headers = {"Last-Event-ID": after} if after else {}
-        with self.client.stream("GET", path, headers=headers, timeout=httpx.Timeout(30.0, read=60.0)) as r:
-            if r.status_code != 200:
-                r.read()
-                raise CliError(f"GET {path}: {r.status_code} {error_message(r)}")
-            event: dict[str, Any] = {}
-            for line in r.iter_lines():
-                if not line:
-                    if "event" in event:
-                        yield event.get("id"), event["event"], json.loads(event.get("data") or "{}")
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    event[name] = value[1:] if value.startswith(" ") else value
+        with connect_sse(self.client, "GET", path, headers=headers, timeout=httpx.Timeout(30.0, read=60.0)) as source:
+            if source.response.status_code != 200:
+                source.response.read()
+                raise CliError(f"GET {path}: {source.response.status_code} {error_message(source.response)}")
+            for event in source.iter_sse():
+                yield event.id or None, event.event, json.loads(event.data or "{}")
 
 
 def error_message(r: httpx.Response) -> str:
