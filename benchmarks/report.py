@@ -190,7 +190,7 @@ def restore(stack: dict) -> dict | None:
 FAULT_LABELS = {
     "council": ("a council actor's worker process (council-DEV)", "Ray restarts the actor; it reads its spec and records from Valkey"),
     "ingress": ("the Ingress's Serve replica process", "Serve starts a new replica"),
-    "gcs": ("the head's `gcs_server`", "the launcher's supervisor restarts the head; the worker node keeps councils, engine and ingress, and serves deliberations meanwhile"),
+    "gcs": ("the head's `gcs_server`", "the launcher's supervisor restarts the head; the worker node keeps councils, engine and ingress"),
     "head": ("the head's `gcs_server` and `raylet` together", "as for the GCS alone (issue 13's target: ≤ 20 s)"),
     "valkey": ("`valkey-server`", "the supervisor restarts it from its AOF; Ray's GCS exits on the outage and the head restarts too"),
     "engine": ("the vLLM engine-core process", "the engine actor starts a new engine core: the model loads again"),
