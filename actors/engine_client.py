@@ -69,18 +69,22 @@ class RayEngineGenerator:
             self.replicas[engine] = await self.resolve(engine) if self.resolve else [engine_actor_name(engine)]
         return self.replicas[engine]
 
-    def _actor(self, name: str):
+    async def _actor(self, name: str):
         if name not in self.handles:
             try:
-                self.handles[name] = self.get_actor(name)
+                # A lookup by name asks the GCS, which blocks while the head restarts: not on the event loop.
+                self.handles[name] = await asyncio.to_thread(self.get_actor, name)
             except ValueError as exc:  # no actor of that name (yet)
                 raise ActorUnavailableError(str(exc), None) from exc
         return self.handles[name]
 
+    async def _load(self, name: str) -> int:
+        return await (await self._actor(name)).load.remote()
+
     async def _remote_load(self, name: str) -> float:
         """The replica's calls in flight, from every council; a replica that does not answer counts as full."""
         try:
-            return await asyncio.wait_for(self._actor(name).load.remote(), timeout=LOAD_TIMEOUT_S)
+            return await asyncio.wait_for(self._load(name), timeout=LOAD_TIMEOUT_S)
         except Exception:
             return float("inf")
 
@@ -110,7 +114,7 @@ class RayEngineGenerator:
             names = await self._replica_names(engine)
             actor = await self._pick(engine, names, affinity)
             try:
-                out = await self._actor(actor).generate.remote(
+                out = await (await self._actor(actor)).generate.remote(
                     messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
                 )
                 self.unavailable.pop(engine, None)

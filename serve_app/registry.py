@@ -6,6 +6,7 @@ makes creation race-free, and the actor names make the result the same whoever w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import ray
@@ -35,8 +36,8 @@ class ActorRegistry:
         created again by another replica) is replaced once by get-or-create."""
         for attempt in range(2):
             handle = self.councils.get(role)
-            if handle is None:
-                handle = self.councils[role] = self.council(role)
+            if handle is None:  # get-or-create asks the GCS: off the event loop
+                handle = self.councils[role] = await asyncio.to_thread(self.council, role)
             try:
                 return await getattr(handle, method).remote(*args)
             except ActorDiedError:

@@ -263,10 +263,11 @@ class CouncilService:
     async def engine_replicas(self, name: str) -> list[dict[str, Any]]:
         """Each replica's actor of an engine with its load (calls in flight) and node, or why it did not answer."""
         async def one(actor: str) -> dict[str, Any]:
-            handle = self.registry.named(actor)
-            if handle is None:
-                return {"actor": actor, "alive": False, "error": "no such actor"}
             try:
+                # A lookup by name asks the GCS, which blocks while the head restarts: not on the event loop.
+                handle = await asyncio.wait_for(asyncio.to_thread(self.registry.named, actor), timeout=2)
+                if handle is None:
+                    return {"actor": actor, "alive": False, "error": "no such actor"}
                 health = await asyncio.wait_for(handle.health.remote(), timeout=2)
             except Exception as exc:  # dead, restarting or busy past the timeout
                 return {"actor": actor, "alive": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
