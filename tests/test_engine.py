@@ -168,3 +168,45 @@ async def test_openai_backend_client_errors_are_not_retried(monkeypatch):
     with pytest.raises(EngineError, match="400"):
         await engine.generate([{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=4)
     assert len(calls) == 1
+
+
+class _HangingLLM:
+    """An AsyncLLM stand-in whose requests never answer (the engine core was SIGKILLed); while this call awaits
+    its renderer, another call shuts the engine down (`backend.llm = None`), as Engine.generate does on a death."""
+
+    errored = False
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.renderer = self
+
+    async def render_cmpl_async(self, prompts):
+        await asyncio.sleep(0.05)
+        self.backend.llm = None  # another call saw the engine core die and shut it down meanwhile
+        return prompts
+
+    async def generate(self, prompt, params, request_id):
+        await asyncio.Event().wait()
+        yield None  # pragma: no cover
+
+
+class _Tokenizer:
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        return "prompt"
+
+    def encode(self, text, add_special_tokens):
+        return [1, 2, 3]
+
+
+async def test_a_call_whose_engine_is_shut_down_meanwhile_is_unavailable_not_a_bug(monkeypatch):
+    """This call must fail with EngineUnavailable (the council retries it on the new engine core), not with
+    AttributeError on the engine another call set to None. Found on a fresh-clone CI run of test_e2e_make_run's
+    engine-core SIGKILL: the deliberation ended failed."""
+    from actors.backends import vllm as backend_module
+    from actors.backends.vllm import VllmBackend
+
+    monkeypatch.setattr(backend_module, "DEATH_POLL_S", 0.05)
+    backend = VllmBackend(EngineSpec(name="e", model="m"))
+    backend.llm, backend.tokenizer = _HangingLLM(backend), _Tokenizer()
+    with pytest.raises(EngineUnavailable, match="is dead|went away"):
+        await asyncio.wait_for(backend.generate(TASK, 0.0, 8, None), 120)

@@ -101,6 +101,10 @@ class VllmBackend:
     def dead(self) -> bool:
         return self.llm is None or bool(getattr(self.llm, "errored", False))
 
+    def _gone(self, llm: Any) -> bool:
+        """The engine a call started on died, or was shut down (and maybe replaced) since."""
+        return self.llm is not llm or bool(getattr(llm, "errored", False))
+
     async def shutdown(self) -> None:
         if self.llm is not None:
             self.llm.shutdown()
@@ -128,7 +132,10 @@ class VllmBackend:
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        if self.llm is None:
+        # This call's engine: another call that saw the engine core die may shut it down (self.llm = None)
+        # while this one is still preparing or waiting; it must then fail as unavailable, not as a bug.
+        llm = self.llm
+        if llm is None:
             raise EngineUnavailable("vLLM engine not started")
         ids = self.prompt_ids(messages)
         room = self.max_model_len - len(ids)
@@ -145,7 +152,7 @@ class VllmBackend:
         )
         request_id = f"{self.spec.name}-{uuid.uuid4().hex}"
         prompt: Any = TokensPrompt(prompt_token_ids=ids)
-        renderer = getattr(self.llm, "renderer", None)
+        renderer = getattr(llm, "renderer", None)
         if renderer is not None and hasattr(renderer, "render_cmpl_async"):
             # vLLM 0.32 deprecates raw prompts in generate(); hand it a rendered engine input.
             (prompt,) = await renderer.render_cmpl_async([prompt])
@@ -153,7 +160,7 @@ class VllmBackend:
 
         async def collect() -> None:
             nonlocal final
-            async for out in self.llm.generate(prompt, params, request_id):
+            async for out in llm.generate(prompt, params, request_id):
                 final = out
 
         # A request in flight when the engine core dies may never get an answer (vLLM cleans up its client but
@@ -163,11 +170,19 @@ class VllmBackend:
         try:
             while not work.done():
                 await asyncio.wait({work}, timeout=DEATH_POLL_S)
-                if not work.done() and self.dead:
+                if not work.done() and self._gone(llm):
                     raise EngineDeadError("engine core died with the request in flight")
             work.result()
         except EngineDeadError as exc:
             raise EngineUnavailable(f"vLLM engine {self.spec.name!r} is dead: {exc}") from exc
+        except (Exception, asyncio.CancelledError) as exc:
+            # Whatever the dying or shut-down engine raised (its stream may end cancelled), unless this call
+            # itself is being cancelled.
+            task = asyncio.current_task()
+            if self._gone(llm) and not (task is not None and task.cancelling()):
+                raise EngineUnavailable(f"vLLM engine {self.spec.name!r} went away during the call: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            raise
         finally:
             work.cancel()
         if final is None or not final.outputs:
