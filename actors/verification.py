@@ -70,24 +70,24 @@ class RayVerifier:
             options["resources"] = self.config.resources
         self.task = ray.remote(_verify_one).options(**options)
         self.gcs_address = gcs_address or ray.get_runtime_context().gcs_address
+        self.local = LocalVerifier()
 
     async def verify(self, texts: list[str], request: DeliberationRequest, names: list[str],
                      scoring: ScoringSpec) -> list[list[CheckResult]]:
         req, sc = request.model_dump(mode="json"), scoring.model_dump(mode="json")
         pending = {i: asyncio.ensure_future(self.task.remote(t, req, names, sc)) for i, t in enumerate(texts)}
-        results: dict[int, list[dict]] = {}
+        results: dict[int, list[CheckResult]] = {}
         while pending:
             await asyncio.wait(pending.values(), timeout=GCS_PROBE_S)
             for i, future in list(pending.items()):
                 if future.done():
-                    results[i] = future.result()
+                    results[i] = [CheckResult.model_validate(c) for c in future.result()]
                     del pending[i]
             if pending and not await gcs_listening(self.gcs_address):
                 log.warning("GCS at %s is down: verifying %d text(s) in this process", self.gcs_address, len(pending))
                 for future in pending.values():
                     future.cancel()
-                local = await asyncio.gather(*(asyncio.to_thread(_verify_one, texts[i], req, names, sc)
-                                               for i in pending))
+                local = await self.local.verify([texts[i] for i in pending], request, names, scoring)
                 results.update(zip(pending, local))
                 pending = {}
-        return [[CheckResult.model_validate(c) for c in results[i]] for i in range(len(texts))]
+        return [results[i] for i in range(len(texts))]
