@@ -88,9 +88,13 @@ class RayEngineGenerator:
         except Exception:
             return float("inf")
 
-    async def _pick(self, engine: str, names: list[str], affinity: str | None) -> str:
+    def _up(self, names: list[str]) -> list[str]:
+        """The replicas not avoided right now (none failed a call in the last REPLICA_AVOID_S)."""
         now = time.monotonic()
-        up = [n for n in names if self.avoid_until.get(n, 0) <= now] or names
+        return [n for n in names if self.avoid_until.get(n, 0) <= now]
+
+    async def _pick(self, engine: str, names: list[str], affinity: str | None) -> str:
+        up = self._up(names) or names
         pinned = self.pins.get((engine, affinity)) if affinity else None
         if pinned in up:
             return pinned
@@ -125,7 +129,7 @@ class RayEngineGenerator:
                 self.handles.pop(actor, None)
                 self.unavailable[engine] = f"{actor}: {type(exc).__name__}: {str(exc)[:300]}"
                 self.avoid_until[actor] = time.monotonic() + REPLICA_AVOID_S
-                others_up = [n for n in names if n != actor and self.avoid_until.get(n, 0) <= time.monotonic()]
+                others_up = [n for n in self._up(names) if n != actor]
                 if others_up:
                     log.warning("engine %s: replica %s unavailable (%s); moving to %s", engine, actor,
                                 type(exc).__name__, others_up)
