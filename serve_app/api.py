@@ -25,15 +25,16 @@ log = logging.getLogger("councils.ingress")
 ROUTERS = (health.router, councils.router, deliberations.router, events.router, status.router, openai.router)
 
 
-def build_api(service: Any) -> FastAPI:
-    """The app: `service` is what the routes call (serve_app/service.py's CouncilService, or a fake)."""
+def build_api(service: Any, tokens: auth.TokenAuth | None = None) -> FastAPI:
+    """The app: `service` is what the routes call (serve_app/service.py's CouncilService, or a fake); `tokens`:
+    the replica's (default: read from the environment now)."""
     api = FastAPI(title="Councils on Ray", version="0.1.0",
                   description="Durable LLM deliberation councils as detached Ray actors, persisted in Valkey.")
     api.state.service = service
     install_error_handlers(api)
     # Outermost last: the token is checked before anything else, then the body is bounded before any route reads it.
     api.add_middleware(limits.BodyLimitMiddleware, max_bytes=lambda: service.limits.max_body_bytes)
-    api.add_middleware(auth.BearerAuthMiddleware)
+    api.add_middleware(auth.BearerAuthMiddleware, auth=tokens or auth.TokenAuth.from_env())
     for router in ROUTERS:
         api.include_router(router)
     return api

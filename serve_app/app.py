@@ -40,10 +40,10 @@ class Ingress:
             raise ValueError("no Valkey: set valkey_url in the config args or COUNCILS_VALKEY_URL")
         redact.register_url(url)  # its password never shows in an error or a log line of ours
         # COUNCILS_API_TOKEN(_FILE), COUNCILS_ADMIN_TOKEN(_FILE); an unreadable token file stops the replica here
-        auth_on = auth.configure(public_docs=config.public_docs)
+        self.tokens = auth.TokenAuth.from_env(public_docs=config.public_docs)
         # An open API on a network interface only on purpose (docs/security.md): else the deploy fails, saying why.
         http_host = security.serve_http_host()
-        security.check_exposure(http_host, auth_on, config.allow_unauthenticated)
+        security.check_exposure(http_host, self.tokens.on, config.allow_unauthenticated)
         verifiers.check_installed()  # a verifier whose package is missing stops the replica, naming it
         store = Store(url, config.key_prefix, config.record_ttl_s)
         registry = ActorRegistry(url, config.key_prefix, config.record_ttl_s, config.council_max_concurrency,
@@ -55,7 +55,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after the constructor: the routes are wired to this replica's service here."""
-        return build_api(self.service)
+        return build_api(self.service, self.tokens)
 
     async def reconfigure(self, user_config: dict | None) -> None:
         """Serve calls this with the deployment's user_config at start and whenever only it changed:

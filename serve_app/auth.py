@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 from starlette.responses import JSONResponse
 
@@ -82,36 +82,26 @@ def load_tokens(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {ADMIN: read} if read else {}
 
 
-_UNSET = object()
-_tokens: object = _UNSET
-_public_docs = False
+class TokenAuth:
+    """The tokens of one ingress replica and whether the OpenAPI document is open: loaded once, when the
+    replica builds its app (serve_app/app.py), and read by its BearerAuthMiddleware."""
 
+    def __init__(self, tokens: Mapping[str, str] | None = None, public_docs: bool = False):
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self.public_docs = public_docs
 
-def configure(environ: Mapping[str, str] | None = None, *, public_docs: bool | None = None) -> bool:
-    """Load the tokens of this replica (at start-up). Returns whether authentication is on."""
-    global _tokens, _public_docs
-    tokens = load_tokens(environ)
-    for token in tokens.values():
-        redact.register(token)
-    _tokens = tokens
-    if public_docs is not None:
-        _public_docs = public_docs
-    return bool(tokens)
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, public_docs: bool = False) -> "TokenAuth":
+        """Load the tokens (load_tokens) and register them for redaction; an unusable configuration raises."""
+        tokens = load_tokens(environ)
+        for token in tokens.values():
+            redact.register(token)
+        return cls(tokens, public_docs)
 
-
-def tokens() -> dict[str, str]:
-    if _tokens is _UNSET:
-        configure()
-    return _tokens  # type: ignore[return-value]
-
-
-def expected_token() -> str | None:
-    """The token with every scope (the admin token, or the only one), or None when the API is open."""
-    return tokens().get(ADMIN)
-
-
-def public_docs() -> bool:
-    return _public_docs
+    @property
+    def on(self) -> bool:
+        """Whether authentication is on (any token configured)."""
+        return bool(self.tokens)
 
 
 def presented(header: str | None) -> str | None:
@@ -153,33 +143,26 @@ class BearerAuthMiddleware:
     """An ASGI middleware: answers 401 (JSON, `WWW-Authenticate: Bearer`) or 403 (a read token on an admin
     route) before any route or body read. Open paths pass, with the caller's scope noted for the route."""
 
-    def __init__(self, app, token: Callable[[], str | None] | None = None, open_paths=None,
-                 scoped: Callable[[], Mapping[str, str]] | None = None):
+    def __init__(self, app, auth: TokenAuth | None = None, open_paths=None):
         self.app = app
-        if scoped is None:
-            scoped = tokens if token is None else (lambda: {ADMIN: t} if (t := token()) else {})
-        self.scoped = scoped
+        self.auth = auth if auth is not None else TokenAuth.from_env()
         self.open_paths = open_paths
 
     def _open(self, path: str) -> bool:
         if self.open_paths is not None:
             return path in self.open_paths
-        return path in HEALTH_PATHS or (public_docs() and path in DOCS_PATHS)
+        return path in HEALTH_PATHS or (self.auth.public_docs and path in DOCS_PATHS)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = _route_path(scope)
-        try:
-            configured = self.scoped()
-        except AuthConfigError as exc:
-            return await _reply(scope, receive, send, 503, f"authentication is misconfigured: {exc}")
         header = None
         for name, value in scope.get("headers") or []:
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
-        granted = scope_of(header, configured)
+        granted = scope_of(header, self.auth.tokens)
         scope.setdefault("state", {})["councils_scope"] = granted
         if self._open(path):
             return await self.app(scope, receive, send)

@@ -54,6 +54,7 @@ class CouncilService:
         self.settings = RuntimeSettings()  # live settings (user_config)
         self.limits: Limits = config.limits
         self.valkey = ValkeyGuard(store)
+        self.streams = sse.StreamSlots()  # this replica's open event streams (limits.max_sse_connections)
         self.started_at = time.time()
         # Set by the start-up reconcile (serve_app/reconcile.py).
         self.restored = False
@@ -207,9 +208,9 @@ class CouncilService:
         return body
 
     def open_stream_slot(self) -> None:
-        """One of limits.max_sse_connections open streams of this replica, or 429 (sse.counted releases it)."""
+        """One of limits.max_sse_connections open streams of this replica, or 429 (streams.counted releases it)."""
         limit = self.limits.max_sse_connections
-        if not sse.try_open(limit):
+        if not self.streams.try_open(limit):
             raise ApiError(429, f"this replica has its maximum of {limit} open event streams "
                                 "(limits.max_sse_connections); retry later", headers={"Retry-After": "5"})
 
@@ -220,7 +221,7 @@ class CouncilService:
         if not sse.valid_stream_id(after):
             raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")
         self.open_stream_slot()
-        return sse.counted(sse.event_stream(self.store, delib_id, after, disconnected=disconnected,
+        return self.streams.counted(sse.event_stream(self.store, delib_id, after, disconnected=disconnected,
                                             deadline=record.deadline + self.settings.wait_grace_s))
 
     async def orchestrate(self, body: OrchestrateRequest) -> dict[str, Any]:

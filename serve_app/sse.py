@@ -32,35 +32,29 @@ def valid_stream_id(value: str) -> bool:
     return bool(STREAM_ID_PATTERN.fullmatch(value))
 
 
-# -- open streams of this replica (one process: a module counter) ----------------------------------------
-_open_streams = 0
+class StreamSlots:
+    """The open event streams of one ingress replica (its service owns one): at most a limit at a time."""
 
+    def __init__(self) -> None:
+        self.open = 0
 
-def open_streams() -> int:
-    return _open_streams
+    def try_open(self, limit: int) -> bool:
+        """Take one of `limit` stream slots; False when all are taken (answer 429)."""
+        if self.open >= limit:
+            return False
+        self.open += 1
+        return True
 
+    def release(self) -> None:
+        self.open = max(0, self.open - 1)
 
-def try_open(limit: int) -> bool:
-    """Take one of `limit` stream slots of this replica; False when all are taken (answer 429)."""
-    global _open_streams
-    if _open_streams >= limit:
-        return False
-    _open_streams += 1
-    return True
-
-
-def release() -> None:
-    global _open_streams
-    _open_streams = max(0, _open_streams - 1)
-
-
-async def counted(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The chunks of a stream whose slot (try_open) is released when it ends, however it ends."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        release()
+    async def counted(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+        """The chunks of a stream whose slot (try_open) is released when it ends, however it ends."""
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            self.release()
 
 
 def format_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:

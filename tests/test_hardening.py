@@ -69,7 +69,7 @@ def _app(token: str | None, max_body: int = 2048) -> TestClient:
         return {"bytes": len(await request.body())}
 
     app.add_middleware(limits.BodyLimitMiddleware, max_bytes=lambda: max_body)
-    app.add_middleware(auth.BearerAuthMiddleware, token=lambda: token)
+    app.add_middleware(auth.BearerAuthMiddleware, auth=auth.TokenAuth({auth.ADMIN: token} if token else {}))
     return TestClient(app)
 
 

@@ -51,12 +51,10 @@ def test_a_replica_bound_to_0000_without_a_token_refuses_to_start(monkeypatch, v
     config = app_config(valkey_server.url).model_dump(mode="json")
     with pytest.raises(security.ExposureError, match=r"bound to 0\.0\.0\.0.*no API token"):
         ingress_cls.__init__(ingress_cls.__new__(ingress_cls), config)
-    auth.configure({})  # leave this process's auth as it was (open)
 
 
 # -- 2. token scopes --------------------------------------------------------------------------------------
 def _scoped_app(environ, public_docs=False) -> TestClient:
-    auth.configure(environ, public_docs=public_docs)
     app = FastAPI()
 
     @app.get("/readyz")
@@ -83,7 +81,7 @@ def _scoped_app(environ, public_docs=False) -> TestClient:
     async def deliberate():
         return {"ok": True}
 
-    app.add_middleware(auth.BearerAuthMiddleware)
+    app.add_middleware(auth.BearerAuthMiddleware, auth=auth.TokenAuth.from_env(environ, public_docs=public_docs))
     return TestClient(app)
 
 
@@ -110,7 +108,6 @@ def test_read_token_gets_403_on_council_writes_admin_token_does_everything():
     assert _scoped_app({}).put("/v1/councils/DEV").status_code == 200
     with pytest.raises(auth.AuthConfigError, match="must differ"):
         auth.load_tokens({auth.ENV_TOKEN: READ, auth.ENV_ADMIN_TOKEN: READ})
-    auth.configure({}, public_docs=False)
 
 
 # -- 3. limits in Valkey: atomic under a burst -----------------------------------------------------------------
@@ -206,20 +203,21 @@ async def test_an_sse_stream_on_a_stuck_record_ends_at_its_deadline(store):
 
 
 async def test_sse_slots_per_replica_are_released_however_a_stream_ends():
-    assert sse.open_streams() == 0
-    assert sse.try_open(2) and sse.try_open(2) and not sse.try_open(2)
+    slots = sse.StreamSlots()
+    assert slots.open == 0
+    assert slots.try_open(2) and slots.try_open(2) and not slots.try_open(2)
 
     async def chunks():
         yield "a"
         raise RuntimeError("client went away")
 
     with pytest.raises(RuntimeError):
-        async for _ in sse.counted(chunks()):
+        async for _ in slots.counted(chunks()):
             pass
-    assert sse.open_streams() == 1 and sse.try_open(2)
-    sse.release()
-    sse.release()
-    assert sse.open_streams() == 0
+    assert slots.open == 1 and slots.try_open(2)
+    slots.release()
+    slots.release()
+    assert slots.open == 0
 
 
 # -- 6. strict ids, terminal-safe CLI, the CLI's token ------------------------------------------------------

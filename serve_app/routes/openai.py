@@ -36,9 +36,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     try:
         record = await service.accept(deliberation, idempotency_key)
     except BaseException:
-        sse.release()
+        service.streams.release()
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = chat_response.stream(service.store, record, body.model, include_usage, request.is_disconnected,
                                   grace_s=service.settings.wait_grace_s)
-    return StreamingResponse(sse.counted(chunks), media_type="text/event-stream", headers=sse.HEADERS)
+    return StreamingResponse(service.streams.counted(chunks), media_type="text/event-stream", headers=sse.HEADERS)
