@@ -10,11 +10,11 @@ raises as an APIError.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi.responses import JSONResponse
+from sse_starlette import ServerSentEvent
 
 from actors.models.records import DeliberationRecord
 from actors.store import Store
@@ -24,7 +24,7 @@ from .errors import error_body
 from .openai_compat import openai_error
 
 ANSWER_CHUNK_CHARS = 48  # the winning answer is streamed in pieces of about this size
-HEARTBEAT_S = 15.0
+HEARTBEAT_S = sse.HEARTBEAT_S
 WAIT_GRACE_S = 30.0  # default time for the council to end a deliberation past its deadline
 TERMINAL_KINDS = sse.TERMINAL_KINDS
 
@@ -74,19 +74,19 @@ def _progress(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
 async def stream(store: Store, record: DeliberationRecord, model: str, include_usage: bool,
                  disconnected: Callable[[], Awaitable[bool]], *, grace_s: float = WAIT_GRACE_S, slice_ms: int = 1000,
-                 clock: Callable[[], float] = time.time) -> AsyncIterator[str]:
-    """The chunks of a deliberation's chat stream; `grace_s`: as wait=true, the time past the deadline."""
+                 clock: Callable[[], float] = time.time) -> AsyncIterator[ServerSentEvent]:
+    """The messages of a deliberation's chat stream; `grace_s`: as wait=true, the time past the deadline."""
     base = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": int(record.created_at),
             "model": model, "system_fingerprint": None}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
+        return sse.message({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                                 "logprobs": None}], **extra})
 
-    def error(status: int, message: str, code: str) -> str:
+    def error(status: int, message: str, code: str) -> ServerSentEvent:
         body = error_body(status, message)
         body["error"].update({"type": "server_error", "code": code, "param": None})
-        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+        return sse.message(body)
 
     yield chunk({"role": "assistant", "content": ""})
     after, last_sent, finished_seen = "0-0", clock(), False
@@ -117,7 +117,7 @@ async def stream(store: Store, record: DeliberationRecord, model: str, include_u
         elif clock() > record.deadline + grace_s:
             break
         if clock() - last_sent >= HEARTBEAT_S:
-            yield ": heartbeat\n\n"  # an SSE comment: OpenAI's client skips it
+            yield sse.comment("heartbeat")  # OpenAI's client skips comments
             last_sent = clock()
     final = await store.get_record(record.id)
     if final is None or final.status != "completed" or final.result is None:
@@ -129,6 +129,5 @@ async def stream(store: Store, record: DeliberationRecord, model: str, include_u
         yield chunk({"content": content[start:start + ANSWER_CHUNK_CHARS]})
     yield chunk({}, "stop", council=_council_info(final))
     if include_usage:
-        body = {**base, "choices": [], "usage": _usage(final)}
-        yield f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
-    yield "data: [DONE]\n\n"
+        yield sse.message({**base, "choices": [], "usage": _usage(final)})
+    yield sse.message("[DONE]")

@@ -15,6 +15,8 @@ import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from sse_starlette import ServerSentEvent
+
 from actors.orchestrate import OrchestrateRequest
 from actors.models.base import AGENT_ID_PATTERN
 from actors.models.config import AppConfig, RuntimeSettings
@@ -215,8 +217,8 @@ class CouncilService:
                                 "(limits.max_sse_connections); retry later", headers={"Retry-After": "5"})
 
     async def events(self, delib_id: str, after: str,
-                     disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
-        """The SSE text of a deliberation's events after `after`, holding a stream slot until it ends."""
+                     disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[ServerSentEvent]:
+        """The SSE messages of a deliberation's events after `after`, holding a stream slot until it ends."""
         record = await self.record(delib_id)
         if not sse.valid_stream_id(after):
             raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")

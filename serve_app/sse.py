@@ -5,6 +5,10 @@ a reconnect resumes exactly after the stream entry named by Last-Event-ID: each 
 id, `event:` its kind, `data:` its JSON. The response ends after the terminal event (completed, failed,
 timeout). XREAD BLOCK runs in short slices so a client that went away is noticed between them.
 
+The framing is sse-starlette's (`message` builds each ServerSentEvent, `response` the EventSourceResponse), with
+"\n" line ends and our own `: heartbeat` comment after HEARTBEAT_S of silence (its periodic ping is off); the
+OpenAI stream (serve_app/chat_response.py) is framed by the same two.
+
 Bounded (docs/security.md): at most `limits.max_sse_connections` open streams per replica (one more is a
 429 with Retry-After), and a stream on a record that is still unfinished past its deadline plus the grace
 (`wait_grace_s`) ends with a `closed` event instead of waiting forever.
@@ -17,6 +21,8 @@ import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
 from actors.models.records import FINISHED
 from actors.store import Store
 
@@ -26,6 +32,7 @@ SLICE_MS = 1000  # one XREAD BLOCK; also how soon a disconnect is noticed
 HEARTBEAT_S = 15.0  # a comment line after this much silence keeps proxies from closing the response
 RETRY_MS = 2000  # the reconnect delay a browser's EventSource should use
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+SEP = "\n"  # the line end of every message (sse-starlette's default is "\r\n")
 
 
 def valid_stream_id(value: str) -> bool:
@@ -48,27 +55,34 @@ class StreamSlots:
     def release(self) -> None:
         self.open = max(0, self.open - 1)
 
-    async def counted(self, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-        """The chunks of a stream whose slot (try_open) is released when it ends, however it ends."""
+    async def counted(self, messages: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+        """The messages of a stream whose slot (try_open) is released when it ends, however it ends."""
         try:
-            async for chunk in chunks:
-                yield chunk
+            async for item in messages:
+                yield item
         finally:
             self.release()
 
 
-def format_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append(f"event: {kind}")
-    # json.dumps never emits a raw newline, so the data is one line.
-    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
-    return "\n".join(lines) + "\n\n"
+def message(data: Any = None, *, event: str | None = None, id: str | None = None, comment: str | None = None,
+            retry: int | None = None) -> ServerSentEvent:
+    """One SSE message: `data` as compact JSON on one line (json.dumps never emits a raw newline), a str as is."""
+    if data is not None and not isinstance(data, str):
+        data = json.dumps(data, separators=(",", ":"))
+    return ServerSentEvent(data, event=event, id=id, comment=comment, retry=retry, sep=SEP)
 
 
-def comment(text: str) -> str:
-    return f": {text}\n\n"
+def format_event(kind: str, data: dict[str, Any], event_id: str | None = None) -> ServerSentEvent:
+    return message(data, event=kind, id=event_id)
+
+
+def comment(text: str) -> ServerSentEvent:
+    return message(comment=text)
+
+
+def response(messages: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """The text/event-stream response of `messages` (their heartbeats are theirs: no library ping)."""
+    return EventSourceResponse(messages, headers=HEADERS, ping=0, sep=SEP)
 
 
 async def event_stream(
@@ -82,8 +96,8 @@ async def event_stream(
     clock: Callable[[], float] = time.monotonic,
     deadline: float | None = None,
     wall: Callable[[], float] = time.time,
-) -> AsyncIterator[str]:
-    """SSE text chunks: every event after `after`, live ones as they are added, up to the terminal one.
+) -> AsyncIterator[ServerSentEvent]:
+    """SSE messages: every event after `after`, live ones as they are added, up to the terminal one.
 
     If the record is finished but its stream holds no terminal event (the council stopped between
     saving the record and adding the event), one more slice is waited for it; then a terminal event
@@ -91,7 +105,7 @@ async def event_stream(
     point that is a real entry. Past `deadline` (wall-clock: the record's deadline plus the grace) a
     stream that has not ended ends with a `closed` event: no stream on a stuck record lives forever.
     """
-    yield f"retry: {RETRY_MS}\n\n"
+    yield message(retry=RETRY_MS)
     if after != "0-0":
         resumed_at = await store.get_event(delib_id, after)
         if resumed_at is not None and resumed_at[1] in TERMINAL_KINDS:

@@ -73,6 +73,9 @@ class MemoryStore:
     async def read_events(self, delib_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100):
         return [e for e in self.events.get(delib_id, []) if e[0] > after]
 
+    async def get_event(self, delib_id: str, entry_id: str):
+        return next((e for e in self.events.get(delib_id, []) if e[0] == entry_id), None)
+
     async def get_orchestration(self, delib_id: str):
         return None
 

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from actors.models.records import DeliberationRecord
 from actors.models.requests import Constraints, DeliberationRequest
 from actors.store import Store
 from tests.fakes import UNPARSEABLE_ARCHITECT
 from tests.ray_cluster import ROLES, running_cluster, wait_until
-from tests.test_sse import parse_sse
 
 pytestmark = pytest.mark.ray
 
@@ -41,20 +41,21 @@ def stage_events(kv, delib_id: str) -> list[tuple[str, dict]]:
 
 
 def read_sse(client: httpx.Client, url: str, *, headers=None, params=None, stop_after: int | None = None):
-    """(status, events) of one SSE connection, closed after stop_after events or when the server ends it."""
-    events, buffer = [], ""
-    with client.stream("GET", url, headers=headers, params=params) as r:
+    """(status, events) of one SSE connection, read with httpx-sse, closed after stop_after events or when the
+    server ends it; each event {"id", "event", "data"} (the `retry:` message and comments are not events)."""
+    events = []
+    with connect_sse(client, "GET", url, headers=dict(headers or {}), params=params) as source:
+        r = source.response
         if r.status_code != 200:
             r.read()
             return r.status_code, r.json()
         assert r.headers["content-type"].startswith("text/event-stream")
-        for chunk in r.iter_text():
-            buffer += chunk
-            *blocks, buffer = buffer.split("\n\n")
-            for block in blocks:
-                events += [e for e in parse_sse(block + "\n\n") if "event" in e]
-                if stop_after is not None and len(events) >= stop_after:
-                    return 200, events[:stop_after]
+        for sse in source.iter_sse():
+            if not sse.data:
+                continue
+            events.append({"id": sse.id, "event": sse.event, "data": sse.json()})
+            if stop_after is not None and len(events) >= stop_after:
+                return 200, events
     return 200, events
 
 

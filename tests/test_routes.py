@@ -5,12 +5,16 @@ service. No Valkey, no Ray."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from httpx_sse import connect_sse
 from starlette.testclient import TestClient
 
 from actors.models.config import RuntimeSettings
 from actors.models.councils import default_council
+from actors.models.records import DeliberationRecord, DeliberationResult, Proposal, Usage
+from actors.models.requests import DeliberationRequest
 from serve_app.api import build_api
 from serve_app.errors import ApiError
 from tests.memory_store import memory_app, memory_service
@@ -161,6 +165,69 @@ def test_health_readiness_and_status(client, service):
     assert status["latency_s"]["DEV"] == {"count": 1, "p50": 3.0, "p95": 3.0, "p99": 3.0}
     assert status["stage_latency_s"]["DEV"] == {"propose": {"count": 1, "p50": 2.0, "p95": 2.0, "p99": 2.0},
                                                 "critique": {"count": 2, "p50": 0.5, "p95": 0.7, "p99": 0.7}}
+
+
+# -- Server-Sent Events as a client reads them (httpx-sse); the wire format docs/api.md and docs/openai.md show ----
+ANSWER = "def reverse(xs):\n    return xs[::-1]  # é …" * 3
+
+
+def finished_deliberation(service) -> DeliberationRecord:
+    """A completed deliberation in the in-memory store, with its stage events up to the terminal one."""
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task="t"), status="completed",
+                                created_at=time.time())
+    record.result = DeliberationResult(proposals=[Proposal(author="agent-dev-001", content=ANSWER, score=1.0, rank=1)],
+                                       winner_id="agent-dev-001", duration_s=1.5,
+                                       usage=Usage(prompt_tokens=3, completion_tokens=4))
+    service.store.records[record.id] = record
+    service.store.events[record.id] = [("1-0", "stage.started", {"stage": "propose"}),
+                                       ("2-0", "proposal", {"author": "agent-dev-001", "content": "a\nb é"}),
+                                       ("3-0", "completed", {"status": "completed", "winner_id": "agent-dev-001"})]
+    return record
+
+
+def test_events_stream_wire_format_and_resume(client, service):
+    url = f"/v1/deliberations/{finished_deliberation(service).id}/events"
+    r = client.get(url)
+    assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
+    assert r.text == ('retry: 2000\n\n'
+                      'id: 1-0\nevent: stage.started\ndata: {"stage":"propose"}\n\n'
+                      'id: 2-0\nevent: proposal\ndata: {"author":"agent-dev-001","content":"a\\nb \\u00e9"}\n\n'
+                      'id: 3-0\nevent: completed\ndata: {"status":"completed","winner_id":"agent-dev-001"}\n\n')
+    with connect_sse(client, "GET", url, headers={"Last-Event-ID": "1-0"}) as source:
+        events = [(e.id, e.event, e.json()) for e in source.iter_sse() if e.data]
+    assert events == [("2-0", "proposal", {"author": "agent-dev-001", "content": "a\nb é"}),
+                      ("3-0", "completed", {"status": "completed", "winner_id": "agent-dev-001"})]
+    with connect_sse(client, "GET", url, params={"last_event_id": "3-0"}) as source:
+        assert [e.retry for e in source.iter_sse()] == [2000]  # after the end: nothing more
+    assert service.streams.open == 0  # every stream gave its slot back
+
+
+def test_chat_stream_chunks_then_done(client, service, monkeypatch):
+    record = finished_deliberation(service)
+
+    async def accept(request, idempotency_key=None):
+        return record
+
+    monkeypatch.setattr(service, "accept", accept)
+    body = {"model": "council-DEV", "messages": [{"role": "user", "content": "t"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    with connect_sse(client, "POST", "/v1/chat/completions", json=body) as source:
+        assert source.response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        data = [e.data for e in source.iter_sse()]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and chunks[0]["id"] == f"chatcmpl-{record.id}"
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert [d["council"] for d in deltas[1:3]] == [{"event": "stage.started", "stage": "propose"},
+                                                   {"event": "proposal", "author": "agent-dev-001"}]
+    assert "".join(d.get("content") or "" for d in deltas[1:]) == ANSWER
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-2]["council"]["winner_id"] == "agent-dev-001"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
+    wire = client.post("/v1/chat/completions", json=body).text
+    assert wire.startswith('data: {"id":"chatcmpl-') and wire.endswith("}\n\ndata: [DONE]\n\n") and "\r" not in wire
+    assert service.streams.open == 0
 
 
 # -- routes over a fake service -----------------------------------------------------------------------------

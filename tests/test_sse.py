@@ -1,46 +1,45 @@
-"""The SSE event stream (serve_app/sse.py) against a real Valkey, in-process."""
+"""The SSE event stream (serve_app/sse.py) against a real Valkey, in-process: the messages it yields, and their wire
+format as an SSE client (httpx-sse) reads it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import httpx
+import pytest
+from httpx_sse import EventSource
+
 from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
 from serve_app.sse import event_stream, format_event, valid_stream_id
-import pytest
 
 pytestmark = pytest.mark.valkey
 
 
-def parse_sse(text: str) -> list[dict]:
-    """SSE text → [{"id", "event", "data"}] for events, [{"comment": ...}] for comments; `retry:` skipped."""
-    out = []
-    for block in text.split("\n\n"):
-        if not block.strip():
-            continue
-        item: dict = {}
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "":
-                item["comment"] = value
-            elif field == "data":
-                item["data"] = json.loads(value)
-            elif field in ("id", "event"):
-                item[field] = value
-        if item:
-            out.append(item)
-    return out
+def parse_wire(wire: bytes) -> list:
+    """What an SSE client (httpx-sse) reads from these bytes: its ServerSentEvents (comments skipped)."""
+    return list(EventSource(httpx.Response(200, headers={"content-type": "text/event-stream"}, content=wire)).iter_sse())
+
+
+def as_dict(message) -> dict | None:
+    """A message the stream yielded: {"id", "event", "data"} (no "id" when it has none) or {"comment": ...};
+    None for the `retry:` message."""
+    if message.comment is not None:
+        return {"comment": message.comment}
+    if message.event is None:
+        return None
+    return {**({"id": message.id} if message.id is not None else {}), "event": message.event,
+            "data": json.loads(message.data)}
 
 
 async def collect(stream, limit: int = 1000) -> list[dict]:
-    chunks = []
-    async for chunk in stream:
-        chunks.append(chunk)
-        if len(chunks) >= limit:
+    messages = []
+    async for message in stream:
+        messages.append(message)
+        if len(messages) >= limit:
             break
-    return parse_sse("".join(chunks))
+    return [d for d in map(as_dict, messages) if d is not None]
 
 
 async def new_record(store, **update) -> DeliberationRecord:
@@ -50,9 +49,10 @@ async def new_record(store, **update) -> DeliberationRecord:
 
 
 def test_format_event_is_one_block_with_one_data_line():
-    text = format_event("proposal", {"content": "line 1\nline 2"}, "1-2")
-    assert text == 'id: 1-2\nevent: proposal\ndata: {"content":"line 1\\nline 2"}\n\n'
-    assert parse_sse(text) == [{"id": "1-2", "event": "proposal", "data": {"content": "line 1\nline 2"}}]
+    wire = format_event("proposal", {"content": "line 1\nline 2"}, "1-2").encode()
+    assert wire == b'id: 1-2\nevent: proposal\ndata: {"content":"line 1\\nline 2"}\n\n'
+    [event] = parse_wire(wire)
+    assert (event.id, event.event, event.json()) == ("1-2", "proposal", {"content": "line 1\nline 2"})
     assert valid_stream_id("1700000000000-0") and not valid_stream_id("abc") and not valid_stream_id("1-2\nx")
 
 

@@ -4,7 +4,7 @@ resumable with Last-Event-ID; at most limits.max_sse_connections open per replic
 from __future__ import annotations
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse
 
 from .. import sse
 from .deps import AUTH, Service, errors
@@ -12,7 +12,7 @@ from .deps import AUTH, Service, errors
 router = APIRouter(dependencies=AUTH)
 
 
-@router.get("/v1/deliberations/{delib_id}/events", response_class=StreamingResponse,
+@router.get("/v1/deliberations/{delib_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-Sent Events: id = stream entry id, event = kind, "
                                             "data = JSON; ends after completed / failed / timeout"},
@@ -23,8 +23,7 @@ async def deliberation_events(
     service: Service,
     last_event_id: str | None = Query(None, description="resume after this event id (as Last-Event-ID)"),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
-) -> StreamingResponse:
+) -> EventSourceResponse:
     # The header is what a reconnecting EventSource sends; the query parameter is for clients that cannot.
     after = last_event_id_header or last_event_id or "0-0"
-    chunks = await service.events(delib_id, after, request.is_disconnected)
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=sse.HEADERS)
+    return sse.response(await service.events(delib_id, after, request.is_disconnected))

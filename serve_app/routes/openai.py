@@ -4,7 +4,6 @@ a chat request to a deliberation, serve_app/chat_response.py answers it, streame
 from __future__ import annotations
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import StreamingResponse
 
 from .. import chat_response, sse
 from ..openai_compat import (ChatCompletion, ChatCompletionRequest, ModelList, model_list, model_not_found, role_of,
@@ -41,4 +40,4 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = chat_response.stream(service.store, record, body.model, include_usage, request.is_disconnected,
                                   grace_s=service.settings.wait_grace_s)
-    return StreamingResponse(service.streams.counted(chunks), media_type="text/event-stream", headers=sse.HEADERS)
+    return sse.response(service.streams.counted(chunks))
