@@ -35,6 +35,13 @@ from .settings import EnvSettings
 from .valkey_server import ValkeyProcess, free_port, write_private
 
 RAY_TOKEN_FILE = "ray-auth-token"
+# The head's processes (GCS, raylet, dashboard; its Ray workers, the Serve controller and the head's proxy, at
+# Ray's worker niceness 15 on top, so 19) run at this niceness. Ray runs every worker at niceness 15 (the
+# councils, the engine, the ingress on the worker node) and its own daemons at 0, so on one machine a restarting
+# head (GCS reload, dashboard, Serve controller) took nearly all the CPU from the deliberations the worker node
+# was still serving: a SIGKILLed head cost 29 s to the next answer, 8 s with this (docs/benchmarks.md §7).
+# In production the head is a machine of its own (cluster.yaml) and this does not apply.
+HEAD_NICENESS = 10
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -165,6 +172,8 @@ class RayHead:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         env[OWNER_ENV] = self.marker
+        if "--head" in cmd:
+            cmd = ["nice", "-n", str(HEAD_NICENESS), *cmd]  # exec'd: self.proc is still `ray start`
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 

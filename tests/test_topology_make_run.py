@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from actors import topology
+from serve_app.launcher import HEAD_NICENESS
 from tests.ray_cluster import LOCK_PATH, wait_until
 from tests.test_e2e_make_run import ROLES, Launcher
 
@@ -100,6 +101,12 @@ def test_head_runs_no_council_and_no_engine(launcher):
     assert where["SERVE_CONTROLLER_ACTOR"] == head["node_id"]
     ingress = [a for a in state["actors"] if a["cls"] and "Ingress" in a["cls"]]
     assert ingress and all(a["node_id"] == worker["node_id"] for a in ingress), ingress
+    # The head yields the CPU to the worker node's actors (HEAD_NICENESS; Ray runs workers at niceness 15).
+    head_daemons = head_processes(launcher)
+    assert {n: p.nice() for n, p in head_daemons.items()} == {"gcs_server": HEAD_NICENESS, "raylet": HEAD_NICENESS}
+    engine = next(a for a in state["actors"] if a["name"] == "engine-smollm2")
+    controller = next(a for a in state["actors"] if a["name"] == "SERVE_CONTROLLER_ACTOR")
+    assert psutil.Process(engine["pid"]).nice() < psutil.Process(controller["pid"]).nice()
 
 
 def kill_head_mid_deliberation(launcher, which: set[str]) -> None:
