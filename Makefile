@@ -27,7 +27,7 @@ run: model
 	$(PY) -m serve_app.launcher --config configs/local.yaml
 
 test: model
-	$(PY) -m pytest -v -rs
+	$(PY) -m pytest -v -rs --durations=30
 
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not slow"
