@@ -20,6 +20,7 @@ from typing import Awaitable, Callable
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from .backends.base import EngineUnavailable
 from .engine_hosting import engine_actor_name
@@ -112,15 +113,38 @@ class RayEngineGenerator:
         return "; waiting for unavailable engine(s): " + "; ".join(f"{e} ({m})" for e, m in self.unavailable.items())
 
     async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None) -> Completion:
+        """One completion from the deliberation's replica (another at once if it fails); with none up, wait
+        (0.5 s doubling to 5 s, max_wait_s in all) and try again, then give up with EngineUnavailable."""
         affinity = AFFINITY.get()
-        delay, waited = 0.5, 0.0
+        kwargs = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "json_schema": json_schema}
+        replicas: list[str] = []  # the engine's replicas at the last attempt
+
+        def try_all_again(state: RetryCallState) -> None:
+            if state.attempt_number > 1 and len(replicas) > 1:
+                self.avoid_until.clear()  # every replica failed, and the wait is over: try them all again
+
+        def waiting(state: RetryCallState) -> None:
+            log.warning("engine %s unavailable (%s); retrying in %.1fs", engine,
+                        type(state.outcome.exception()).__name__, state.upcoming_sleep)
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(UNAVAILABLE),
+                                 wait=wait_exponential(multiplier=0.5, max=5.0),
+                                 stop=lambda state: state.idle_for >= self.max_wait_s,  # time waited, not called
+                                 before=try_all_again, before_sleep=waiting, reraise=True)
+        try:
+            return await retrying(self._generate_on_a_replica, engine, affinity, replicas, messages, kwargs)
+        except UNAVAILABLE as exc:
+            raise EngineUnavailable(f"engine {engine!r}: {type(exc).__name__}: {exc}") from exc
+
+    async def _generate_on_a_replica(self, engine: str, affinity: str | None, replicas: list[str], messages,
+                                     kwargs: dict) -> Completion:
+        """One attempt: the picked replica, and at once another that is up each time one fails; what the last
+        one raised when none is left up."""
         while True:
-            names = await self._replica_names(engine)
+            replicas[:] = names = await self._replica_names(engine)
             actor = await self._pick(engine, names, affinity)
             try:
-                out = await (await self._actor(actor)).generate.remote(
-                    messages, temperature=temperature, max_tokens=max_tokens, seed=seed, json_schema=json_schema
-                )
+                out = await (await self._actor(actor)).generate.remote(messages, **kwargs)
                 self.unavailable.pop(engine, None)
                 self.avoid_until.pop(actor, None)
                 return Completion.model_validate(out)
@@ -130,15 +154,7 @@ class RayEngineGenerator:
                 self.unavailable[engine] = f"{actor}: {type(exc).__name__}: {str(exc)[:300]}"
                 self.avoid_until[actor] = time.monotonic() + REPLICA_AVOID_S
                 others_up = [n for n in self._up(names) if n != actor]
-                if others_up:
-                    log.warning("engine %s: replica %s unavailable (%s); moving to %s", engine, actor,
-                                type(exc).__name__, others_up)
-                    continue
-                if waited >= self.max_wait_s:
-                    raise EngineUnavailable(f"engine {engine!r}: {type(exc).__name__}: {exc}") from exc
-                log.warning("engine %s unavailable (%s); retrying in %.1fs", engine, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 5.0)
-                if len(names) > 1:
-                    self.avoid_until.clear()  # every replica failed: try them all again
+                if not others_up:
+                    raise
+                log.warning("engine %s: replica %s unavailable (%s); moving to %s", engine, actor,
+                            type(exc).__name__, others_up)

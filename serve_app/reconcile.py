@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
 from actors import metrics
 
 from . import declarative, redact
@@ -24,17 +26,15 @@ log = logging.getLogger("councils.ingress")
 async def retrying(step: Callable[[], Awaitable[None]], what: str, on_error: Callable[[str], None] | None = None,
                    first_delay_s: float = 0.5, max_delay_s: float = 10.0) -> None:
     """Run `step` until it succeeds, backing off between attempts (0.5 s doubling to 10 s)."""
-    delay = first_delay_s
-    while True:
-        try:
-            return await step()
-        except Exception as exc:
-            error = redact.scrub(f"{type(exc).__name__}: {exc}")
-            if on_error is not None:
-                on_error(error)
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+    def failed(state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        error = redact.scrub(f"{type(exc).__name__}: {exc}")
+        if on_error is not None:
+            on_error(error)
+        log.warning("%s failed (%s); retrying in %.1fs", what, error, state.upcoming_sleep)
+
+    await AsyncRetrying(retry=retry_if_exception_type(Exception),
+                        wait=wait_exponential(multiplier=first_delay_s, max=max_delay_s), before_sleep=failed)(step)
 
 
 class Reconciler:

@@ -104,6 +104,18 @@ async def test_with_every_replica_dead_the_call_waits_and_then_fails_naming_the_
     assert all(r.calls for r in replicas.values())  # each replica was tried
 
 
+async def test_waits_back_off_and_every_replica_is_tried_again_after_each(caplog):
+    replicas = {n: Replica(n) for n in REPLICAS}
+    for r in replicas.values():
+        r.dead = True
+    gen = client(replicas, max_wait_s=1.5)
+    with caplog.at_level("WARNING", logger="councils.engine_client"), pytest.raises(EngineUnavailable):
+        await deliberation(gen, "d0", calls=1)
+    waits = [r.getMessage().rpartition("retrying in ")[2] for r in caplog.records if "retrying in" in r.getMessage()]
+    assert waits == ["0.5s", "1.0s"]  # 0.5 s doubling; given up once 1.5 s were waited
+    assert [len(r.calls) for r in replicas.values()] == [3, 3]  # each attempt moved through both replicas
+
+
 async def test_one_replica_waits_for_the_engine_to_come_back():
     replica = Replica("engine-e")
     replica.dead = True
