@@ -326,7 +326,7 @@ FAKE_LAUNCHER = textwrap.dedent("""
 
 
 def test_cli_up_and_down_by_pid_file(tmp_path, monkeypatch, capsys):
-    from serve_app import cli
+    from councils_local import cli
 
     script = tmp_path / "fake_launcher.py"
     script.write_text(FAKE_LAUNCHER)

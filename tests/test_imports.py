@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "serve_app")
+PACKAGES = ("actors", "serve_app", "councils_local")
 
 
 def module_name(path: Path) -> str:

@@ -19,7 +19,7 @@ import ray
 from ray import serve
 
 from actors.models.limits import Limits
-from serve_app import cli
+from councils_local import cli
 from serve_app.app import Ingress
 from tests.ray_cluster import ROLES, LocalCluster, app_config, running_cluster, wait_until
 

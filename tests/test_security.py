@@ -234,7 +234,7 @@ def test_ids_fullmatch_no_trailing_newline():
 
 
 def test_cli_output_is_terminal_safe(capsys):
-    from serve_app import cli
+    from councils_local import cli
 
     evil = "def f():\n\treturn 1\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\x9b31m\u202eok\r"
     record = {"id": "d" * 32, "status": "completed", "result": {
@@ -248,7 +248,7 @@ def test_cli_output_is_terminal_safe(capsys):
 
 
 def test_cli_reads_its_token_from_a_file_or_the_environment(tmp_path):
-    from serve_app import cli
+    from councils_local import cli
 
     token_file = tmp_path / "token"
     token_file.write_text("file-token-123\n")

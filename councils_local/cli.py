@@ -30,8 +30,8 @@ from httpx_sse import connect_sse
 
 from actors.models.records import FINISHED
 
-from .security import terminal_safe
-from .settings import EnvSettings
+from serve_app.security import terminal_safe
+from serve_app.settings import EnvSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:8000"

@@ -1,0 +1,1 @@
+"""What runs on a user's machine, outside Ray Serve: the `councils` command (cli.py)."""
