@@ -24,7 +24,7 @@ model: install
 	$(PY) -m actors.model_prep
 
 run: model
-	$(PY) -m serve_app.launcher --config configs/local.yaml
+	$(PY) -m councils_local.launcher --config configs/local.yaml
 
 test: model
 	$(PY) -m pytest -v -rs --durations=30

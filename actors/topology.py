@@ -1,6 +1,6 @@
 """Where things run: the custom Ray resources that keep councils, engines and verification off the head.
 
-One set of names, used everywhere the cluster is described: `make run` (serve_app/launcher.py gives its worker
+One set of names, used everywhere the cluster is described: `make run` (councils_local/launcher.py gives its worker
 node all three), the test clusters (tests/ray_cluster.py), `cluster.yaml` and configs/kuberay-rayservice.yaml
 (tests/test_topology_configs.py checks that they use these names). The head node offers none of them (and
 `num-cpus 0`): it runs the GCS, the dashboard and the Serve controller only, so a head crash takes no council,

@@ -53,14 +53,14 @@ def start_server(port: int, log_path: Path) -> tuple[subprocess.Popen, list[str]
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    from serve_app.launcher import kill_tree
+    from councils_local.processes import kill_tree
 
     if proc.poll() is None:
         kill_tree(proc.pid, 30)  # its process group and every child (the engine core)
 
 
 def wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: float = 600) -> float:
-    from serve_app.launcher import http_get
+    from councils_local.processes import http_get
 
     t0 = time.time()
     while time.time() - t0 < timeout_s:
@@ -100,7 +100,7 @@ async def run(port: int) -> dict:
 
 
 def main() -> None:
-    from serve_app.valkey_server import free_port
+    from councils_local.valkey_server import free_port
 
     data = Path(tempfile.mkdtemp(prefix="bench-baselines-"))
     log_path = data / "vllm-server.log"

@@ -216,7 +216,7 @@ def machine_lock():
 def start_launcher(data: Path, ports: dict[str, int], config: Path | None = None) -> subprocess.Popen:
     """`make run` on free ports with its own data dir, in its own process group. Call under machine_lock."""
     log = open(data / "launcher.log", "ab")
-    cmd = [sys.executable, "-m", "serve_app.launcher", "--data-dir", str(data), "--valkey-port", str(ports["valkey"]),
+    cmd = [sys.executable, "-m", "councils_local.launcher", "--data-dir", str(data), "--valkey-port", str(ports["valkey"]),
            "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dashboard"]), "--http-port",
            str(ports["http"])]
     if config is not None:
@@ -242,7 +242,7 @@ def wait_launcher_ready(proc: subprocess.Popen, data: Path, timeout_s: float = 9
 
 def stop_launcher(proc: subprocess.Popen) -> None:
     """Ctrl-C to the launcher's process group (it stops what it started), then make sure."""
-    from serve_app.launcher import kill_tree
+    from councils_local.processes import kill_tree
 
     try:
         os.killpg(proc.pid, signal.SIGINT)

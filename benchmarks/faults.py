@@ -31,8 +31,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serve_app.launcher import Backoff, owned_processes
-from serve_app.valkey_server import free_port
+from councils_local.processes import owned_processes
+from councils_local.supervisor import Backoff
+from councils_local.valkey_server import free_port
 
 from .common import machine_lock, median, save_run, settings, start_launcher, stop_launcher, wait_launcher_ready
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serve_app.valkey_server import free_port
+from councils_local.valkey_server import free_port
 
 from .common import (BENCH_ROLE, TASKS, WARMUP_TASK, bench_council, bench_request, machine_lock, median,
                      save_run, settings, start_launcher, stop_launcher, timed_deliberation, wait_launcher_ready)

@@ -1,6 +1,6 @@
 """`councils`: the command line of Councils on Ray.
 
-    councils up [--config FILE] [--http-port N]    start the local service (serve_app.launcher) in the background
+    councils up [--config FILE] [--http-port N]    start the local service (councils_local.launcher) in the background
     councils down                                  stop it (SIGINT, then wait)
     councils status                                readiness and figures of a running service
     councils list | show ROLE | create ROLE | delete ROLE
@@ -114,7 +114,7 @@ def data_dir(args) -> Path:
 
 
 def launcher_command(args) -> list[str]:
-    cmd = [sys.executable, "-m", "serve_app.launcher", "--data-dir", str(data_dir(args))]
+    cmd = [sys.executable, "-m", "councils_local.launcher", "--data-dir", str(data_dir(args))]
     if args.config:
         cmd += ["--config", args.config]
     if args.http_port:

@@ -10,7 +10,8 @@ children inherit) and, for each process Ray starts:
   its own user only;
 - every other process (raylet, workers, dashboard, agents) gets no password at all: only the GCS talks to Valkey.
 
-Used by serve_app.launcher.RayHead (`make run` and the test clusters); see docs/security.md.
+Used by councils_local.ray_nodes.RayHead (`make run`, the test clusters) and by cluster.yaml's head; see
+docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every `COUNCILS_*` environment variable read in serve_app/, in one pydantic-settings class.
+"""Every `COUNCILS_*` environment variable read in serve_app/ and councils_local/, in one pydantic-settings class.
 
 The deployment's own settings are elsewhere: the config's `args` (actors.models.config.AppConfig) and the live
 `user_config` (RuntimeSettings). This class is what the environment of a process says: where Valkey is, the

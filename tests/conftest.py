@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from serve_app.valkey_server import ValkeyProcess
+from councils_local.valkey_server import ValkeyProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -30,7 +30,7 @@ def ingress_replicas(cluster) -> list:
 
 def head_process(cluster, name: str):
     """A process of the test cluster's head (gcs_server, raylet), found by the launcher's owner marker."""
-    from serve_app.launcher import owned_processes
+    from councils_local.processes import owned_processes
 
     for p in owned_processes(cluster.head.proc.pid, cluster.head.marker):
         try:

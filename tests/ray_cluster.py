@@ -1,6 +1,6 @@
 """An isolated local Ray cluster for tests: own ports, own temp dir, GCS tables in a real Valkey.
 
-It is started the same way `make run` starts one (serve_app.launcher.RayHead: `ray start --head
+It is started the same way `make run` starts one (councils_local.ray_nodes.RayHead: `ray start --head
 --block` with RAY_REDIS_ADDRESS and RAY_external_storage_namespace) and stopped by PID, so a test
 can also kill and restart the head the way a crash would.
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.launcher import RayHead, RayWorker, Supervisor, http_get, wait_for
-from serve_app.valkey_server import ValkeyProcess, free_port
+from councils_local.processes import http_get, wait_for
+from councils_local.ray_nodes import RayHead, RayWorker
+from councils_local.supervisor import Supervisor
+from councils_local.valkey_server import ValkeyProcess, free_port
 from actors.topology import node_resources
 
 ROOT = Path(__file__).resolve().parent.parent

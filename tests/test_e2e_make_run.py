@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_app.valkey_server import free_port
+from councils_local.valkey_server import free_port
 from tests.ray_cluster import LOCK_PATH, ROOT, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -53,7 +53,7 @@ class Launcher:
         env = {k: v for k, v in os.environ.items() if k != "COUNCILS_VALKEY_URL"}
         env["COUNCILS_API_TOKEN_FILE"] = str(self.token_file)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve_app.launcher", "--config", str(ROOT / "configs" / "local.yaml"),
+            [sys.executable, "-m", "councils_local.launcher", "--config", str(ROOT / "configs" / "local.yaml"),
              "--data-dir", str(self.data_dir), "--valkey-port", str(self.ports["valkey"]),
              "--ray-port", str(self.ports["ray"]), "--dashboard-port", str(self.ports["dashboard"]),
              "--http-port", str(self.ports["http"]), "--metrics-port", str(self.ports["metrics"])],

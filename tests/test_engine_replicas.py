@@ -18,7 +18,7 @@ import pytest
 
 from actors import topology
 from actors.engine_hosting import replica_actor_names
-from serve_app.launcher import owned_processes, wait_for
+from councils_local.processes import owned_processes, wait_for
 from tests.ray_cluster import LocalCluster, ROLES, connect, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

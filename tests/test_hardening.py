@@ -259,7 +259,7 @@ async def test_store_with_password_and_acl_user(tmp_path):
     import valkey as valkey_sync
 
     from actors.store import Store
-    from serve_app.valkey_server import ValkeyProcess
+    from councils_local.valkey_server import ValkeyProcess
 
     server = ValkeyProcess(tmp_path / "valkey", password="pw-0123456789").start()
     try:
@@ -302,7 +302,7 @@ def test_rediss_url_uses_tls():
 
 
 def test_launcher_passes_valkey_credentials_and_tls_to_ray():
-    from serve_app.launcher import ray_redis_args
+    from councils_local.ray_nodes import ray_redis_args
 
     assert ray_redis_args("redis://127.0.0.1:6389/0") == ("127.0.0.1:6389", None, None)
     assert ray_redis_args("rediss://alice:p%40ss@valkey.internal:6380/0") == ("rediss://valkey.internal:6380", "alice", "p@ss")

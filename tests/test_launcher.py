@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from serve_app.valkey_server import ValkeyProcess, free_port
+from councils_local.valkey_server import ValkeyProcess, free_port
 from tests.ray_cluster import ROOT, wait_until
 
 pytestmark = pytest.mark.valkey
@@ -28,7 +28,8 @@ DRIVER = textwrap.dedent("""
     import os, subprocess, sys, time
 
     import actors.model_prep
-    import serve_app.launcher as L
+    import councils_local.launcher as L
+    from councils_local.processes import OWNER_ENV
 
     actors.model_prep.ensure_dev_model = lambda: "(stand-in model)"
     TAG = os.environ["FAKE_HEAD_TAG"]
@@ -36,7 +37,7 @@ DRIVER = textwrap.dedent("""
 
     class FakeHead(L.RayHead):
         def _start(self):
-            env = {**os.environ, getattr(L, "OWNER_ENV", "UNUSED"): getattr(self, "marker", "")}
+            env = {**os.environ, OWNER_ENV: getattr(self, "marker", "")}
             self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", TAG], env=env,
                                          start_new_session=True)
 
@@ -171,18 +172,18 @@ CHILDREN = textwrap.dedent("""
 def test_stopping_a_sigkilled_parent_still_stops_its_children(tmp_path):
     """`ray start --block` SIGKILLed: gcs_server, raylet and workers live on, re-parented, holding the ports.
     kill_tree (RayHead.stop) finds them by process group, session and the launcher's marker."""
-    from serve_app import launcher
+    from councils_local import processes
 
     marker = "test-" + tmp_path.name
     parent = subprocess.Popen([sys.executable, "-c", CHILDREN, str(tmp_path)], stdout=subprocess.PIPE,
-                              env={**os.environ, launcher.OWNER_ENV: marker}, start_new_session=True)
+                              env={**os.environ, processes.OWNER_ENV: marker}, start_new_session=True)
     try:
         assert parent.stdout.readline().strip() == b"up"
         wait_until(lambda: len(leftovers(str(tmp_path))) == 3, 10, 0.05, what="parent and two children")
         parent.kill()
         parent.wait()  # reaped, as RayHead.alive() does: the pid is gone, its children are not
         assert len(leftovers(str(tmp_path))) == 2
-        launcher.kill_tree(parent.pid, timeout_s=5, marker=marker)
+        processes.kill_tree(parent.pid, timeout_s=5, marker=marker)
         assert leftovers(str(tmp_path)) == []
     finally:
         reap(leftovers(str(tmp_path)))
@@ -215,7 +216,7 @@ class _Dead:
 
 
 def test_restarts_back_off_exponentially_up_to_a_cap_and_say_why():
-    from serve_app.launcher import Backoff, Supervisor
+    from councils_local.supervisor import Backoff, Supervisor
 
     now = [0.0]
     said: list[str] = []

@@ -22,7 +22,8 @@ import yaml
 
 from actors.models.councils import EngineSpec
 from serve_app.declarative import rolled_actor_name
-from serve_app.launcher import http_get, serve_failures
+from councils_local.launcher import serve_failures
+from councils_local.processes import http_get
 from tests.fake_engine import FakeEngine
 from tests.ray_cluster import ROLES, LocalCluster, running_cluster, wait_until
 

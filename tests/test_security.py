@@ -155,7 +155,7 @@ async def test_council_caps_are_atomic(store):
 def test_embedded_valkey_password_protected_mode_maxmemory_nothing_on_its_command_line(tmp_path):
     import valkey
 
-    from serve_app.valkey_server import ValkeyProcess
+    from councils_local.valkey_server import ValkeyProcess
 
     server = ValkeyProcess(tmp_path / "v", maxmemory="64mb").start()
     try:

@@ -112,7 +112,7 @@ async def test_events_are_ordered_and_resumable(store):
 async def test_record_survives_valkey_restart_from_aof(tmp_path):
     """Kill -9 the server and start it again on the same data dir: the AOF brings everything back."""
     from actors.store import Store
-    from serve_app.valkey_server import ValkeyProcess
+    from councils_local.valkey_server import ValkeyProcess
 
     server = ValkeyProcess(tmp_path / "v").start()
     store = Store(server.url, "x:")
@@ -361,7 +361,7 @@ async def test_valkey_sigkilled_mid_deliberation_keeps_every_acknowledged_write_
     write acknowledged before the kill is there (no sleep: appendfsync always), and the council (its client
     reconnects and retries) completes the deliberation with one completion event."""
     from actors.store import Store
-    from serve_app.valkey_server import ValkeyProcess
+    from councils_local.valkey_server import ValkeyProcess
 
     server = ValkeyProcess(tmp_path / "v").start()
     store = Store(server.url, "x:", record_ttl_s=60)

@@ -123,7 +123,7 @@ def test_actors_and_tasks_request_the_topology_resources():
 
 
 def test_cluster_yaml_kuberay_and_make_run_describe_the_same_topology():
-    from serve_app import launcher
+    from councils_local import launcher
 
     # cluster.yaml: a head with no CPU and no councils_* resources; the worker types offer all three between them.
     raw = load("cluster.yaml")

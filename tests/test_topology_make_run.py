@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from actors import topology
-from serve_app.launcher import HEAD_NICENESS
+from councils_local.ray_nodes import HEAD_NICENESS
 from tests.ray_cluster import LOCK_PATH, wait_until
 from tests.test_e2e_make_run import ROLES, Launcher
 

@@ -11,7 +11,7 @@ from actors import verification
 from actors.models.councils import ScoringSpec
 from actors.models.requests import DeliberationRequest
 from actors.verification import RayVerifier
-from serve_app.valkey_server import free_port
+from councils_local.valkey_server import free_port
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .settings import EnvSettings
+from serve_app.settings import EnvSettings
 
 
 def valkey_binary() -> str:
