@@ -327,10 +327,11 @@ FAKE_LAUNCHER = textwrap.dedent("""
 
 def test_cli_up_and_down_by_pid_file(tmp_path, monkeypatch, capsys):
     from councils_local import cli
+    from councils_local.cli import commands_local
 
     script = tmp_path / "fake_launcher.py"
     script.write_text(FAKE_LAUNCHER)
-    monkeypatch.setattr(cli, "launcher_command", lambda args: [sys.executable, str(script)])
+    monkeypatch.setattr(commands_local, "launcher_command", lambda *args: [sys.executable, str(script)])
     data = str(tmp_path / "data")
     # Started the way `make test &` starts everything: with SIGINT ignored, which a child inherits.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -338,18 +339,18 @@ def test_cli_up_and_down_by_pid_file(tmp_path, monkeypatch, capsys):
         assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 0
     finally:
         signal.signal(signal.SIGINT, previous)
-    info = json.loads((tmp_path / "data" / cli.PID_FILE).read_text())
-    assert cli.read_pid(tmp_path / "data" / cli.PID_FILE)["pid"] == info["pid"]
+    info = json.loads((tmp_path / "data" / commands_local.PID_FILE).read_text())
+    assert commands_local.read_pid(tmp_path / "data" / commands_local.PID_FILE)["pid"] == info["pid"]
     assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 1  # one at a time
     assert "already running" in capsys.readouterr().err
-    wait_until(lambda: "fake launcher up" in (tmp_path / "data" / cli.LOG_FILE).read_text(), 30, 0.1,
+    wait_until(lambda: "fake launcher up" in (tmp_path / "data" / commands_local.LOG_FILE).read_text(), 30, 0.1,
                what="fake launcher started")
     assert cli.main(["down", "--data-dir", data, "--timeout", "20"]) == 0
     assert f"stopped (pid {info['pid']})" in capsys.readouterr().out
-    assert not (tmp_path / "data" / cli.PID_FILE).exists()
-    assert "fake launcher stopping" in (tmp_path / "data" / cli.LOG_FILE).read_text()
+    assert not (tmp_path / "data" / commands_local.PID_FILE).exists()
+    assert "fake launcher stopping" in (tmp_path / "data" / commands_local.LOG_FILE).read_text()
     assert cli.main(["--json", "down", "--data-dir", data]) == 0
     assert json.loads(capsys.readouterr().out) == {"stopped": False, "running": False}
     # A stale PID file (a process that is not the one we started) is never signalled.
-    (tmp_path / "data" / cli.PID_FILE).write_text(json.dumps({"pid": 1, "create_time": 0}))
+    (tmp_path / "data" / commands_local.PID_FILE).write_text(json.dumps({"pid": 1, "create_time": 0}))
     assert cli.main(["down", "--data-dir", data]) == 0 and "not running" in capsys.readouterr().out

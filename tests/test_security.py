@@ -6,7 +6,6 @@ cap, strict ids, and the CLI's token sources and terminal-safe output."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import time
@@ -234,34 +233,33 @@ def test_ids_fullmatch_no_trailing_newline():
 
 
 def test_cli_output_is_terminal_safe(capsys):
-    from councils_local import cli
+    from councils_local.cli import render
 
     evil = "def f():\n\treturn 1\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\x9b31m\u202eok\r"
     record = {"id": "d" * 32, "status": "completed", "result": {
         "winner_id": "a\x1b[31m1", "duration_s": 1.0, "usage": {"prompt_tokens": 1, "completion_tokens": 1},
         "proposals": [{"rank": 1, "author": "a\x1b[31m1", "score": 1.0, "content": evil, "checks": []}]}}
-    cli.print_result(record)
-    cli.out(cli.describe("failed", {"error": "boom\x1b[5m"}))
+    render.print_result(record)
+    render.out(render.describe("failed", {"error": "boom\x1b[5m"}))
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed and "\u202e" not in printed
     assert "def f():\n\treturn 1" in printed and "click" in printed
 
 
 def test_cli_reads_its_token_from_a_file_or_the_environment(tmp_path):
-    from councils_local import cli
+    from councils_local.cli.client import CliError, resolve_token
 
     token_file = tmp_path / "token"
     token_file.write_text("file-token-123\n")
     admin_file = tmp_path / "admin"
     admin_file.write_text("admin-token-456\n")
-    p = cli.parser()
-    assert cli.resolve_token(p.parse_args(["--token-file", str(token_file), "list"]), {}) == "file-token-123"
-    assert cli.resolve_token(p.parse_args(["list"]), {"COUNCILS_API_TOKEN_FILE": str(token_file)}) == "file-token-123"
-    assert cli.resolve_token(p.parse_args(["list"]), {"COUNCILS_API_TOKEN": "env-token"}) == "env-token"
+    assert resolve_token(None, str(token_file), environ={}) == "file-token-123"
+    assert resolve_token("given", str(token_file), environ={}) == "given"
+    assert resolve_token(None, None, environ={"COUNCILS_API_TOKEN_FILE": str(token_file)}) == "file-token-123"
+    assert resolve_token(None, None, environ={"COUNCILS_API_TOKEN": "env-token"}) == "env-token"
     env = {"COUNCILS_API_TOKEN_FILE": str(token_file), "COUNCILS_ADMIN_TOKEN_FILE": str(admin_file)}
-    assert cli.resolve_token(p.parse_args(["delete", "SEC"]), env) == "admin-token-456"
-    assert cli.resolve_token(p.parse_args(["list"]), env) == "file-token-123"
-    assert cli.resolve_token(p.parse_args(["list"]), {}) is None
-    with pytest.raises(cli.CliError, match="cannot be read"):
-        cli.resolve_token(p.parse_args(["list"]), {"COUNCILS_API_TOKEN_FILE": str(tmp_path / "nope")})
-    assert json.dumps(sorted(vars(p.parse_args(["list"])))) and True
+    assert resolve_token(None, None, admin=True, environ=env) == "admin-token-456"  # create, delete
+    assert resolve_token(None, None, environ=env) == "file-token-123"
+    assert resolve_token(None, None, environ={}) is None
+    with pytest.raises(CliError, match="cannot be read"):
+        resolve_token(None, None, environ={"COUNCILS_API_TOKEN_FILE": str(tmp_path / "nope")})
