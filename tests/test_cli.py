@@ -161,6 +161,7 @@ def test_deliberate_shows_progress_then_the_result(cli, server):
                  "] completed: winner agent-dev-001"):
         assert any(x.startswith("[") and x.endswith(line) for x in lines), (line, out)
     assert out.index("propose: started") < out.index("rank  author")
+    assert lines[1].endswith("] propose: started")  # the stream's `retry:` message is no line of progress
     assert f"winner: agent-dev-001   (1.5s, 7 tokens, deliberation {delib_id})" in out
     assert out.endswith("-" * 72 + "\n" + ANSWER + "\n")
     request = server[1].store.records[delib_id].request

@@ -50,7 +50,8 @@ class Api:
                 source.response.read()
                 raise CliError(f"GET {path}: {source.response.status_code} {error_message(source.response)}")
             for event in source.iter_sse():
-                yield event.id or None, event.event, json.loads(event.data or "{}")
+                if event.data:  # not the stream's opening `retry:` message, which carries no event
+                    yield event.id or None, event.event, json.loads(event.data)
 
 
 def error_message(r: httpx.Response) -> str:
