@@ -458,7 +458,9 @@ async def test_votes_decide_exact_answers():
 
 async def test_rankings_are_anonymized_shuffled_and_exclude_own():
     council, gen = make_council(4), FakeGenerator()
-    record = await run(make_record(rounds=0), council, gen)
+    # The shuffle is seeded by the record id: a fixed id keeps this test from failing on the 1 in 1296 ids
+    # whose four shuffles all come out sorted.
+    record = await run(make_record(rounds=0).model_copy(update={"id": "0123456789abcdef0123456789abcdef"}), council, gen)
     calls = gen.calls[4:]
     for agent, call in zip(council.agents, calls):
         user = call["messages"][1]["content"]
