@@ -24,6 +24,10 @@ RAY_TOKEN_FILE = "ray-auth-token"
 # was still serving: a SIGKILLed head cost 29 s to the next answer, 8 s with this (docs/benchmarks.md §7).
 # In production the head is a machine of its own (cluster.yaml) and this does not apply.
 HEAD_NICENESS = 10
+# What is left of a node that died (its dashboard, agents, log monitor) gets this long after SIGTERM before
+# SIGKILL, when the supervisor restarts it. With the 20 s of a graceful stop, the new GCS of a crashed head
+# started 25 s after the crash, and an ingress replica's answers were held until then (docs/topology.md).
+DEAD_NODE_GRACE_S = 2
 
 BIN = Path(sys.executable).parent
 
@@ -97,16 +101,19 @@ class RayHead:
         with self.lock:
             self._start()
 
-    def restart(self) -> None:
+    def restart(self, stop_grace_s: float = 20) -> None:
         with self.lock:
-            self.stop()
+            self.stop(stop_grace_s)
             self._start()
 
     def restart_if_dead(self) -> bool:
+        """A node whose `ray start --block` exited (its GCS or raylet died): what is left of it gets
+        DEAD_NODE_GRACE_S after SIGTERM, not the 20 s of a graceful stop. The worker node's actors wait for
+        the new GCS, and an ingress replica's answers can too (docs/topology.md), so every second counts."""
         with self.lock:
             if self.alive():
                 return False
-            self.restart()
+            self.restart(DEAD_NODE_GRACE_S)
             return True
 
     def _node_args(self) -> list[str]:
