@@ -21,7 +21,7 @@ RAY_TOKEN_FILE = "ray-auth-token"
 # Ray's worker niceness 15 on top, so 19) run at this niceness. Ray runs every worker at niceness 15 (the
 # councils, the engine, the ingress on the worker node) and its own daemons at 0, so on one machine a restarting
 # head (GCS reload, dashboard, Serve controller) took nearly all the CPU from the deliberations the worker node
-# was still serving: a SIGKILLed head cost 29 s to the next answer, 8 s with this (docs/benchmarks.md §7).
+# was still serving (docs/topology.md).
 # In production the head is a machine of its own (cluster.yaml) and this does not apply.
 HEAD_NICENESS = 10
 # What is left of a node that died (its dashboard, agents, log monitor) gets this long after SIGTERM before
