@@ -28,6 +28,7 @@ HEAD_NICENESS = 10
 # SIGKILL, when the supervisor restarts it. With the 20 s of a graceful stop, the new GCS of a crashed head
 # started 25 s after the crash, and an ingress replica's answers were held until then (docs/topology.md).
 DEAD_NODE_GRACE_S = 2
+GRACEFUL_STOP_S = 20  # a node being stopped on purpose (Ctrl-C, a test's restart): SIGTERM, then SIGKILL
 
 BIN = Path(sys.executable).parent
 
@@ -101,14 +102,14 @@ class RayHead:
         with self.lock:
             self._start()
 
-    def restart(self, stop_grace_s: float = 20) -> None:
+    def restart(self, stop_grace_s: float = GRACEFUL_STOP_S) -> None:
         with self.lock:
             self.stop(stop_grace_s)
             self._start()
 
     def restart_if_dead(self) -> bool:
         """A node whose `ray start --block` exited (its GCS or raylet died): what is left of it gets
-        DEAD_NODE_GRACE_S after SIGTERM, not the 20 s of a graceful stop. The worker node's actors wait for
+        DEAD_NODE_GRACE_S after SIGTERM, not a graceful stop's GRACEFUL_STOP_S. The worker node's actors wait for
         the new GCS, and an ingress replica's answers can too (docs/topology.md), so every second counts."""
         with self.lock:
             if self.alive():
@@ -153,18 +154,17 @@ class RayHead:
             # own worker node's raylet and workers do, while they wait for the GCS to come back. A GCS really
             # on the port still fails the start (it cannot bind), so only the stale marker goes.
             Path(self.temp_dir, "ray_current_cluster").unlink(missing_ok=True)
+            cmd = ["nice", "-n", str(HEAD_NICENESS), *cmd]  # exec'd: self.proc is still `ray start`
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         env[OWNER_ENV] = self.marker
-        if "--head" in cmd:
-            cmd = ["nice", "-n", str(HEAD_NICENESS), *cmd]  # exec'd: self.proc is still `ray start`
         self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 20) -> None:
+    def stop(self, timeout_s: float = GRACEFUL_STOP_S) -> None:
         """Stop the head and everything it started, also what outlived a killed `ray start` and holds a port."""
         with self.lock:
             if self.proc is None:
