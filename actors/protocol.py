@@ -58,6 +58,7 @@ from .models.requests import DeliberationRequest
 # The default engine is a 135M model with a 2048-token context: bound every piece of a prompt.
 PERSONA_CHARS = 500
 TASK_CHARS = 1500
+CONTEXT_CHARS = 8000  # about 2,000 tokens of code: what a 2048-token window can share with one short answer
 RUBRIC_CHARS = 600
 REQUIREMENTS_CHARS = 800
 TESTS_CHARS = 800
@@ -116,9 +117,11 @@ def _has_tests(request: DeliberationRequest) -> bool:
 
 
 def _brief(request: DeliberationRequest) -> str:
-    """Task, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares."""
+    """Task, context, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares."""
     c = request.constraints
     parts = [f"Task:\n{_clip(request.task, TASK_CHARS)}"]
+    if c.context.strip():
+        parts.append(f"Context:\n<<<CONTEXT>>>\n{_clip(c.context, CONTEXT_CHARS)}\n<<<END CONTEXT>>>")
     if c.rubric.strip():
         parts.append(f"Rubric:\n{_clip(c.rubric, RUBRIC_CHARS)}")
     if c.requirements:
@@ -312,6 +315,7 @@ class _Stage:
         self.timing.generation_s += time.perf_counter() - t0
         self.timing.calls += len(done)
         self.timing.prompt_tokens += sum(c.prompt_tokens for c in done)
+        self.timing.cached_prompt_tokens += sum(c.cached_tokens for c in done)
         self.timing.completion_tokens += sum(c.completion_tokens for c in done)
         return done
 

@@ -57,6 +57,16 @@ async def test_real_engine_serves_concurrent_calls(dev_engine):
 
 
 @pytest.mark.slow
+async def test_real_engine_reports_prompt_tokens_found_in_its_prefix_cache(dev_engine):
+    # A long shared system message (several 16-token KV blocks): the second call finds it cached.
+    brief = {"role": "system", "content": "You review code. " + "def add(a, b):\n    return a + b\n" * 40}
+    first = _check_completion(await dev_engine.generate([brief, TASK[1]], temperature=0.0, max_tokens=4), 4)
+    second = _check_completion(await dev_engine.generate(
+        [brief, {"role": "user", "content": "Is this file correct?"}], temperature=0.0, max_tokens=4), 4)
+    assert second.cached_tokens >= 0.8 * (first.prompt_tokens - 40) and second.cached_tokens < second.prompt_tokens
+
+
+@pytest.mark.slow
 async def test_real_engine_seed_makes_sampling_reproducible(dev_engine):
     a = await dev_engine.generate(TASK, temperature=0.9, max_tokens=24, seed=7)
     b = await dev_engine.generate(TASK, temperature=0.9, max_tokens=24, seed=7)
@@ -132,12 +142,13 @@ async def test_openai_backend_posts_chat_completions(monkeypatch):
         assert body["model"] == "served-model" and body["seed"] == 3 and body["max_tokens"] == 16
         return httpx.Response(200, json={
             "choices": [{"message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 2},
+            "usage": {"prompt_tokens": 11, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 8}},
         })
 
     engine = _openai_engine(monkeypatch, handler)
     out = await engine.generate([{"role": "user", "content": "hi"}], temperature=0.2, max_tokens=16, seed=3)
-    assert out == {"text": "hello", "prompt_tokens": 11, "completion_tokens": 2, "finish_reason": "stop"}
+    assert out == {"text": "hello", "prompt_tokens": 11, "cached_tokens": 8, "completion_tokens": 2,
+                   "finish_reason": "stop"}
     assert str(seen[0].url) == "http://upstream.test/v1/chat/completions"
     assert seen[0].headers["authorization"] == "Bearer sk-test"
     await engine.shutdown()

@@ -572,3 +572,35 @@ async def test_peer_rank_never_and_always():
     gen = FakeGenerator(scripted({p: [GOOD] for p in PERSONAS}))
     record = await run(record_with_tests(rounds=0), council, gen, MemorySink(), FakeVerifier())
     assert record.stages_done == ["propose", "rank", "score"] and len(record.result.rankings) == 3
+
+
+def test_context_is_in_the_shared_brief_before_every_persona():
+    """constraints.context goes into the system message every prompt of a deliberation starts with (so the
+    engine's prefix cache holds it once), clipped to CONTEXT_CHARS; the persona follows it."""
+    from actors.protocol import CONTEXT_CHARS, critique_messages, propose_messages
+
+    source = "def add(a, b):\n    return a - b\n" * 400  # ~12 000 characters
+    request = DeliberationRequest.model_validate({"role": "DEV", "task": "Review this file.",
+                                                  "constraints": {"context": source}})
+    council = make_council(2)
+    first = propose_messages(council.agents[0], request)
+    second = critique_messages(council.agents[1], request, Proposal(author="a0", content="x"), "nonce")
+    assert first[0] == second[0]  # the same system message: a shared prefix
+    assert "<<<CONTEXT>>>\ndef add(a, b):" in first[0]["content"] and "…[truncated]" in first[0]["content"]
+    assert CONTEXT_CHARS <= len(first[0]["content"]) < CONTEXT_CHARS + 400
+    assert council.agents[0].persona[:40] not in first[0]["content"]
+
+
+class CachingGenerator(FakeGenerator):
+    """FakeGenerator whose engine reports 5 prompt tokens of every call as found in its prefix cache."""
+
+    async def generate(self, engine, messages, **kw):
+        return (await super().generate(engine, messages, **kw)).model_copy(update={"cached_tokens": 5})
+
+
+async def test_stage_timings_count_prompt_tokens_found_in_the_prefix_cache():
+    record = await run(make_record(), make_council(3, rounds=1), gen=CachingGenerator())
+    generating = [t for t in record.timings if t.calls]
+    assert generating and {t.stage for t in generating} >= {"propose", "critique-1", "revise-1"}
+    for t in generating:
+        assert t.cached_prompt_tokens == 5 * t.calls < t.prompt_tokens

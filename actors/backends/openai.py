@@ -108,6 +108,8 @@ class OpenAIBackend:
             return Completion(
                 text=choice.message.content or "",
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                # vLLM's server reports it with --enable-prompt-tokens-details; others may leave it out.
+                cached_tokens=int(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0),
                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                 finish_reason=getattr(choice, "finish_reason", None),
             )

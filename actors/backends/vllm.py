@@ -191,6 +191,7 @@ class VllmBackend:
         return Completion(
             text=choice.text,
             prompt_tokens=len(final.prompt_token_ids or ids),
+            cached_tokens=int(getattr(final, "num_cached_tokens", 0) or 0),
             completion_tokens=len(choice.token_ids),
             finish_reason=choice.finish_reason,
         )

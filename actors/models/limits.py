@@ -11,6 +11,7 @@ from .base import ROLE_PATTERN, Strict
 # within them, and answer 422 naming the field like a model constraint would.
 CEILING_TASK_CHARS = 100_000
 CEILING_RUBRIC_CHARS = 50_000
+CEILING_CONTEXT_CHARS = 50_000  # constraints.context
 CEILING_AGENTS = 64
 CEILING_ROUNDS = 10
 CEILING_DRAFTS = 8  # drafts_per_agent

@@ -40,6 +40,7 @@ class Completion(Strict):
 
     text: str
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the engine found in its prefix cache (vLLM's num_cached_tokens)
     completion_tokens: int = 0
     finish_reason: str | None = None
 
@@ -185,6 +186,7 @@ class StageTiming(Strict):
     checkpoint_s: float = 0.0
     calls: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, found in the engine's prefix cache (not prefilled again)
     completion_tokens: int = 0
 
 

@@ -7,11 +7,14 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from .base import ROLE_PATTERN, Strict
-from .limits import (CEILING_AGENTS, CEILING_MAX_TOKENS, CEILING_ROUNDS, CEILING_RUBRIC_CHARS, CEILING_TASK_CHARS,
+from .limits import (CEILING_AGENTS, CEILING_CONTEXT_CHARS, CEILING_MAX_TOKENS, CEILING_ROUNDS, CEILING_RUBRIC_CHARS, CEILING_TASK_CHARS,
                      CEILING_TESTS_CHARS, METADATA_MAX_CHARS, METADATA_MAX_DEPTH)
 
 
 class Constraints(Strict):
+    # Material the task refers to (a source file to review, a log, a schema). It goes into the brief every
+    # prompt of the deliberation starts with, so the engine's prefix cache holds it once for every agent and stage.
+    context: str = Field("", max_length=CEILING_CONTEXT_CHARS)
     rubric: str = Field("", max_length=CEILING_RUBRIC_CHARS)
     requirements: list[str] = Field(default_factory=list, max_length=32)
     # What the verifiers check the artifact against (actors/verifiers): Python tests (assert lines,
