@@ -4,14 +4,14 @@ docs/benchmarks.md rewritten whole.
 Holds the machine-wide lock (/tmp/councils-ray-tests.lock) for the whole run and runs the phases one
 after another, each in its own process, so only one engine is ever loaded and nothing competes for
 the cores:
-  inprocess  one in-process vLLM engine: fan-out, the in-process deliberation, quality
-  baselines  a vLLM OpenAI-compatible server: the original (sequential HTTP) and concurrent-HTTP designs
-  stack      the `make run` stack: Serve overhead, throughput, restore
+  inprocess  one in-process vLLM engine: the propose-stage fan-out at two token budgets
+  stack      the `make run` stack, a stock vLLM OpenAI server and a bare engine in the driver: the service path
+             interleaved with its peers (short and long-context tasks), idle CPU, throughput, restore
   quality    one in-process vLLM engine: one agent vs self-consistency vs the council (docs/quality.md)
   faults     the `make run` stack: time from each fault's SIGKILL to the next successful deliberation
 then `report` turns the raw runs into JSON, PNG plots and docs/benchmarks.md.
 
-    python -m benchmarks [--phases inprocess baselines stack] [--report-only]
+    python -m benchmarks [--phases inprocess stack] [--report-only]
     COUNCILS_BENCH_QUICK=1 python -m benchmarks    # tiny settings: tries the machinery, figures meaningless
 """
 
@@ -25,7 +25,7 @@ import time
 from . import report
 from .common import ROOT, RUNS, load_run, machine_lock, save_run
 
-PHASES = ["inprocess", "baselines", "stack", "quality", "faults"]
+PHASES = ["inprocess", "stack", "quality", "faults"]
 
 
 def main() -> int:
@@ -38,7 +38,7 @@ def main() -> int:
     if not args.report_only:
         t0 = time.time()
         previous = load_run("suite") or {}
-        phases_s = dict(previous.get("phases_s", {})) if set(args.phases) != set(PHASES) else {}
+        phases_s = {k: v for k, v in previous.get("phases_s", {}).items() if k in PHASES and k not in args.phases}
         with machine_lock():  # the phases see COUNCILS_BENCH_LOCK_HELD=1 and run under this lock
             for phase in args.phases:
                 print(f"=== {phase} ===", flush=True)

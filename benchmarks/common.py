@@ -49,10 +49,10 @@ BENCH_ROLE = "BENCH"
 def settings() -> dict[str, Any]:
     """What every phase runs with. One place, so both sides of a comparison share it."""
     s: dict[str, Any] = {
-        "reps": 3,  # repetitions of each timed baseline deliberation (original, concurrent HTTP)
-        "overhead_reps": 5,  # repetitions of the council's deliberation, in-process and over HTTP
+        "overhead_reps": 5,  # repetitions of the deliberation on each of the five paths (benchmarks/paths.py)
+        "long_context_reps": 3,  # repetitions of the long-context deliberation on each of its paths
         "fanout_agents": [1, 3, 5],
-        "fanout_max_tokens": 64,
+        "fanout_max_tokens": [32, 128],  # the deliberations' budget per generation, and a longer answer
         "fanout_reps": 3,
         "agents": 3,  # agents of the benchmark council
         "rounds": 1,  # peer-review rounds: propose, critique-1, revise-1, score
@@ -68,7 +68,8 @@ def settings() -> dict[str, Any]:
         "fault_reps": 3,  # SIGKILLs of each fault, each timed to the next successful deliberation
     }
     if os.environ.get(QUICK_ENV) == "1":
-        s.update(fault_reps=1, reps=1, overhead_reps=1, fanout_agents=[1, 3], fanout_max_tokens=8, fanout_reps=1, max_tokens=8,
+        s.update(fault_reps=1, overhead_reps=1, long_context_reps=1, fanout_agents=[1, 3], fanout_max_tokens=[8],
+                 fanout_reps=1, max_tokens=8,
                  throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, restore_spec_counts=[5, 50],
                  restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32, quality_reps=1)
     return s
@@ -173,7 +174,7 @@ class NullSink:
 
 
 async def timed_deliberation(gen, council, request) -> dict:
-    """One deliberation of the real protocol, in-process: wall time and token usage."""
+    """One deliberation of the real protocol, in-process: wall time, token usage and each stage's timing."""
     from actors.protocol import deliberate
     from actors.models.records import DeliberationRecord
 
@@ -183,7 +184,7 @@ async def timed_deliberation(gen, council, request) -> dict:
     wall = time.perf_counter() - t0
     return {"wall_s": round(wall, 3), "completion_tokens": record.result.usage.completion_tokens,
             "prompt_tokens": record.result.usage.prompt_tokens, "winner_id": record.result.winner_id,
-            "stages": record.stages_done}
+            "timings": [t.model_dump() for t in record.timings]}
 
 
 # ---------------------------------------------------------------- the machine-wide lock

@@ -1,11 +1,9 @@
-"""Phase 1 of `make bench`: everything that runs on one in-process vLLM engine (no Ray, no HTTP).
+"""Phase 1 of `make bench`: the propose-stage fan-out on one in-process vLLM engine (no Ray, no HTTP).
 
-One engine load (~45 s on 2 cores), shared by:
-  fan-out      the propose stage for N = 1, 3, 5 agents (benchmarks/propose_fanout.py),
-  deliberation the benchmark council's full deliberation, called in-process: the in-process side of
-               the Serve-overhead comparison and the "this council" side of the baselines.
-(Quality is its own phase, benchmarks/quality.py, with its own engine and doc.)
-The engine is `make run`'s (configs/local.yaml: SmolLM2-135M-Instruct, prefix caching on).
+One engine load (~45 s on 2 cores); the propose stage for N = 1, 3, 5 agents (benchmarks/propose_fanout.py) at
+each budget of settings()["fanout_max_tokens"]: the deliberations' own (32 tokens per generation) and a longer
+answer (128). The engine is `make run`'s (configs/local.yaml: SmolLM2-135M-Instruct, prefix caching on).
+(The deliberation on a bare engine runs in the `stack` phase, interleaved with the other paths: benchmarks/paths.py.)
 
     python -m benchmarks.inprocess        # writes benchmarks/results/runs/inprocess.json
 """
@@ -16,19 +14,7 @@ import asyncio
 import time
 
 from . import propose_fanout
-from .common import (TASKS, WARMUP_TASK, EngineGenerator, bench_council, bench_engine_spec, bench_request,
-                     machine_lock, median, save_run, settings, timed_deliberation)
-
-
-async def deliberations(gen, reps: int) -> list[dict]:
-    council = bench_council()
-    await timed_deliberation(gen, council, bench_request(WARMUP_TASK))  # warm-up, not timed
-    rows = []
-    for i in range(reps):
-        row = await timed_deliberation(gen, council, bench_request(TASKS[i % len(TASKS)]))
-        print(f"in-process deliberation {i + 1}: {row['wall_s']:.2f}s, {row['completion_tokens']} tokens", flush=True)
-        rows.append(row)
-    return rows
+from .common import EngineGenerator, bench_engine_spec, machine_lock, save_run, settings
 
 
 async def run() -> dict:
@@ -42,14 +28,12 @@ async def run() -> dict:
     load_s = round(time.perf_counter() - t0, 1)
     print(f"engine loaded in {load_s}s", flush=True)
     gen = EngineGenerator(engine)
-    out: dict = {"engine": spec.model_dump(), "engine_load_s": load_s}
+    out: dict = {"engine": spec.model_dump(), "engine_load_s": load_s, "fanout": {}}
     try:
-        fanout = await propose_fanout.measure(gen, s["fanout_agents"], s["fanout_max_tokens"], s["fanout_reps"])
-        out["fanout"] = {"max_tokens": s["fanout_max_tokens"], "reps": s["fanout_reps"],
-                         "results": {str(k): v for k, v in fanout.items()}}
-        rows = await deliberations(gen, s["overhead_reps"])
-        out["deliberation"] = {"council": bench_council().model_dump(mode="json"), "rows": rows,
-                               "median_wall_s": median([r["wall_s"] for r in rows])}
+        for max_tokens in s["fanout_max_tokens"]:
+            fanout = await propose_fanout.measure(gen, s["fanout_agents"], max_tokens, s["fanout_reps"])
+            out["fanout"][str(max_tokens)] = {"max_tokens": max_tokens, "reps": s["fanout_reps"],
+                                              "results": {str(k): v for k, v in fanout.items()}}
     finally:
         await engine.shutdown()
     return out

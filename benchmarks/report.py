@@ -10,7 +10,13 @@ from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, ratio, save
 
 DOC = ROOT / "docs" / "benchmarks.md"
 FIG = {"figsize": (5.2, 3.0), "dpi": 80}
-TARGETS = {"fanout_n3": 1.5, "serve_overhead": 0.10, "council_vs_original": 0.6}
+TARGETS = {"fanout_n3": 1.5, "serve_overhead": 0.10, "council_vs_original": 0.6, "service_vs_peer": 1.0,
+           "critique_revise_cache_hit": 0.6, "idle_cpu_pct": 15.0}
+PATH_LABELS = {"service": "**the service** (HTTP → Serve → council actor → engine actor)",
+               "engine_actor": "the protocol in the driver, on the stack's engine actor (no Serve, no council actor)",
+               "bare": "the protocol in the driver, on a bare engine (no Ray)",
+               "concurrent": "concurrent HTTP to a stock vLLM server (the simplest peer)",
+               "original": "original: sequential HTTP to the same server"}
 
 
 def _plt():
@@ -51,88 +57,106 @@ def _met(ok: bool | None) -> str:
 
 
 def fanout(inproc: dict) -> dict | None:
-    f = inproc.get("fanout") if inproc else None
-    if not f:
+    budgets = (inproc or {}).get("fanout")
+    if not budgets or "results" in budgets:  # absent, or a run from before the two budgets
         return None
-    res = f["results"]
-    summary = {"max_tokens": f["max_tokens"], "reps": f["reps"], "results": res,
-               "target": f"ratio for N=3 <= {TARGETS['fanout_n3']}",
-               "n3_ratio": res.get("3", {}).get("ratio_to_n1")}
-    summary["met"] = None if summary["n3_ratio"] is None else summary["n3_ratio"] <= TARGETS["fanout_n3"]
+    summary: dict = {"target": f"ratio for N=3 <= {TARGETS['fanout_n3']}", "budgets": {}}
+    for tokens, f in budgets.items():
+        n3 = f["results"].get("3", {}).get("ratio_to_n1")
+        summary["budgets"][tokens] = {**f, "n3_ratio": n3, "met": None if n3 is None else n3 <= TARGETS["fanout_n3"]}
     save("propose_fanout", {"model": MODEL_LABEL, **summary})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=FIG["figsize"])
-    ns = list(res)
-    _bars(ax, [f"N={n}" for n in ns], [res[n]["median_wall_s"] for n in ns], "{:.2f} s")
-    for i, n in enumerate(ns):
-        ax.annotate(f"x{res[n]['ratio_to_n1']:.2f}", (i, res[n]["median_wall_s"] / 2), ha="center", color="white")
-    ax.set_ylabel("propose stage, median wall s")
-    ax.set_title(f"Propose fan-out on one engine ({f['max_tokens']} tokens/agent)")
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.6 * len(budgets), 3.0), squeeze=False)
+    for ax, (tokens, f) in zip(axes[0], budgets.items()):
+        res = f["results"]
+        ns = list(res)
+        _bars(ax, [f"N={n}" for n in ns], [res[n]["median_wall_s"] for n in ns], "{:.2f} s")
+        for i, n in enumerate(ns):
+            ax.annotate(f"x{res[n]['ratio_to_n1']:.2f}", (i, res[n]["median_wall_s"] / 2), ha="center", color="white")
+        ax.set_ylabel("propose stage, median wall s")
+        ax.set_title(f"Propose fan-out, {tokens} tokens/agent")
     summary["png"] = _savefig(fig, "propose_fanout")
     return summary
 
 
-def overhead(inproc: dict, stack: dict) -> dict | None:
-    b = (stack or {}).get("overhead")
-    if not b or not b.get("same_engine_in_process"):
+def _walls(rows: list[dict]) -> list[float]:
+    return [r["wall_s"] for r in rows]
+
+
+def _paired(rows: dict[str, list[dict]], a: str, b: str) -> dict:
+    """a's wall over b's, repetition by repetition (same task, back to back): median and min–max."""
+    rs = [x["wall_s"] / y["wall_s"] for x, y in zip(rows[a], rows[b])]
+    return {"median": median(rs), "min": round(min(rs), 3), "max": round(max(rs), 3), "n": len(rs)}
+
+
+def _hit_rates(rows: list[dict]) -> dict[str, float]:
+    """Prefix-cache hit rate by stage kind, over every repetition: cached prompt tokens / prompt tokens."""
+    kinds: dict[str, list[int]] = {}
+    for r in rows:
+        for stage, t in r["stages"].items():
+            k = kinds.setdefault(stage.split("-")[0], [0, 0])
+            k[0] += t["cached_prompt_tokens"]
+            k[1] += t["prompt_tokens"]
+    return {kind: round(c / n, 3) for kind, (c, n) in kinds.items() if n}
+
+
+def _path_table(rows: dict[str, list[dict]]) -> dict:
+    out = {}
+    for name, rs in rows.items():
+        walls = _walls(rs)
+        out[name] = {"median_wall_s": median(walls), "min_s": min(walls), "max_s": max(walls),
+                     "tokens_per_s": _tps(rs), "median_completion_tokens": median([r["completion_tokens"] for r in rs]),
+                     "cache_hit_by_stage": _hit_rates(rs)}
+        if name != "service":
+            out[name]["service_over_this"] = _paired(rows, "service", name)
+        if all("propose" in r["stages"] for r in rs):
+            out[name]["median_propose_s"] = median([r["stages"]["propose"]["seconds"] for r in rs])
+    return out
+
+
+def service_paths(stack: dict) -> dict | None:
+    p = ((stack or {}).get("paths") or {}).get("short")
+    if not p:
         return None
-    local = b["same_engine_in_process"]["rows"]
-    inp, http = median([r["wall_s"] for r in local]), median([r["wall_s"] for r in b["rows"]])
-    over = round(http / inp - 1, 3)
-    summary = {"in_process_same_engine": {"rows": local, "median_wall_s": inp},
-               "serve_http": {"rows": b["rows"], "median_wall_s": http,
-                              "median_council_duration_s": median([r["council_duration_s"] for r in b["rows"]])},
-               "overhead": over, "target": f"overhead <= {TARGETS['serve_overhead']:.0%}",
-               "met": over <= TARGETS["serve_overhead"], "council": b["council"],
-               "idle_cpu": stack.get("idle_cpu")}
-    labels, values = ["in-process protocol,\nstack's engine actor", "HTTP through\nServe"], [inp, http]
-    bare = (inproc or {}).get("deliberation")
-    if bare:  # phase 1: the same protocol on an engine in the driver's own process, no Ray cluster running
-        bare_s = median([r["wall_s"] for r in bare["rows"]])
-        summary["in_process_bare_engine"] = {"rows": bare["rows"], "median_wall_s": bare_s,
-                                             "http_over_bare": round(http / bare_s - 1, 3)}
-        labels.insert(0, "in-process protocol,\nbare engine (no Ray)")
-        values.insert(0, bare_s)
-    save("serve_overhead", {"model": MODEL_LABEL, **summary})
+    table = _path_table(p["rows"])
+    vs_peer = table["concurrent"]["service_over_this"]["median"]
+    vs_orig = table["original"]["service_over_this"]["median"]
+    vs_bare = table["bare"]["service_over_this"]["median"]
+    vs_actor = table["engine_actor"]["service_over_this"]["median"]
+    summary = {"paths": table, "rows": p["rows"], "order": p["order"],
+               "service_vs_peer": vs_peer, "service_vs_peer_met": vs_peer <= TARGETS["service_vs_peer"],
+               "service_vs_original": vs_orig, "service_vs_original_met": vs_orig <= TARGETS["council_vs_original"],
+               "overhead_vs_bare": round(vs_bare - 1, 3), "overhead_vs_engine_actor": round(vs_actor - 1, 3),
+               "overhead_vs_bare_met": vs_bare - 1 <= TARGETS["serve_overhead"],
+               "overhead_vs_engine_actor_met": vs_actor - 1 <= TARGETS["serve_overhead"],
+               "median_council_duration_s": median([r["council_duration_s"] for r in p["rows"]["service"]]),
+               "peer_server_command": stack.get("peer_server_command")}
+    save("service_paths", {"model": MODEL_LABEL, **summary})
     plt = _plt()
-    fig, ax = plt.subplots(figsize=FIG["figsize"])
-    _bars(ax, labels, values, "{:.2f} s")
-    ax.set_ylabel("full deliberation, median wall s")
-    ax.set_title(f"Serve overhead: {over:+.1%}")
-    summary["png"] = _savefig(fig, "serve_overhead")
+    fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    names = list(table)
+    _bars(ax, ["service", "engine\nactor", "bare\nengine", "concurrent\nHTTP", "original"][: len(names)],
+          [table[n]["median_wall_s"] for n in names], "{:.1f} s")
+    for i, n in enumerate(names):
+        ax.plot([i, i], [table[n]["min_s"], table[n]["max_s"]], color="black", linewidth=1)
+    ax.set_ylabel("deliberation wall s (median, min–max)")
+    ax.set_title("The same deliberation on five paths, interleaved")
+    summary["png"] = _savefig(fig, "service_paths")
     return summary
 
 
-def baselines(inproc: dict, base: dict, stack: dict) -> dict | None:
-    council = (inproc or {}).get("deliberation")
-    if not base or not council:
+def long_context(stack: dict) -> dict | None:
+    p = ((stack or {}).get("paths") or {}).get("long")
+    if not p:
         return None
-    sides = {"original (sequential HTTP)": base["original"]["rows"],
-             "concurrent HTTP": base["concurrent"]["rows"],
-             "this council (in-process)": council["rows"]}
-    if stack and stack.get("overhead"):
-        sides["this council (via Serve)"] = stack["overhead"]["rows"]
-    orig = median([r["wall_s"] for r in sides["original (sequential HTTP)"]])
-    rows = {}
-    for name, rs in sides.items():
-        wall = median([r["wall_s"] for r in rs])
-        rows[name] = {"median_wall_s": wall, "ratio_to_original": ratio(wall, orig), "tokens_per_s": _tps(rs),
-                      "median_completion_tokens": median([r["completion_tokens"] for r in rs]), "rows": rs}
-    primary = rows["this council (in-process)"]["ratio_to_original"]
-    summary = {"designs": rows, "target": f"this council <= {TARGETS['council_vs_original']} x original wall time",
-               "council_ratio": primary, "met": primary <= TARGETS["council_vs_original"],
-               "server_command": base.get("server_command")}
-    if "this council (via Serve)" in rows:
-        summary["council_via_serve_ratio"] = rows["this council (via Serve)"]["ratio_to_original"]
-    save("baselines", {"model": MODEL_LABEL, **summary})
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.0))
-    labels = ["original\nseq. HTTP", "concurrent\nHTTP", "council\nin-process", "council\nvia Serve"][: len(rows)]
-    _bars(ax1, labels, [r["median_wall_s"] for r in rows.values()], "{:.1f} s")
-    ax1.set_title("deliberation wall time (median)")
-    _bars(ax2, labels, [r["tokens_per_s"] for r in rows.values()], "{:.1f}")
-    ax2.set_title("generated tokens / s")
-    summary["png"] = _savefig(fig, "baselines")
+    table = _path_table(p["rows"])
+    hits = table["service"]["cache_hit_by_stage"]
+    later = [v for k, v in hits.items() if k in ("critique", "revise")]
+    summary = {"paths": table, "rows": p["rows"], "context_tokens": p["context_tokens"], "files": p["files"],
+               "service_vs_peer": table["concurrent"]["service_over_this"]["median"],
+               "critique_revise_hit_rate": min(later) if later else None}
+    summary["hit_rate_met"] = None if not later else min(later) >= TARGETS["critique_revise_cache_hit"]
+    save("long_context", {"model": MODEL_LABEL, **summary})
     return summary
 
 
@@ -211,7 +235,7 @@ def recovery(faults: dict | None) -> dict | None:
 
 def recovery_markdown(r: dict) -> list[str]:
     req, m = r["request"], r["run_on"]
-    out = ["## 7. Time to recover", "",
+    out = ["## 8. Time to recover", "",
            "On the `make run` stack (`python -m benchmarks.faults`: the launcher with its supervisor, a head and a "
            "worker node, the real vLLM engine), each process below is SIGKILLed with the stack healthy, then "
            f"`POST /v1/deliberations?wait=true` ({req['role']}, rounds {req['rounds']}, {req['max_tokens']} tokens) "
@@ -230,41 +254,84 @@ def recovery_markdown(r: dict) -> list[str]:
     return out
 
 
-def _spread(rows: list[dict]) -> str:
-    walls = [r["wall_s"] for r in rows]
-    mid = median(walls)
-    return f"{(max(walls) - min(walls)) / mid:.0%}" if mid else "n/a"
+def _idle_markdown(idle: dict) -> list[str]:
+    kinds = sorted(idle["by_kind"].items(), key=lambda kv: -kv[1]["cpu_pct_of_one_core"])
+    total = idle["total_cpu_pct_of_one_core"]
+    out = ["## 4. Idle CPU", "",
+           f"The stack's own processes (the launcher's tree: Valkey, both Ray nodes, Serve, the council actors, the "
+           f"engine) while no deliberation runs, {idle.get('settle_s', 15):.0f} s after the last answer, over "
+           f"{idle['seconds']:.0f} s, as % of one core (`benchmarks/stack.py idle_cpu`). Target ≤ "
+           f"{TARGETS['idle_cpu_pct']:.0f} %: **{total:.1f} %**, {_met(total <= TARGETS['idle_cpu_pct'])}.", "",
+           "| component | % of one core | processes | nice |", "|---|---|---|---|"]
+    for k, v in kinds:
+        out.append(f"| {k} | {v['cpu_pct_of_one_core']:.1f} | {v['processes']} | {', '.join(map(str, v['nice']))} |")
+    out += ["", "The engine's model threads are bound to both cores, so on this machine that load competes with "
+            "decoding; on a GPU node the model does not run on the cores the control plane uses.", ""]
+    return out
 
 
-def _overhead_causes(o: dict) -> list[str]:
-    """What the run measured about the Ray cluster's own cost on this machine: the bare-engine side and
-    the stack's idle CPU."""
-    lines = []
-    bare = o.get("in_process_bare_engine")
-    if bare:
-        lines += ["", f"Not part of the target, for the record: the same in-process protocol on a **bare** engine "
-                  f"(phase 1: the engine in the benchmark's own process, no Ray cluster running) took "
-                  f"{bare['median_wall_s']:.2f} s; the deliberation over HTTP took {bare['http_over_bare']:+.1%} "
-                  f"against that."
-                  + (" The extra is not Serve (see the table) but the engine running as a Ray actor beside a Ray "
-                     "cluster on the same 2 cores." if bare["http_over_bare"] > o["overhead"] + 0.05 else "")]
-    idle = o.get("idle_cpu")
-    if idle:
-        kinds = sorted(idle["by_kind"].items(), key=lambda kv: -kv[1]["cpu_pct_of_one_core"])
-        lines += ["", f"While no deliberation runs, the stack's own processes use {idle['total_cpu_pct_of_one_core']:.0f} % "
-                  f"of one core ({idle['total_cpu_pct_of_one_core'] / 2:.0f} % of this 2-core machine), measured over "
-                  f"{idle['seconds']:.0f} s: "
-                  + ", ".join(f"{k} {v['cpu_pct_of_one_core']:.1f} %" for k, v in kinds if v["cpu_pct_of_one_core"] >= 0.1)
-                  + ". The engine's model threads are bound to both cores, so here that load competes with decoding; "
-                    "on a GPU node the model does not run on the cores the control plane uses."]
-    return lines
+def _paths_markdown(sp: dict, png: str) -> list[str]:
+    t = sp["paths"]
+    out = ["## 2. The service path against its peers", "",
+           "The benchmark council's whole deliberation five ways, **interleaved**: repetition i runs every path on "
+           "task i, back to back, in an order rotated by i (`benchmarks/paths.py`), so every path sees the same "
+           "tasks, background load and drift. Same protocol, council spec, requests, max_tokens, model and settings "
+           "on every path; the two engines in the driver and the peer's server are loaded beside the `make run` stack "
+           "for the whole comparison.", "",
+           "| path | median wall (min–max) | the service's wall over this path's, same task: median (min–max) | "
+           "generated tokens/s |", "|---|---|---|---|"]
+    for name, r in t.items():
+        paired = r.get("service_over_this")
+        out.append(f"| {PATH_LABELS.get(name, name)} | {r['median_wall_s']:.2f} s ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
+                   + (f"{paired['median']:.2f} × ({paired['min']:.2f}–{paired['max']:.2f})" if paired else "—")
+                   + f" | {r['tokens_per_s']:.1f} |")
+    out += ["", f"- **Against the simplest peer** (concurrent HTTP): {sp['service_vs_peer']:.2f} × its wall time; target "
+            f"≤ 1.0 ×: {_met(sp['service_vs_peer_met'])}.",
+            f"- **Against the original design**: {sp['service_vs_original']:.2f} ×; target ≤ 0.6 ×: "
+            f"{_met(sp['service_vs_original_met'])}.",
+            f"- **Serve overhead, both definitions**: {sp['overhead_vs_bare']:+.1%} against the bare engine, "
+            f"{sp['overhead_vs_engine_actor']:+.1%} against the stack's engine actor; target ≤ 10 %: "
+            f"{_met(sp['overhead_vs_bare_met'])} against the bare engine, {_met(sp['overhead_vs_engine_actor_met'])} "
+            "against the engine actor.",
+            f"- Time inside the council actor (the record's `duration_s`): {sp['median_council_duration_s']:.2f} s of "
+            f"{t['service']['median_wall_s']:.2f} s; the rest is HTTP, Serve and the ingress's wait.", "",
+            f"![paths]({png}{sp['png']})", ""]
+    return out
 
 
-def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None) -> str:
+def _long_markdown(lc: dict) -> list[str]:
+    t = lc["paths"]
+    kinds = ["propose", "critique", "revise", "rank"]
+    out = ["## 3. Long context: a source file to review", "",
+           f"The same council on tasks that carry a {lc['context_tokens']}-token source file of this repository "
+           f"(`constraints.context`: {', '.join(f'`{f}`' for f in lc['files'])}), interleaved the same way on three "
+           "paths. The context sits in the brief every prompt of a deliberation starts with, so after the first "
+           "prefill the engine's prefix cache holds it. Hit rate: the prompt tokens each stage's requests found in "
+           "the engine's prefix cache (vLLM's own per-request `num_cached_tokens`, recorded in each stage's "
+           "`timings`) over their prompt tokens, all repetitions together.", "",
+           "| path | deliberation, median (min–max) | service over this path | propose stage, median | "
+           + " | ".join(f"hit rate: {k}" for k in kinds) + " |", "|---|---|---|---|" + "---|" * len(kinds)]
+    for name, r in t.items():
+        paired = r.get("service_over_this")
+        hits = r["cache_hit_by_stage"]
+        out.append(f"| {PATH_LABELS.get(name, name)} | {r['median_wall_s']:.2f} s ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
+                   + (f"{paired['median']:.2f} × ({paired['min']:.2f}–{paired['max']:.2f})" if paired else "—")
+                   + f" | {r.get('median_propose_s', float('nan')):.2f} s | "
+                   + " | ".join(f"{hits[k]:.0%}" if k in hits else "—" for k in kinds) + " |")
+    rate = lc["critique_revise_hit_rate"]
+    out += ["", "Target: a hit rate ≥ 60 % in the critique and revise stages (the service): "
+            + (f"lowest of the two {rate:.0%}, {_met(lc['hit_rate_met'])}." if rate is not None else "not measured.")
+            + " The propose stage's three requests arrive together and are prefilled in the same step, before any of "
+            "them has filled a cache block, so they find little in the cache; every later stage reuses the brief.",
+            f"Against the simplest peer on long tasks: {lc['service_vs_peer']:.2f} ×.", ""]
+    return out
+
+
+def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
     from .common import machine, settings
 
-    m = (inproc or base or stack or {}).get("machine") or machine()
-    cfg = (inproc or base or stack or {}).get("settings") or settings()
+    m = (stack or inproc or {}).get("machine") or machine()
+    cfg = (stack or inproc or {}).get("settings") or settings()
     eng = (inproc or {}).get("engine") or {}
     png = "../benchmarks/results/"  # relative to docs/
     out = ["# Benchmarks", "", "Generated by `make bench` (`python -m benchmarks.report`); do not edit by hand.", ""]
@@ -283,94 +350,59 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
             f"every core. Each side of a comparison runs in the same `make bench` run, on the same model and "
             f"settings, with the same council spec, prompts and max_tokens.  ",
             f"**Settings**: the benchmark council is {cfg['agents']} agents, {cfg['rounds']} peer-review round "
-            f"(propose, critique, revise, score: 3 batched generation stages), **{cfg['max_tokens']} tokens per "
-            f"generation**, agents unseeded (see below); {cfg['overhead_reps']} timed repetitions of "
-            f"the council's deliberation on each path and {cfg['reps']} of each baseline design (after one untimed "
-            f"warm-up each), repetition i on task i of a fixed list of engineering tasks, the same list on every "
-            f"side; figures are medians. Small figures on purpose: the whole suite must fit in 30 minutes on 2 "
-            f"cores.", ""]
+            f"(propose, critique, revise, rank, score: up to 4 batched generation stages), **{cfg['max_tokens']} tokens "
+            f"per generation**, agents unseeded (see below); {cfg['overhead_reps']} timed repetitions of the "
+            f"deliberation on each path ({cfg.get('long_context_reps', 0)} for long context), after one untimed "
+            f"warm-up each, repetition i on task i of a fixed list of engineering tasks, the same list on every path; "
+            f"figures are medians with their min–max. Small figures on purpose: the whole suite must fit in 30 "
+            f"minutes on 2 cores.", ""]
 
+    f, sp, lc = s.get("fanout"), s.get("service_paths"), s.get("long_context")
+    idle = (stack or {}).get("idle_cpu")
     out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
-    f, o, b = s.get("fanout"), s.get("overhead"), s.get("baselines")
-    out.append("| propose fan-out, N=3 ≤ 1.5 × N=1 | "
-               + (f"{f['n3_ratio']:.2f} × | {_met(f['met'])} |" if f else "not measured | n/a |"))
-    out.append("| Serve overhead ≤ 10 % | "
-               + (f"{o['overhead']:+.1%} | {_met(o['met'])} |" if o else "not measured | n/a |"))
-    out.append("| this council ≤ 0.6 × the original design's wall time | "
-               + (f"{b['council_ratio']:.2f} × (via Serve: {b.get('council_via_serve_ratio', float('nan')):.2f} ×) "
-                  f"| {_met(b['met'])} |" if b else "not measured | n/a |"))
+    for tokens, b in (f or {}).get("budgets", {}).items():
+        out.append(f"| propose fan-out at {tokens} tokens, N=3 ≤ 1.5 × N=1 | {b['n3_ratio']:.2f} × | {_met(b['met'])} |")
+    if sp:
+        out += [f"| the service ≤ 1.0 × concurrent HTTP (the simplest peer) | {sp['service_vs_peer']:.2f} × | "
+                f"{_met(sp['service_vs_peer_met'])} |",
+                f"| the service ≤ 0.6 × the original design | {sp['service_vs_original']:.2f} × | "
+                f"{_met(sp['service_vs_original_met'])} |",
+                f"| Serve overhead ≤ 10 % against a bare engine | {sp['overhead_vs_bare']:+.1%} | "
+                f"{_met(sp['overhead_vs_bare_met'])} |",
+                f"| Serve overhead ≤ 10 % against the engine actor | {sp['overhead_vs_engine_actor']:+.1%} | "
+                f"{_met(sp['overhead_vs_engine_actor_met'])} |"]
+    if lc and lc["critique_revise_hit_rate"] is not None:
+        out.append(f"| long context: prefix-cache hit rate ≥ 60 % in critique and revise | "
+                   f"{lc['critique_revise_hit_rate']:.0%} | {_met(lc['hit_rate_met'])} |")
+    if idle:
+        total = idle["total_cpu_pct_of_one_core"]
+        out.append(f"| idle stack ≤ 15 % of one core | {total:.1f} % | {_met(total <= TARGETS['idle_cpu_pct'])} |")
     out.append("")
 
     if f:
         out += ["## 1. Propose fan-out", "",
-                f"The propose stage of the real protocol (`actors/protocol.py`) for N agents on one in-process "
-                f"engine, {f['max_tokens']} tokens per agent, median of {f['reps']} (`benchmarks/propose_fanout.py`). "
-                f"The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
-                "| agents | wall time | tokens generated | ratio to N=1 |", "|---|---|---|---|"]
-        for n, r in f["results"].items():
-            out.append(f"| {n} | {r['median_wall_s']:.2f} s | {r['median_completion_tokens']:.0f} | "
-                       f"{r['ratio_to_n1']:.2f} |")
-        out += ["", f"![fan-out]({png}{f['png']})", ""]
-
-    if o:
-        out += ["## 2. Serve overhead", "",
-                "The benchmark council's full deliberation two ways on the `make run` stack (launcher on free "
-                "ports, its own data dir), on the stack's **one engine actor**, interleaved task by task so both "
-                "sides see the same engine, load and drift:",
-                "- **HTTP through Serve**: `POST /v1/deliberations?wait=true` → Serve proxy → ingress replica → "
-                "council actor (a Valkey checkpoint and events after every sub-stage) → engine actor;",
-                "- **in-process**: the benchmark driver runs the same protocol (`actors/protocol.py`) with the same "
-                "council spec and request itself, calling the engine actor as a council actor does "
-                "(`RayEngineGenerator`), no Serve, no council actor, no Valkey.", "",
-                "| path | median wall | |", "|---|---|---|",
-                f"| in-process protocol, same engine actor | {o['in_process_same_engine']['median_wall_s']:.2f} s | |",
-                f"| HTTP through Serve | {o['serve_http']['median_wall_s']:.2f} s | council's own duration "
-                f"{o['serve_http']['median_council_duration_s']:.2f} s |",
-                f"| **overhead** | **{o['overhead']:+.1%}** | target ≤ 10 %: {_met(o['met'])} |", "",
-                f"The repetitions spread over {_spread(o['in_process_same_engine']['rows'])} (in-process) and "
-                f"{_spread(o['serve_http']['rows'])} (HTTP) of their median: CPU decoding at sampled temperatures "
-                f"is noisy, so a difference of a few percent is within it. Time inside the council actor (the "
-                f"record's `duration_s`): {o['serve_http']['median_council_duration_s']:.2f} s of "
-                f"{o['serve_http']['median_wall_s']:.2f} s, so HTTP, Serve and the ingress's wait cost "
-                f"{o['serve_http']['median_wall_s'] - o['serve_http']['median_council_duration_s']:.2f} s per "
-                "deliberation."]
-        out += _overhead_causes(o)
-        out += ["", f"![overhead]({png}{o['png']})", ""]
-
-    if b:
-        d = b["designs"]
-        out += ["## 3. Against the original design and concurrent HTTP", "",
-                "The same protocol, council spec, requests and max_tokens, on the same model and settings:",
-                "- **original**: each agent calls a vLLM OpenAI-compatible server (`python -m "
-                "vllm.entrypoints.openai.api_server`, float32, eager, prefix caching on) over HTTP, one call "
-                "after another (propose, critique, revise), as the original orchestrator did;",
-                "- **concurrent HTTP**: the same server, all agents' calls of a stage sent at once;",
-                "- **this council**: the in-process `AsyncLLM` engine, the agents' calls of a stage batched; "
-                "and the same through the whole Serve stack (section 2).", "",
-                "| design | median wall | ratio to original | generated tokens/s | tokens per deliberation |",
+                "The propose stage of the real protocol (`actors/protocol.py`) for N agents on one in-process "
+                "engine, at the deliberations' own budget and at a longer one (`benchmarks/propose_fanout.py`). "
+                "The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
+                "| tokens per agent | agents | wall time, median | tokens generated | ratio to N=1 |",
                 "|---|---|---|---|---|"]
-        for name, r in d.items():
-            out.append(f"| {name} | {r['median_wall_s']:.2f} s | {r['ratio_to_original']:.2f} | "
-                       f"{r['tokens_per_s']:.1f} | {r['median_completion_tokens']:.0f} |")
-        out += ["", f"Target: this council ≤ 0.6 × the original's wall time: {b['council_ratio']:.2f} × "
-                f"— {_met(b['met'])}. The original design runs the 9 generations of a deliberation one after "
-                "another; the concurrent-HTTP design and this council run the 3 of each stage at once, and the "
-                "engine batches them (continuous batching; section 1: three proposals cost "
-                + (f"{s['fanout']['n3_ratio']:.2f}" if s.get("fanout") else "?") + " × one). "
-                f"Concurrent HTTP against this council: {d['concurrent HTTP']['ratio_to_original']:.2f} against "
-                f"{b['council_ratio']:.2f} of the original's wall time: both get the batching from vLLM, so what "
-                "this project adds over a script that calls one vLLM server concurrently is durable councils, "
-                "records and the service around them, not speed"
-                + (f" (in this run concurrent HTTP was {1 - d['concurrent HTTP']['median_wall_s'] / d['this council (in-process)']['median_wall_s']:.0%} "
-                   "faster than the in-process council)." if d["concurrent HTTP"]["median_wall_s"]
-                   < d["this council (in-process)"]["median_wall_s"] else "."), "",
-                f"![baselines]({png}{b['png']})", ""]
+        for tokens, b in f["budgets"].items():
+            for n, r in b["results"].items():
+                out.append(f"| {tokens} | {n} | {r['median_wall_s']:.2f} s (of {b['reps']}) | "
+                           f"{r['median_completion_tokens']:.0f} | {r['ratio_to_n1']:.2f} |")
+        out += ["", f"![fan-out]({png}{f['png']})", ""]
+    if sp:
+        out += _paths_markdown(sp, png)
+    if lc:
+        out += _long_markdown(lc)
+    if idle:
+        out += _idle_markdown(idle)
 
     r = s.get("restore")
     if r:
         sl, ac, ct = r["spec_load"], r["actors"], r["constructor"]
         big = max(sl, key=int)
-        out += ["## 4. Restore", "",
+        out += ["## 5. Restore", "",
                 "What the ingress does on start (`Ingress._reconcile_once`): read every council spec from Valkey "
                 "(`Store.list_councils`), then get-or-create every council actor (`ActorRegistry.council`: "
                 "detached, named, `num_cpus=0`) and call its `info()`; each council's constructor reads its spec, "
@@ -407,7 +439,7 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
     t = s.get("throughput")
     if t:
         tt = t["by_concurrency"]
-        out += ["## 5. Throughput", "",
+        out += ["## 6. Throughput", "",
                 "Concurrent deliberations (`POST /v1/deliberations?wait=true`, all sent at once, spread round-robin "
                 "over the five default councils DEV, QA, ARCHITECT, DEVOPS, DATA; each 3 agents, 1 round, "
                 f"{cfg['max_tokens']} tokens per generation), on the `make run` stack; median over waves "
@@ -431,7 +463,7 @@ def markdown(s: dict, inproc: dict, base: dict, stack: dict, suite: dict | None)
                    any(r["ratio_to_engine"] > 1 for r in tt.values()) else "."), "",
                 f"![throughput]({png}{t['png']})", ""]
 
-    out += ["## 6. Quality", "",
+    out += ["## 7. Quality", "",
             "One agent, self-consistency at equal total tokens and the council on the shipped task set, with "
             "hidden tests: [quality.md](quality.md) (written by the `quality` phase).", ""]
 
@@ -457,26 +489,16 @@ def _outside(stack: dict | None) -> list[str]:
     out = ["## Measured outside `make bench`", "",
            "**`make bench` on a fresh clone**, `make install` included (warm pip cache), took **22.6 min** on the "
            "machine above (install 2.7 min, the phases 19.7 min, report seconds); measured once by hand.", ""]
-    wide = RESULTS / "propose_fanout_64tok.json"
-    if wide.exists():
-        f = json.loads(wide.read_text())
-        res = f["results"]
-        out += [f"**Propose fan-out, {f['reps']} repetitions** (`python -m benchmarks.propose_fanout --max-tokens "
-                f"{f['max_tokens']} --reps {f['reps']}`, run on its own; raw runs: "
-                f"`benchmarks/results/propose_fanout_64tok.json`): "
-                + ", ".join(f"N={n} {r['median_wall_s']:.2f} s ({r['ratio_to_n1']:.2f} ×)" for n, r in res.items())
-                + ". At very short budgets (8 tokens) the ratio rose to 1.78: with so few decode steps the fixed "
-                "cost of a step with three sequences weighs more than at a realistic answer length.", ""]
     return out
 
 
 def main() -> dict:
-    inproc, base, stack = load_run("inprocess"), load_run("baselines"), load_run("stack")
+    inproc, stack = load_run("inprocess"), load_run("stack")
     suite = load_run("suite")
-    summaries = {"fanout": fanout(inproc), "overhead": overhead(inproc, stack),
-                 "baselines": baselines(inproc, base, stack), "throughput": throughput(stack),
+    summaries = {"fanout": fanout(inproc), "service_paths": service_paths(stack), "long_context": long_context(stack),
+                 "throughput": throughput(stack),
                  "restore": restore(stack), "recovery": recovery(load_run("faults"))}
-    DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, base, stack, suite).strip() + "\n")
+    DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries
 

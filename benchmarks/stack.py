@@ -1,9 +1,11 @@
 """Phase 3 of `make bench`: the `make run` stack (launcher: embedded Valkey, Valkey-backed Ray head,
 `serve deploy configs/local.yaml`, the real vLLM engine actor), on free ports with its own data dir.
 
-  overhead    the benchmark council (PUT /v1/councils/BENCH, the same spec phase 1 runs in-process)
-              deliberates over HTTP (POST /v1/deliberations?wait=true), interleaved with the same protocol
-              run in this driver on the same engine actor; same requests and max_tokens;
+  paths       the benchmark council's deliberation on the service path (POST /v1/deliberations?wait=true)
+              interleaved task by task with the same protocol on the stack's engine actor, on a bare engine in
+              this driver, and on a stock vLLM OpenAI server (concurrent HTTP and the original, sequential
+              design); then the same with a ~1,500-token context (benchmarks/paths.py);
+  idle CPU    the stack's own processes by component, once the other engines are gone;
   throughput  1, 4 and 16 concurrent deliberations spread round-robin over the five default councils
               (DEV, QA, ARCHITECT, DEVOPS, DATA), then the engine's own throughput at the same
               concurrency: the same number of concurrent raw `generate` calls (3 per deliberation: the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +33,9 @@ import psutil
 
 from councils_local.valkey_server import free_port
 
-from .common import (BENCH_ROLE, TASKS, WARMUP_TASK, bench_council, bench_request, machine_lock, median,
-                     save_run, settings, start_launcher, stop_launcher, timed_deliberation, wait_launcher_ready)
+from . import paths
+from .common import (TASKS, bench_council, bench_request, machine_lock, median, save_run, settings, start_launcher,
+                     stop_launcher, wait_launcher_ready)
 
 DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
@@ -58,38 +62,7 @@ def _row(wall: float, record: dict) -> dict:
             "prompt_tokens": result["usage"]["prompt_tokens"], "winner_id": result["winner_id"]}
 
 
-# ---------------------------------------------------------------- overhead
-
-
-async def overhead(client: httpx.AsyncClient, gen, reps: int) -> dict:
-    """The benchmark council's deliberation both ways on the stack's one engine actor, interleaved
-    (task i in-process then over HTTP, or the other way round on odd i), so both sides see the same
-    engine, the same background load and the same drift:
-      in-process  this driver runs the protocol (actors/protocol.py) itself and calls the engine actor
-                  the way a council actor does (RayEngineGenerator), no Valkey;
-      HTTP        POST /v1/deliberations?wait=true: Serve proxy, ingress, council actor (Valkey checkpoint
-                  and events after every sub-stage), the same engine actor.
-    """
-    council = bench_council()
-    resp = await client.put(f"/v1/councils/{BENCH_ROLE}", json=council.model_dump(
-        mode="json", include={"agents", "rounds", "scoring"}))
-    assert resp.status_code in (200, 201), resp.text
-    await post_wait(client, bench_request(WARMUP_TASK))  # warm-ups, not timed
-    await timed_deliberation(gen, council, bench_request(WARMUP_TASK))
-    rows, local = [], []
-    for i in range(reps):
-        request = bench_request(TASKS[i % len(TASKS)])
-        for side in (("local", "http") if i % 2 == 0 else ("http", "local")):
-            if side == "http":
-                wall, record = await post_wait(client, request)
-                rows.append(_row(wall, record))
-            else:
-                local.append(await timed_deliberation(gen, council, request))
-        print(f"deliberation {i + 1}: HTTP {rows[-1]['wall_s']:.2f}s (council {rows[-1]['council_duration_s']:.2f}s), "
-              f"in-process on the same engine {local[-1]['wall_s']:.2f}s", flush=True)
-    return {"council": council.model_dump(mode="json"), "rows": rows,
-            "median_wall_s": median([r["wall_s"] for r in rows]),
-            "same_engine_in_process": {"rows": local, "median_wall_s": median([r["wall_s"] for r in local])}}
+# ---------------------------------------------------------------- idle CPU
 
 
 def _kind(cmd: str) -> str:
@@ -121,9 +94,11 @@ def _cpu_by_pid(root: int) -> dict[int, tuple[str, float, int]]:
     return out
 
 
-async def idle_cpu(launcher_pid: int, seconds: float = 20) -> dict:
+async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15) -> dict:
     """CPU the stack's own processes use while no deliberation runs, by kind, as % of one core; and the
-    nice value of each kind (Ray starts its workers, the engine included, at RAY_worker_niceness=15)."""
+    nice value of each kind (Ray starts its workers, the engine included, at RAY_worker_niceness=15).
+    Measured `settle_s` after the last request, so no answer still being finished is counted."""
+    await asyncio.sleep(settle_s)
     before = _cpu_by_pid(launcher_pid)
     t0 = time.perf_counter()
     await asyncio.sleep(seconds)
@@ -353,34 +328,48 @@ async def _wait_gone(roles: list[str], baseline: int, timeout_s: float = 120) ->
 # ---------------------------------------------------------------- the phase
 
 
-async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
+async def run(ports: dict[str, int], url: str, data: Path, launcher_pid: int, peer_port: int, stop_peer) -> dict:
     import ray
 
+    from actors.engine import Engine
     from actors.engine_client import RayEngineGenerator
     from actors.engine_hosting import engine_actor_name
 
-    s = settings()
+    from .common import EngineGenerator, bench_engine_spec
+    from .peer_server import peer_engine
+
     out: dict = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as client:
-        # A driver on the stack's own cluster (started by us, explicit address), to call the engine directly.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # A driver on the stack's own cluster (started by us, explicit address), to call the engine directly,
+        # with make run's Ray token (set in main: Ray reads it once, on import).
         ray.init(address=f"127.0.0.1:{ports['ray']}", namespace="councils", log_to_driver=False,
                  logging_level="warning")
         try:
             import valkey as valkey_sync
 
-            valkey_url = f"redis://127.0.0.1:{ports['valkey']}/0"
+            from councils_local.valkey_server import stored_password
+
+            valkey_url = f"redis://:{stored_password(data / 'valkey')}@127.0.0.1:{ports['valkey']}/0"
             sync = valkey_sync.from_url(valkey_url, decode_responses=True)
             actor = sync.get("councils:engine:smollm2:actor") or engine_actor_name("smollm2")
             sync.close()
             engine = ray.get_actor(actor, namespace="councils")
 
-            async def resolve(_name: str) -> str:
-                return actor
+            async def resolve(_name: str) -> list[str]:
+                return [actor]
 
-            out["overhead"] = await overhead(client, RayEngineGenerator("councils", resolve=resolve),
-                                             s["overhead_reps"])
+            bare = Engine(bench_engine_spec())  # this driver's own AsyncLLM: the engine without Ray
+            await bare.start()
+            peer = await peer_engine(peer_port)
+            try:
+                out["paths"] = await paths.compare(paths.Paths(
+                    client, RayEngineGenerator("councils", resolve=resolve), EngineGenerator(bare),
+                    EngineGenerator(peer)))
+            finally:
+                await peer.shutdown()
+                await bare.shutdown()
+                stop_peer()
             out["idle_cpu"] = await idle_cpu(launcher_pid)
             out["throughput"] = await throughput(client, engine)
             out["restore"] = await restore(valkey_url)
@@ -390,17 +379,25 @@ async def run(ports: dict[str, int], url: str, launcher_pid: int) -> dict:
 
 
 def main() -> None:
+    from .peer_server import start_server, stop_server, wait_ready
+
     data = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-    ports = {k: free_port() for k in ("valkey", "ray", "dashboard", "http")}
+    ports = {k: free_port() for k in ("valkey", "ray", "dashboard", "http", "peer")}
     url = f"http://127.0.0.1:{ports['http']}"
+    # This driver's Ray connection needs make run's Ray token (docs/security.md); the launcher writes the file.
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(data / "ray-auth-token")})
     with machine_lock():
-        proc = start_launcher(data, ports)
+        server, server_cmd = start_server(ports["peer"], data / "vllm-server.log")
+        proc = start_launcher(data, {k: v for k, v in ports.items() if k != "peer"})
         try:
+            print(f"vLLM server ready in {wait_ready(server, ports['peer'], data / 'vllm-server.log')}s", flush=True)
             ready_s = wait_launcher_ready(proc, data)
             print(f"stack ready in {ready_s}s (data {data})", flush=True)
-            out = asyncio.run(run(ports, url, proc.pid))
+            out = asyncio.run(run(ports, url, data, proc.pid, ports["peer"], lambda: stop_server(server)))
             out["stack_ready_s"] = ready_s
+            out["peer_server_command"] = [Path(c).name if c == sys.executable else c for c in server_cmd]
         finally:
+            stop_server(server)
             stop_launcher(proc)
     print(f"wrote {save_run('stack', out)}")
 
