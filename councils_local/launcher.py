@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
             "HF_HUB_OFFLINE": "1",
             "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),
+            # The Serve controller's loop every 1 s instead of 0.1 s: idle, it used 7 % of a core here, 2.6 % at 1 s
+            # (docs/benchmarks.md, idle CPU); a dead replica or a new config is acted on up to 0.9 s later.
+            "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "1"),
         }
         head = RayHead(port=args.ray_port, dashboard_port=args.dashboard_port,
                        temp_dir=env.ray_temp_dir or f"/tmp/councils-ray-{args.ray_port}",

@@ -24,7 +24,7 @@ RAY_TOKEN_FILE = "ray-auth-token"
 # was still serving (docs/topology.md).
 # In production the head is a machine of its own (cluster.yaml) and this does not apply.
 HEAD_NICENESS = 10
-# What is left of a node that died (its dashboard, agents, log monitor) gets this long after SIGTERM before
+# What is left of a node that died (its dashboard, agents) gets this long after SIGTERM before
 # SIGKILL, when the supervisor restarts it. With the 20 s of a graceful stop, the new GCS of a crashed head
 # started 25 s after the crash, and an ingress replica's answers were held until then (docs/topology.md).
 DEAD_NODE_GRACE_S = 2
@@ -125,8 +125,11 @@ class RayHead:
             return True
 
     def _node_args(self) -> list[str]:
-        """The `ray start` arguments every node of this launcher has."""
-        cmd = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+        """The `ray start` arguments every node of this launcher has.
+
+        No log monitor: it polls the node's log files every 0.1 s to stream worker output to drivers (2 % of a core
+        per node here, idle), and no driver of this stack reads it; the files stay, and the dashboard reads them."""
+        cmd = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--include-log-monitor=False"]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         if self.resources:
