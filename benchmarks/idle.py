@@ -23,6 +23,22 @@ def _kind(cmd: str) -> str:
     return "Ray control plane (GCS, raylet, dashboard, agents)"
 
 
+def _name(cmd: str) -> str:
+    """A process's short name: `ray::ServeController`, `gcs_server`, `dashboard.py`, `ray-dashboard-NodeHead-0`."""
+    first = cmd.split(" ")[0]
+    if first.startswith(("ray::", "VLLM::", "ray-dashboard-")):
+        return first.split(".")[0]
+    words = cmd.split(" ")
+    if "-m" in words[:3] and words.index("-m") + 1 < len(words):
+        return words[words.index("-m") + 1]
+    for word in words[:3]:
+        if word.endswith(".py") or "/" in word:
+            name = word.rsplit("/", 1)[-1]
+            if name not in ("python", "python3"):
+                return name
+    return first.rsplit("/", 1)[-1]
+
+
 def _cpu_by_pid(root: int) -> dict[int, tuple[str, float, int]]:
     out = {}
     try:
@@ -49,11 +65,14 @@ async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15)
     after = _cpu_by_pid(launcher_pid)
     dt = time.perf_counter() - t0
     kinds: dict[str, dict] = {}
+    procs = []
     for pid, (cmd, cpu, nice) in after.items():
         if pid not in before:
             continue
+        pct = 100 * (cpu - before[pid][1]) / dt
+        procs.append({"process": _name(cmd), "cpu_pct_of_one_core": round(pct, 1)})
         k = kinds.setdefault(_kind(cmd), {"cpu_pct_of_one_core": 0.0, "processes": 0, "nice": set()})
-        k["cpu_pct_of_one_core"] += 100 * (cpu - before[pid][1]) / dt
+        k["cpu_pct_of_one_core"] += pct
         k["processes"] += 1
         k["nice"].add(nice)
     for k in kinds.values():
@@ -61,4 +80,6 @@ async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15)
         k["nice"] = sorted(k["nice"])
     total = round(sum(k["cpu_pct_of_one_core"] for k in kinds.values()), 1)
     print(f"idle stack: {total}% of one core over {seconds:.0f}s: {kinds}", flush=True)
-    return {"seconds": seconds, "settle_s": settle_s, "total_cpu_pct_of_one_core": total, "by_kind": kinds}
+    top = sorted(procs, key=lambda p: -p["cpu_pct_of_one_core"])[:12]
+    return {"seconds": seconds, "settle_s": settle_s, "total_cpu_pct_of_one_core": total, "by_kind": kinds,
+            "processes": len(procs), "top_processes": top}

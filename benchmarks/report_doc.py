@@ -60,6 +60,18 @@ def _idle_markdown(idle: dict) -> list[str]:
            "| component | % of one core | processes | nice |", "|---|---|---|---|"]
     for k, v in kinds:
         out.append(f"| {k} | {v['cpu_pct_of_one_core']:.1f} | {v['processes']} | {', '.join(map(str, v['nice']))} |")
+    top = idle.get("top_processes") or []
+    if top:
+        out += ["", f"The busiest of the {idle['processes']} processes: "
+                + ", ".join(f"{p['process']} {p['cpu_pct_of_one_core']:.1f} %" for p in top) + "."]
+    if total > TARGETS["idle_cpu_pct"]:
+        out += ["", "What is in the way: no one process. Each of Ray's own processes (GCS, two raylets, the dashboard "
+                "and its module subprocesses, two dashboard agents, the Serve controller, two proxies) and each actor "
+                "process (the ingress replica, every council, the engine) keeps a few timers of its own (health "
+                "checks, metrics and event reports, resource syncing) and costs about 1–3 % of a core idle; the stack "
+                "is two Ray nodes with every component a process of its own. What this project set itself (no log "
+                "monitors, the Serve controller's loop at 1 s, its own loops at 5–10 s: the council's sweep and "
+                "metrics, the ingress's reconcile) is in the figures above."]
     out += ["", "The engine's model threads are bound to both cores, so on this machine that load competes with "
             "decoding; on a GPU node the model does not run on the cores the control plane uses.", ""]
     return out
