@@ -42,7 +42,7 @@ def head_process(cluster, name: str):
 
 
 def connect_when_up(cluster) -> None:
-    wait_until(lambda: cluster.head.alive() and connect(cluster) is None, 120, interval=2, what="driver reconnect")
+    wait_until(lambda: cluster.head.alive() and connect(cluster) is None, 120, interval=0.5, what="driver reconnect")
 
 
 def start(http, role="DEV", rounds=3, **extra) -> str:

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = "/tmp/councils-ray-tests.lock"
 
 STOP_GRACE_S = 2
+# How often the helpers ask whether a cluster is up or ready (launcher.wait_for's default is 1 s: each wait
+# overshot by half a second on average, a few dozen times per make test).
+POLL_S = 0.2
 
 
 class LocalCluster:
@@ -60,7 +63,7 @@ class LocalCluster:
             resources=self.head_resources,
         )
         self.head.start()
-        wait_for(self.head.answers, 180, "Ray head")
+        wait_for(self.head.answers, 180, "Ray head", interval=POLL_S)
         return self
 
     def add_worker(self, name: str, resources: dict[str, float], num_cpus: int = 1) -> RayWorker:
@@ -89,7 +92,7 @@ class LocalCluster:
 
     def restart_head(self) -> None:
         self.head.restart()
-        wait_for(self.head.answers, 180, "Ray head")
+        wait_for(self.head.answers, 180, "Ray head", interval=POLL_S)
 
     @property
     def url(self) -> str:
@@ -99,7 +102,7 @@ class LocalCluster:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
-        wait_for(lambda: http_get(f"{self.url}/readyz")[0] == 200, timeout_s, "ingress /readyz")
+        wait_for(lambda: http_get(f"{self.url}/readyz")[0] == 200, timeout_s, "ingress /readyz", interval=POLL_S)
 
     def stop(self) -> None:
         if getattr(self, "_supervising", None):

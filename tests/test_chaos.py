@@ -150,7 +150,7 @@ def run_schedule(cluster, load: Load, rng: random.Random) -> list[dict]:
         if name in CUTS_THE_DRIVER:
             ray.shutdown()
             connect_when_up(cluster)
-        wait_until(lambda: cluster.client(timeout=5).get("/readyz").status_code == 200, 300, interval=1,
+        wait_until(lambda: cluster.client(timeout=5).get("/readyz").status_code == 200, 300, interval=0.25,
                    what=f"ready after the {name} kill")
         log.append({"fault": name, "victim": what, "ready_after_s": round(time.time() - t0, 1)})
         print(f"[chaos] ready {log[-1]['ready_after_s']}s after the {name} kill", flush=True)
@@ -236,7 +236,7 @@ def test_seeded_chaos_loses_no_deliberation_and_counts_each_once(cluster):
 
     kv = valkey.Valkey.from_url(cluster.valkey.url, decode_responses=True)  # the restarted server
     try:
-        wait_until(lambda: not unfinished(kv), 300, interval=1, what=f"every deliberation finished (seed {SEED})")
+        wait_until(lambda: not unfinished(kv), 300, interval=0.25, what=f"every deliberation finished (seed {SEED})")
         bad = violations(kv, load.accepted)
     finally:
         kv.close()

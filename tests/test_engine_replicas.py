@@ -113,7 +113,7 @@ def test_four_deliberations_spread_over_two_replicas_and_survive_one_node_sigkil
         recs = [http.get(f"/v1/deliberations/{i}").json() for i in ids]
         return all(r["status"] in ("completed", "failed", "timeout") for r in recs) and recs
 
-    recs = wait_until(finished, 240, interval=1, what="the four deliberations")
+    recs = wait_until(finished, 240, interval=0.25, what="the four deliberations")
     assert [r["status"] for r in recs] == ["completed"] * 4, [(r["status"], r.get("error")) for r in recs]
     survivor = cluster.engines[ACTORS[0]]
     assert ray.get(survivor.health.remote())["node_id"] == nodes[ACTORS[0]]  # the same actor, on its node

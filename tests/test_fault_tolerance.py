@@ -88,7 +88,7 @@ def test_valkey_killed_and_restarted_from_aof_loses_nothing(cluster, http):
         pass  # the GCS rode it out: fine too
     ray.shutdown()
     connect_when_up(cluster)
-    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=1,
+    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=0.25,
                what="ready after Valkey restart")
     assert http.get("/v1/councils").json() == councils
     assert http.get(f"/v1/deliberations/{done['id']}").json()["result"] == done["result"]
@@ -120,7 +120,7 @@ def restart_head_and_wait(cluster) -> float:
     ray.shutdown()
     cluster.restart_head()
     connect(cluster)
-    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=1, what="ready after restart")
+    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=0.25, what="ready after restart")
     return time.time() - t0
 
 
@@ -153,7 +153,7 @@ def test_gcs_sigkilled_alone_is_restarted_by_the_supervisor_and_in_flight_work_c
     wait_until(lambda: cluster.supervisor.restarts["head"] > restarts, 120, what="the supervisor restarted the head")
     ray.shutdown()
     connect_when_up(cluster)
-    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=1,
+    wait_until(lambda: cluster.client().get("/readyz").status_code == 200, 300, interval=0.25,
                what="ready after the GCS kill")
     assert head_process(cluster, "gcs_server").pid != gcs.pid
     with cluster.client() as http2:

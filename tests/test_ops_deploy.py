@@ -159,7 +159,7 @@ def test_rollout_under_load_new_council_user_config_and_replica(cluster, http, k
         wait_until(lambda: load.count() >= 3, 60, what="load running")
         started = load.count()
         serve_deploy(cluster, changed, "v2")
-        wait_until(lambda: running_replicas(cluster) == 2, 180, interval=1, what="2 replicas of the new config")
+        wait_until(lambda: running_replicas(cluster) == 2, 180, interval=0.25, what="2 replicas of the new config")
         sec = wait_until(lambda: (r := http.post("/v1/deliberations", params={"wait": "true"},
                                                  json={"role": "SEC", "task": "Review a login form."}))
                          .status_code == 200 and r.json(), 60, what="the new council answers")
@@ -195,7 +195,7 @@ def test_user_config_change_keeps_the_replicas(cluster, http):
     def reconfigured():
         return all(http.get("/v1/status").json()["settings"]["default_timeout_s"] == 77 for _ in range(6))
 
-    wait_until(reconfigured, 60, interval=1, what="both replicas reconfigured")
+    wait_until(reconfigured, 60, interval=0.25, what="both replicas reconfigured")
     assert running_replicas(cluster) == 2
     assert ingress_replicas(cluster) == replicas  # reconfigure, not replace
     r = http.post("/v1/deliberations", json={"role": "DEV", "task": "Sort a list."})
@@ -218,9 +218,9 @@ def test_changed_engine_rolls_over_to_a_new_actor_under_load(cluster, http, kv):
     with Load(cluster.url, ROLES) as load:
         wait_until(lambda: load.count() >= 3, 60, what="load running")
         serve_deploy(cluster, serve_config(cluster, **V4), "v4")
-        wait_until(lambda: kv.get("councils:engine:fake:actor") == new_actor, 180, interval=1,
+        wait_until(lambda: kv.get("councils:engine:fake:actor") == new_actor, 180, interval=0.25,
                    what="engine fake switched to its new actor")
-        wait_until(lambda: "engine-fake" not in alive_actors(cluster), 120, interval=1, what="old engine retired")
+        wait_until(lambda: "engine-fake" not in alive_actors(cluster), 120, interval=0.5, what="old engine retired")
         calls_at_switch = ray.get(new_engine.health.remote())["calls"]
         time.sleep(3)
     assert load.failures() == [], load.failures()
@@ -274,7 +274,7 @@ def test_metrics_on_the_ray_metrics_endpoint(cluster, http):
         return not missing
 
     try:
-        wait_until(all_there, 90, interval=3, what="councils_* metrics exported")
+        wait_until(all_there, 90, interval=1, what="councils_* metrics exported")
     except TimeoutError:
         raise AssertionError(f"not exported within 90 s: {missing}") from None
     assert max(v for _, v in find("ray_councils_deliberations_total", role="DATA", status="completed")) >= 1
@@ -295,7 +295,7 @@ def test_actor_gauges_on_the_ray_metrics_endpoint(cluster, http):
         return {("ray_councils_inflight_deliberations", "DATA", None),
                 ("ray_councils_engine_restarts", None, "fake")} <= names
 
-    wait_until(there, 90, interval=3, what="the actors' gauges exported")
+    wait_until(there, 90, interval=1, what="the actors' gauges exported")
 
 
 def failed_deploy(cluster: LocalCluster, needle: str) -> str:
@@ -306,7 +306,7 @@ def failed_deploy(cluster: LocalCluster, needle: str) -> str:
         text = "\n".join(messages)
         return app.get("status") == "DEPLOY_FAILED" and needle in text and text
 
-    return wait_until(failed, 180, interval=1, what=f"DEPLOY_FAILED naming {needle}")
+    return wait_until(failed, 180, interval=0.25, what=f"DEPLOY_FAILED naming {needle}")
 
 
 def test_bad_user_config_fails_the_deploy_naming_the_field(cluster, http):
