@@ -15,6 +15,17 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_collection_modifyitems(config, items):
+    """test_topology_make_run.py runs right before test_e2e_make_run.py: they share one `make run` launcher
+    (tests/test_e2e_make_run.py, shared_launcher), whose start takes ~50 s."""
+    first, second = "test_topology_make_run.py", "test_e2e_make_run.py"
+    moved = [item for item in items if item.path.name == first]
+    rest = [item for item in items if item.path.name != first]
+    at = next((n for n, item in enumerate(rest) if item.path.name == second), None)
+    if moved and at is not None:
+        items[:] = rest[:at] + moved + rest[at:]
+
+
 @pytest.fixture(scope="session")
 def valkey_server(tmp_path_factory):
     server = ValkeyProcess(tmp_path_factory.mktemp("valkey")).start()

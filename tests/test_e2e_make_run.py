@@ -60,7 +60,7 @@ class Launcher:
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         out.close()
-        wait_until(lambda: self._ready(), timeout_s, interval=2, what="launcher READY")
+        wait_until(lambda: self._ready(), timeout_s, interval=0.25, what="launcher READY")
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -81,17 +81,56 @@ def leftover_processes(marker: str) -> list[str]:
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 
-@pytest.fixture(scope="module")
-def launcher(tmp_path_factory):
-    lock = open(LOCK_PATH, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # one Ray cluster at a time on this machine
-    run = Launcher(tmp_path_factory.mktemp("make-run"))
+# These modules share one `make run` (its start is ~50 s, mostly the engine loading): conftest.py runs
+# test_topology_make_run.py right before this one, and the launcher is stopped after the last of them that runs.
+MAKE_RUN_MODULES = ("test_topology_make_run.py", "test_e2e_make_run.py")
+_shared: dict = {}
+
+
+def _stop_shared() -> None:
+    run, lock = _shared.pop("run", None), _shared.pop("lock", None)
     try:
-        run.start()
-        yield run
+        if run:
+            run.kill()
     finally:
-        run.kill()
-        lock.close()
+        if lock:
+            lock.close()  # releases the flock
+
+
+def shared_launcher(request, tmp_path_factory) -> Launcher:
+    """The running `make run` launcher of the make-run modules, started (under the test-cluster lock) if there is
+    none or it is not running (a failed test may have left it stopped). Stopped at the end of the session at the
+    latest, whatever happens."""
+    if "run" not in _shared:
+        _shared["lock"] = open(LOCK_PATH, "w")
+        fcntl.flock(_shared["lock"], fcntl.LOCK_EX)  # one Ray cluster at a time on this machine
+        request.config.add_cleanup(_stop_shared)
+        _shared["run"] = Launcher(tmp_path_factory.mktemp("make-run"))
+    run = _shared["run"]
+    if run.proc is None or run.proc.poll() is not None:
+        try:
+            run.start()
+        except BaseException:
+            _stop_shared()
+            raise
+    return run
+
+
+def next_module_shares_it(request) -> bool:
+    """Whether the test after this module's last one is in the other make-run module."""
+    items = request.session.items
+    mine = [n for n, item in enumerate(items) if getattr(item, "module", None) is request.module]
+    if not mine or mine[-1] + 1 >= len(items):
+        return False
+    after = items[mine[-1] + 1].path.name
+    return after in MAKE_RUN_MODULES and after != Path(request.module.__file__).name
+
+
+@pytest.fixture(scope="module")
+def launcher(request, tmp_path_factory):
+    yield shared_launcher(request, tmp_path_factory)
+    if not next_module_shares_it(request):
+        _stop_shared()
 
 
 def _started_by(launcher) -> list:
@@ -238,7 +277,10 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
 
     # Ctrl-C stops everything the launcher started.
     assert launcher.ctrl_c() == 0
-    time.sleep(2)
+    deadline = time.time() + 2  # what the launcher stopped may take a moment to be reaped: at most 2 s
+    while time.time() < deadline and (leftover_processes(f"councils-ray-{launcher.ports['ray']}")
+                                      or leftover_processes(f"127.0.0.1:{launcher.ports['valkey']}")):
+        time.sleep(0.1)
     assert leftover_processes(f"councils-ray-{launcher.ports['ray']}") == []
     assert leftover_processes(f"127.0.0.1:{launcher.ports['valkey']}") == []  # valkey-server's process title
 
@@ -262,7 +304,7 @@ def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
         return [p for p in _started_by(launcher) if "EngineCore" in p.name() or
                 "EngineCore" in " ".join(p.cmdline() if p.is_running() else [])]
 
-    (core,) = wait_until(lambda: engine_cores() or None, 300, interval=2, what="the engine-core process")
+    (core,) = wait_until(lambda: engine_cores() or None, 300, interval=0.5, what="the engine-core process")
     r = http.post("/v1/deliberations", json={"role": "QA", "task": "Plan the tests of a login form.",
                                              "max_tokens": 64, "rounds": 1, "constraints": {"timeout_s": 900}})
     assert r.status_code == 202, r.text
@@ -273,7 +315,7 @@ def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
     assert wait_until(lambda: not core.is_running() or core.status() == psutil.STATUS_ZOMBIE, 30, interval=0.2,
                       what="the engine core gone")
     rec = wait_until(lambda: (x := http.get(f"/v1/deliberations/{delib_id}").json())["status"]
-                     in ("completed", "failed", "timeout") and x, 900, interval=2, what="the deliberation finished")
+                     in ("completed", "failed", "timeout") and x, 900, interval=0.5, what="the deliberation finished")
     assert rec["status"] == "completed", rec.get("error")
     assert rec["result"]["proposals"] and all(p["content"].strip() for p in rec["result"]["proposals"])
     (new_core,) = engine_cores()

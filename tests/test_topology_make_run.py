@@ -9,7 +9,6 @@ deliberation in flight, costs seconds: the worker's engine keeps its PID (no mod
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -23,23 +22,18 @@ import pytest
 
 from actors import topology
 from councils_local.ray_nodes import HEAD_NICENESS
-from tests.ray_cluster import LOCK_PATH, wait_until
-from tests.test_e2e_make_run import ROLES, Launcher
+from tests.ray_cluster import wait_until
+from tests.test_e2e_make_run import ROLES, _stop_shared, next_module_shares_it, shared_launcher
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
-def launcher(tmp_path_factory):
-    lock = open(LOCK_PATH, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # one Ray cluster at a time on this machine
-    run = Launcher(tmp_path_factory.mktemp("topology"))
-    try:
-        run.start()
-        yield run
-    finally:
-        run.kill()
-        lock.close()
+def launcher(request, tmp_path_factory):
+    """The `make run` this module shares with test_e2e_make_run.py, which runs right after it (conftest.py)."""
+    yield shared_launcher(request, tmp_path_factory)
+    if not next_module_shares_it(request):
+        _stop_shared()
 
 
 def client(launcher) -> httpx.Client:
@@ -136,7 +130,7 @@ def kill_head_mid_deliberation(launcher, which: set[str]) -> None:
         os.kill(p.pid, signal.SIGKILL)
 
     rec = wait_until(lambda: (x := http.get(f"/v1/deliberations/{in_flight}").json())["status"]
-                     in ("completed", "failed", "timeout") and x, 600, interval=1, what="in-flight deliberation")
+                     in ("completed", "failed", "timeout") and x, 600, interval=0.25, what="in-flight deliberation")
     assert rec["status"] == "completed", rec.get("error")
     first = wait_until(lambda: http.post("/v1/deliberations", params={"wait": "true"}, json={
         "role": "QA", "task": "Say hello.", "rounds": 0, "max_tokens": 16}).status_code == 200, 600, interval=1,
