@@ -210,8 +210,9 @@ def test_up_waits_for_readyz_then_down_stops_it(cli, server, tmp_path, monkeypat
 
     # Like the real launcher, the stand-in takes SIGINT (`down`'s Ctrl-C) even when started with it ignored (as
     # `make test &` starts everything); otherwise `down` waited out its 20 s and stopped it with SIGTERM.
-    launcher = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "print('fake launcher', flush=True); time.sleep(120)"]
+    script = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "print('fake launcher', flush=True); time.sleep(120)")
+    launcher = [sys.executable, "-c", script]
     monkeypatch.setattr(commands_local, "launcher_command", lambda *args: launcher)
     data = str(tmp_path / "data")
     code, out, err = cli("--json", "up", "--data-dir", data)  # --url: the test server, which is ready
