@@ -1,4 +1,4 @@
-"""Propose-stage fan-out on one engine: wall time for N agents divided by N = 1, same max_tokens.
+"""Propose-stage fan-out on one engine: the stage's generation time for N agents over N = 1, same max_tokens.
 
 The council's agents propose at once, so the engine batches them: with continuous batching N
 proposals should cost far less than N times one. Runs the real protocol on the real vLLM CPU
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 
 from actors.protocol import deliberate
 from actors.models.councils import default_council
@@ -24,12 +23,14 @@ TASK = "Write a Python function that merges two sorted lists into one sorted lis
 
 
 async def propose_once(gen: EngineGenerator, n: int, max_tokens: int) -> tuple[float, int]:
+    """The propose stage's generation time and tokens (its StageTiming): the agents' concurrent calls, batched by
+    the engine. Not the deliberation's wall time: with rounds=0 it also ranks the proposals when there are several,
+    and the stage also verifies each proposal (N times the sandboxed checks), neither of which is fan-out."""
     council = default_council("DEV", "bench", n_agents=n, rounds=0, max_tokens=max_tokens)
     record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=TASK, rounds=0, max_tokens=max_tokens))
-    t0 = time.perf_counter()
-    await deliberate(record, council, gen, NullSink())  # rounds=0: propose, then score (negligible)
-    wall = time.perf_counter() - t0
-    return wall, record.result.usage.completion_tokens
+    await deliberate(record, council, gen, NullSink())
+    (propose,) = [t for t in record.timings if t.stage == "propose"]
+    return propose.generation_s, propose.completion_tokens
 
 
 async def measure(gen: EngineGenerator, agents: list[int], max_tokens: int, reps: int) -> dict:

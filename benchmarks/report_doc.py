@@ -189,8 +189,9 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
     if f:
         out += ["## 1. Propose fan-out", "",
                 "The propose stage of the real protocol (`actors/protocol.py`) for N agents on one in-process "
-                "engine, at the deliberations' own budget and at a longer one (`benchmarks/propose_fanout.py`). "
-                "The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
+                "engine, at the deliberations' own budget and at a longer one (`benchmarks/propose_fanout.py`): the "
+                "stage's generation time (its `timings` entry), without the verification of each proposal that "
+                "follows it. The agents' proposals are concurrent requests on one `AsyncLLM`, which batches them.", "",
                 "| tokens per agent | agents | wall time, median | tokens generated | ratio to N=1 |",
                 "|---|---|---|---|---|"]
         for tokens, b in f["budgets"].items():
