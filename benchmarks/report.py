@@ -98,6 +98,12 @@ def _path_table(rows: dict[str, list[dict]]) -> dict:
                      "cache_hit_by_stage": _hit_rates(rs)}
         if name != "service":
             out[name]["service_over_this"] = _paired(rows, "service", name)
+        n = len(rs)
+        out[name]["mean_per_deliberation_s"] = {
+            key: round(sum(t[key] for r in rs for t in r["stages"].values()) / n, 3)
+            for key in ("generation_s", "verification_s", "checkpoint_s")}
+        out[name]["mean_per_deliberation_s"]["outside_stages"] = round(
+            sum(r["wall_s"] - sum(t["seconds"] for t in r["stages"].values()) for r in rs) / n, 3)
         if all("propose" in r["stages"] for r in rs):
             out[name]["median_propose_s"] = median([r["stages"]["propose"]["seconds"] for r in rs])
     return out
