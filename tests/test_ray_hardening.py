@@ -310,6 +310,16 @@ def test_openai_client_completion_and_stream(cluster, http):
         client.chat.completions.create(model="council-DEV", messages=[{"role": "system", "content": "only a rubric"}])
 
 
+def json_output(out: str):
+    """The CLI's --json document. This test process is a Ray driver of the test cluster, and Ray prints the
+    raylet's warnings to a driver's stdout ("(raylet) WARNING: 10 PYTHON worker processes have been started"),
+    which capsys captures beside the CLI's own output: the document starts at the first line that opens it, and
+    whatever Ray prints after it is left out."""
+    lines = out.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("{"))
+    return json.JSONDecoder().raw_decode("".join(lines[start:]))[0]
+
+
 # -- the CLI -------------------------------------------------------------------------------------------
 def test_cli_deliberates_and_prints_the_winner(cluster, http, capsys):
     base = ["--url", cluster.url, "--token", TOKEN]
@@ -327,7 +337,7 @@ def test_cli_deliberates_and_prints_the_winner(cluster, http, capsys):
     assert out.index("propose: started") < out.index("rank  author")  # progress first, then the table
 
     assert cli.main(base + ["--json", "deliberate", "QA", "Plan tests for a login form.", "--rounds", "0"]) == 0
-    rec = json.loads(capsys.readouterr().out)
+    rec = json_output(capsys.readouterr().out)
     assert rec["status"] == "completed" and rec["stages_done"] == ["propose", "rank", "score"]
 
     assert cli.main(base + ["create", "CLITEST", "--agents", "2", "--rounds", "0"]) == 0  # engine: the service's
@@ -340,7 +350,7 @@ def test_cli_deliberates_and_prints_the_winner(cluster, http, capsys):
     assert cli.main(base + ["status"]) == 0
     assert "ready" in capsys.readouterr().out
     assert cli.main(base + ["--json", "status"]) == 0
-    assert json.loads(capsys.readouterr().out)["readyz"]["ready"] is True
+    assert json_output(capsys.readouterr().out)["readyz"]["ready"] is True
     # Errors: one line on stderr, exit status 1, no token in it.
     assert cli.main(["--url", cluster.url, "--token", "wrong", "list"]) == 1
     err = capsys.readouterr().err
