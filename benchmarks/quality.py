@@ -17,6 +17,9 @@ oracle rate (some candidate in the pool is correct) and chosen-when-available (t
 the pool has a correct candidate); verification time per proposal.
 
     python -m benchmarks.quality [--limit N] [--max-tokens 128] [--drafts 4]   # builds its own engine; writes docs/quality.md
+
+Over 300 lines because the three arms, their grading and the page they write belong together: the page's
+figures are only read right beside the code that produced them.
 """
 
 from __future__ import annotations
