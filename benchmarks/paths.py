@@ -41,14 +41,19 @@ def _stages(timings: list[dict]) -> dict[str, dict]:
             for t in timings if t.get("calls")}
 
 
-async def service_once(client: httpx.AsyncClient, request) -> dict:
+async def post_wait(client: httpx.AsyncClient, request) -> tuple[float, dict]:
+    """POST /v1/deliberations?wait=true: the wall time and the completed record (anything else stops the run)."""
     t0 = time.perf_counter()
     resp = await client.post("/v1/deliberations", params={"wait": "true"},
                              json=request.model_dump(mode="json", exclude_none=True))
     wall = time.perf_counter() - t0
     if resp.status_code != 200 or resp.json().get("status") != "completed":
         raise RuntimeError(f"deliberation failed: {resp.status_code} {resp.text[:500]}")
-    record = resp.json()
+    return wall, resp.json()
+
+
+async def service_once(client: httpx.AsyncClient, request) -> dict:
+    wall, record = await post_wait(client, request)
     result = record["result"]
     return {"wall_s": round(wall, 3), "council_duration_s": round(result["duration_s"], 3),
             "completion_tokens": result["usage"]["completion_tokens"],

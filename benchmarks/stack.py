@@ -41,21 +41,6 @@ from .common import (TASKS, bench_council, bench_request, machine_lock, median, 
 DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
 
-def _body(request) -> dict:
-    return request.model_dump(mode="json", exclude_none=True)
-
-
-async def post_wait(client: httpx.AsyncClient, request) -> tuple[float, dict]:
-    t0 = time.perf_counter()
-    resp = await client.post("/v1/deliberations", params={"wait": "true"}, json=_body(request))
-    wall = time.perf_counter() - t0
-    if resp.status_code != 200:
-        raise RuntimeError(f"deliberation failed: {resp.status_code} {resp.text[:500]}")
-    record = resp.json()
-    assert record["status"] == "completed", record.get("error")
-    return wall, record
-
-
 # ---------------------------------------------------------------- throughput
 
 
@@ -63,7 +48,7 @@ async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tup
     requests = [bench_request(TASKS[(wave * c + j) % len(TASKS)], role=DEFAULT_ROLES[j % len(DEFAULT_ROLES)])
                 for j in range(c)]
     t0 = time.perf_counter()
-    done = await asyncio.gather(*(post_wait(client, r) for r in requests))
+    done = await asyncio.gather(*(paths.post_wait(client, r) for r in requests))
     wall = time.perf_counter() - t0
     records = [rec for _, rec in done]
     tokens = sum(r["result"]["usage"]["completion_tokens"] for r in records)
