@@ -68,10 +68,6 @@ def fanout(inproc: dict) -> dict | None:
     return summary
 
 
-def _walls(rows: list[dict]) -> list[float]:
-    return [r["wall_s"] for r in rows]
-
-
 def _paired(rows: dict[str, list[dict]], a: str, b: str) -> dict:
     """a's wall over b's, repetition by repetition (same task, back to back): median and min–max."""
     rs = [x["wall_s"] / y["wall_s"] for x, y in zip(rows[a], rows[b])]
@@ -92,7 +88,7 @@ def _hit_rates(rows: list[dict]) -> dict[str, float]:
 def _path_table(rows: dict[str, list[dict]]) -> dict:
     out = {}
     for name, rs in rows.items():
-        walls = _walls(rs)
+        walls = [r["wall_s"] for r in rs]
         out[name] = {"median_wall_s": median(walls), "min_s": min(walls), "max_s": max(walls),
                      "tokens_per_s": _tps(rs), "median_completion_tokens": median([r["completion_tokens"] for r in rs]),
                      "cache_hit_by_stage": _hit_rates(rs)}
