@@ -258,7 +258,7 @@ class Council:
         # The architect speaks through the council's first agent: its engine, its seed.
         agent = self.spec.agents[0] if self.spec and self.spec.agents else None
         outcome = await choose(delib_id, record.request, record.result.proposals, agent, self.generator,
-                               top_k=top_k)
+                               top_k=top_k, nonce=record.nonce)
         stored, created = await self.store.put_orchestration(delib_id, outcome.model_dump(mode="json"))
         if created:
             await self.store.bump(f"orchestrations.{self.role}.{outcome.decided_by}")

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from .ports import Generator
+from .protocol import fence
 from .models.base import Strict
 from .models.councils import AgentSpec
 from .models.records import Proposal, Usage
@@ -32,7 +33,7 @@ ARCHITECT_PERSONA = (
 )
 # The default engine is a 135M model with a 2048-token context: the whole prompt stays well under it.
 TASK_CHARS = 600
-CANDIDATES_CHARS = 3000  # shared by the candidates: 1000 each for k=3, 300 each for k=10
+CANDIDATES_CHARS = 2400  # shared by the candidates: 800 each for k=3, 240 each for k=10 (plus their fences)
 CANDIDATE_MAX_CHARS = 1000
 REASON_CHARS = 500
 RAW_CHARS = 2000
@@ -98,14 +99,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " …[truncated]"
 
 
-def architect_messages(request: DeliberationRequest, candidates: list[Candidate]) -> list[dict[str, str]]:
+def architect_messages(request: DeliberationRequest, candidates: list[Candidate],
+                       nonce: str) -> list[dict[str, str]]:
+    """The architect's prompt. Each candidate is model text: fenced with the record's nonce (protocol.fence,
+    the same fence as every proposal), so no candidate can close its block and pose as the instructions."""
     k = len(candidates)
     per = min(CANDIDATE_MAX_CHARS, CANDIDATES_CHARS // max(k, 1))
     blocks = []
     for c in candidates:
         checks = "all checks passed" if c.checks_passed else "failed: " + (", ".join(c.failed_checks) or "no checks")
         score = "n/a" if c.score is None else f"{c.score:.2f}"
-        blocks.append(f"Candidate {c.number} (score {score}, {checks}):\n{_clip(c.content, per)}")
+        blocks.append(f"Candidate {c.number} (score {score}, {checks}):\n"
+                      f"{fence(c.content, f'CANDIDATE {c.number}', nonce, per)}")
     user = (
         f"Task:\n{_clip(request.task, TASK_CHARS)}\n\n"
         "Candidates:\n\n" + "\n\n".join(blocks) + "\n\n"
@@ -165,8 +170,10 @@ async def choose(
     *,
     top_k: int = DEFAULT_TOP_K,
     timeout_s: float = ARCHITECT_TIMEOUT_S,
+    nonce: str,
 ) -> Orchestration:
-    """Ask the architect to choose among the top_k ranked proposals; fall back to the rule when it cannot."""
+    """Ask the architect to choose among the top_k ranked proposals; fall back to the rule when it cannot.
+    `nonce`: the deliberation record's, which fences the candidates in the prompt."""
     if not ranked:
         raise ValueError(f"deliberation {delib_id} has no proposals to choose from")
     candidates = candidates_of(ranked, top_k)
@@ -176,7 +183,7 @@ async def choose(
         if agent is None:
             raise RuntimeError("the council has no agent to act as architect")
         completion = await asyncio.wait_for(
-            generator.generate(agent.engine, architect_messages(request, candidates),
+            generator.generate(agent.engine, architect_messages(request, candidates, nonce),
                                temperature=0.0, max_tokens=ARCHITECT_MAX_TOKENS, seed=agent.seed),
             timeout=timeout_s,
         )

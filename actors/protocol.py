@@ -116,12 +116,14 @@ def _has_tests(request: DeliberationRequest) -> bool:
     return bool(request.constraints.tests and request.constraints.tests.strip())
 
 
-def _brief(request: DeliberationRequest) -> str:
-    """Task, context, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares."""
+def _brief(request: DeliberationRequest, nonce: str) -> str:
+    """Task, context, rubric, requirements, tests, answer format: the part every prompt of a deliberation shares.
+    The context (code or documents the caller pasted, which may hold text a model wrote) is fenced with the
+    nonce like every proposal: it cannot close its fence and pose as the instructions that follow."""
     c = request.constraints
     parts = [f"Task:\n{_clip(request.task, TASK_CHARS)}"]
     if c.context.strip():
-        parts.append(f"Context:\n<<<CONTEXT>>>\n{_clip(c.context, CONTEXT_CHARS)}\n<<<END CONTEXT>>>")
+        parts.append(f"Context:\n{fence(c.context, 'CONTEXT', nonce, CONTEXT_CHARS)}")
     if c.rubric.strip():
         parts.append(f"Rubric:\n{_clip(c.rubric, RUBRIC_CHARS)}")
     if c.requirements:
@@ -134,55 +136,63 @@ def _brief(request: DeliberationRequest) -> str:
     return "\n\n".join(parts)
 
 
-def system_prompt(role: str, request: DeliberationRequest) -> str:
-    return f"You are a member of the {role} council; answer as that role.\n\n{_brief(request)}"
+def system_prompt(role: str, request: DeliberationRequest, nonce: str) -> str:
+    return f"You are a member of the {role} council; answer as that role.\n\n{_brief(request, nonce)}"
 
 
 def _persona(agent: AgentSpec, role: str) -> str:
     return _clip(agent.persona, PERSONA_CHARS) or f"You are an expert {role} engineer."
 
 
-def _messages(agent: AgentSpec, request: DeliberationRequest, user: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": system_prompt(request.role, request)},
+def _messages(agent: AgentSpec, request: DeliberationRequest, user: str, nonce: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt(request.role, request, nonce)},
             {"role": "user", "content": f"{_persona(agent, request.role)}\n\n{user}"}]
 
 
-def propose_messages(agent: AgentSpec, request: DeliberationRequest) -> list[dict[str, str]]:
+def propose_messages(agent: AgentSpec, request: DeliberationRequest, nonce: str) -> list[dict[str, str]]:
     return _messages(agent, request, (
         "Write your proposal for this task. Be concrete and cover every requirement; "
-        "put code or config in fenced blocks tagged with their language."))
+        "put code or config in fenced blocks tagged with their language."), nonce)
 
 
-def findings(checks: list[CheckResult]) -> str:
-    """What the verifiers found wrong with a version, for a critic: failed checks and their messages."""
+def findings(checks: list[CheckResult], nonce: str | None = None) -> str:
+    """What the verifiers found wrong with a version, for a critic: failed checks and their messages.
+
+    With the record's nonce (every prompt), the messages are fenced like a proposal: a check message repeats
+    what the tested code printed or raised (exception text, doctest output), which a model wrote, so it must
+    not close its fence and forge instructions. Without it (the critique kept in a record or an event) the
+    text is plain."""
     failed = [f"- {c.name}: {c.message}" for c in checks if c.failed]
     if not failed:
         passed = [c.name for c in checks if c.passed]
         return "Verifiers: every check that applied passed" + (f" ({', '.join(passed)})." if passed else ".")
-    return "Verifier findings:\n" + _clip("\n".join(failed), FINDINGS_CHARS)
+    if nonce is None:
+        return "Verifier findings:\n" + _clip("\n".join(failed), FINDINGS_CHARS)
+    return "Verifier findings:\n" + fence("\n".join(failed), "FINDINGS", nonce, FINDINGS_CHARS)
 
 
 def critique_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal,
                       nonce: str) -> list[dict[str, str]]:
     return _messages(agent, request, (
         f"A proposal by another agent:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
-        f"{findings(target.checks)}\n\n"
+        f"{findings(target.checks, nonce)}\n\n"
         "Critique this proposal against the task and the verifier findings. "
-        "List its concrete problems and how to fix them, briefly."))
+        "List its concrete problems and how to fix them, briefly."), nonce)
 
 
 def revise_messages(agent: AgentSpec, request: DeliberationRequest, target: Proposal, critique: str,
                     nonce: str) -> list[dict[str, str]]:
     """The revision prompt; an empty critique means the verifier findings are the critique."""
-    head = f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n{findings(target.checks)}\n\n"
+    head = (f"Proposal:\n{fence(target.content, 'PROPOSAL', nonce, PROPOSAL_CHARS)}\n\n"
+            f"{findings(target.checks, nonce)}\n\n")
     if not critique:
         return _messages(agent, request, head + (
             "Rewrite the proposal so it fixes these findings and meets every requirement. "
-            "Answer with the complete corrected proposal only."))
+            "Answer with the complete corrected proposal only."), nonce)
     return _messages(agent, request, head + (
         f"Critique:\n{fence(critique, 'CRITIQUE', nonce, CRITIQUE_CHARS)}\n\n"
         "Rewrite the proposal so it fixes the findings and the critique and meets every requirement. "
-        "Answer with the complete revised proposal only."))
+        "Answer with the complete revised proposal only."), nonce)
 
 
 def labels(n: int) -> list[str]:
@@ -207,12 +217,12 @@ def ranking_order(record: DeliberationRecord, reviewer: str, others: list[Propos
 def rank_messages(agent: AgentSpec, request: DeliberationRequest, shown: list[Proposal],
                   nonce: str) -> list[dict[str, str]]:
     names = labels(len(shown))
-    blocks = [f"{fence(p.content, f'PROPOSAL {name}', nonce, RANKED_PROPOSAL_CHARS)}\n{findings(p.checks)}"
+    blocks = [f"{fence(p.content, f'PROPOSAL {name}', nonce, RANKED_PROPOSAL_CHARS)}\n{findings(p.checks, nonce)}"
               for name, p in zip(names, shown)]
     return _messages(agent, request, (
         "Proposals by the other agents:\n\n" + "\n\n".join(blocks) + "\n\n"
         f"Rank these proposals from best to worst for the task. Answer with JSON only: "
-        f'{{"ranking": [{", ".join(json.dumps(n) for n in names)}]}} in your order.'))
+        f'{{"ranking": [{", ".join(json.dumps(n) for n in names)}]}} in your order.'), nonce)
 
 
 def parse_ranking(text: str, shown: list[str]) -> list[str] | None:
@@ -476,7 +486,8 @@ async def _propose(ctx: _Stage) -> Events:
     drawn = 0
     while drawn < drafts and not (drawn and settled(proposals)):
         wave = [(seat, draft) for draft in range(drawn, min(drawn + per_wave, drafts)) for seat in range(len(proposals))]
-        done = await ctx.generations([ctx.generate(ctx.members[seat], propose_messages(ctx.members[seat], request),
+        done = await ctx.generations([ctx.generate(ctx.members[seat],
+                                                   propose_messages(ctx.members[seat], request, record.nonce),
                                                    draft=draft) for seat, draft in wave])
         versions = [Version(round=0, written_by=ctx.members[seat].id, content=c.text.strip())
                     for (seat, _), c in zip(wave, done)]

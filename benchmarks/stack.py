@@ -78,7 +78,7 @@ def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
         nonce = record["nonce"]
         kind = j % 3
         if kind == 0:
-            messages = propose_messages(agent, request)
+            messages = propose_messages(agent, request, nonce)
         elif kind == 1:
             messages = critique_messages(agent, request, target, nonce)
         else:
