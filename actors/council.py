@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -336,8 +337,13 @@ class Council:
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
             await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: "
                                                   f"{exc}{self.engines.why_waiting()}")
-        except EngineUnavailable as exc:
-            await self._finish(record, "failed", f"engine unavailable: {exc}")
+        except EngineUnavailable:
+            # The caller reads record.error: a generic sentence and an id; the detail (a remote traceback that
+            # names nodes and addresses) is in this council's log under the same id.
+            error_id = secrets.token_hex(8)
+            log.exception("deliberation %s: engine unavailable (error id %s)", delib_id, error_id)
+            await self._finish(record, "failed", f"engine unavailable (error id {error_id}); the council's log "
+                                                 "has the detail")
         except (asyncio.CancelledError, StaleWriter):
             raise
         except UNREACHABLE as exc:
@@ -347,9 +353,11 @@ class Council:
             # the sweeper resumes it from that checkpoint (or ends it as timeout past its deadline).
             log.warning("deliberation %s: Valkey unreachable (%s); the sweeper resumes it from its last "
                         "checkpoint once Valkey is back", delib_id, exc)
-        except Exception as exc:  # a bug or a bad engine answer: the record must still end
-            log.exception("deliberation %s failed", delib_id)
-            await self._finish(record, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception:  # a bug or a bad engine answer: the record must still end
+            error_id = secrets.token_hex(8)
+            log.exception("deliberation %s failed (error id %s)", delib_id, error_id)
+            await self._finish(record, "failed", f"internal error (error id {error_id}); the council's log has "
+                                                 "the detail")
         else:
             # Outside the handlers above: the result is checkpointed, and an error while finishing must not
             # turn it into a failure. If the finish did not get through, the record stays in the active set

@@ -107,10 +107,11 @@ class RayEngineGenerator:
         return choice
 
     def why_waiting(self) -> str:
-        """'' or a sentence naming the engines that are unavailable and their last error."""
+        """'' or a sentence naming the engines that are unavailable. Their last error stays in the log (it was
+        logged when it happened): its text (a remote traceback, a node's address) is not for a record's caller."""
         if not self.unavailable:
             return ""
-        return "; waiting for unavailable engine(s): " + "; ".join(f"{e} ({m})" for e, m in self.unavailable.items())
+        return "; waiting for unavailable engine(s): " + ", ".join(sorted(self.unavailable))
 
     async def generate(self, engine, messages, *, temperature, max_tokens, seed, json_schema=None) -> Completion:
         """One completion from the deliberation's replica (another at once if it fails); with none up, wait
@@ -152,6 +153,7 @@ class RayEngineGenerator:
                 # The actor is dead or restarting, its node is gone, or its model is (re)loading.
                 self.handles.pop(actor, None)
                 self.unavailable[engine] = f"{actor}: {type(exc).__name__}: {str(exc)[:300]}"
+                log.info("engine %s: %s", engine, self.unavailable[engine])  # the detail: logs only
                 self.avoid_until[actor] = time.monotonic() + REPLICA_AVOID_S
                 others_up = [n for n in self._up(names) if n != actor]
                 if not others_up:

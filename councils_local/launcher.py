@@ -27,7 +27,7 @@ from serve_app.redact import redact_url
 from serve_app.settings import EnvSettings
 
 from .processes import http_get, log, port_is_free, wait_for
-from .ray_nodes import BIN, RayHead, RayWorker, alive_nodes, ray_auth_token, ray_redis_args
+from .ray_nodes import BIN, RayHead, RayWorker, alive_nodes, idempotency_secret, ray_auth_token, ray_redis_args
 from .supervisor import Supervisor, exit_reason
 from .valkey_server import ValkeyProcess, free_port
 
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
         child_env = {
             "COUNCILS_VALKEY_URL": url,
+            # The Idempotency-Key HMAC's key (serve_app/records.py), 0600 under the data dir: its path only.
+            "COUNCILS_IDEMPOTENCY_SECRET_FILE": str(idempotency_secret(data)),
             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
             "HF_HUB_OFFLINE": "1",
             "RAY_SERVE_ENABLE_TASK_EVENTS": os.environ.get("RAY_SERVE_ENABLE_TASK_EVENTS", "0"),

@@ -17,6 +17,7 @@ from .processes import OWNER_ENV, http_get, kill_tree
 from .valkey_server import write_private
 
 RAY_TOKEN_FILE = "ray-auth-token"
+IDEMPOTENCY_SECRET_FILE = "idempotency-secret"
 # The head's processes (GCS, raylet, dashboard; its Ray workers, the Serve controller and the head's proxy, at
 # Ray's worker niceness 15 on top, so 19) run at this niceness. Ray runs every worker at niceness 15 (the
 # councils, the engine, the ingress on the worker node) and its own daemons at 0, so on one machine a restarting
@@ -222,6 +223,18 @@ def ray_auth_token(data_dir: Path) -> Path:
     import secrets
 
     path = data_dir / RAY_TOKEN_FILE
+    if not (path.exists() and path.read_text().strip()):
+        write_private(path, secrets.token_hex(32) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def idempotency_secret(data_dir: Path) -> Path:
+    """The key of the ingress's Idempotency-Key HMAC (serve_app/records.py): generated once, kept 0600 under the
+    data directory (make run); the replicas get its path (COUNCILS_IDEMPOTENCY_SECRET_FILE), never the value."""
+    import secrets
+
+    path = data_dir / IDEMPOTENCY_SECRET_FILE
     if not (path.exists() and path.read_text().strip()):
         write_private(path, secrets.token_hex(32) + "\n")
     os.chmod(path, 0o600)

@@ -17,7 +17,7 @@ from valkey.exceptions import ResponseError as ValkeyResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from . import auth, limits, redact
-from .errors import ApiError, error_body, validation_message
+from .errors import ApiError, error_body, internal_error, new_error_id, validation_message
 from .routes import councils, deliberations, events, health, openai, status
 
 log = logging.getLogger("councils.ingress")
@@ -40,8 +40,9 @@ def build_api(service: Any, tokens: auth.TokenAuth | None = None) -> FastAPI:
     return api
 
 
-def _json(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, detail), status_code=status, headers=headers)
+def _json(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None,
+          error_id: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, detail, error_id), status_code=status, headers=headers)
 
 
 def install_error_handlers(api: FastAPI) -> None:
@@ -49,7 +50,7 @@ def install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
-        return _json(exc.status, exc.message, exc.detail, exc.headers)
+        return _json(exc.status, exc.message, exc.detail, exc.headers, exc.error_id)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
@@ -76,13 +77,14 @@ def install_error_handlers(api: FastAPI) -> None:
         if "OOM" in text or "maxmemory" in text or "EXECABORT" in text:
             return _json(503, "Valkey is full (maxmemory reached): nothing was written; retry later",
                          headers={"Retry-After": "30"})
-        log.error("Valkey refused a command: %s", redact.scrub(text))
-        return _json(503, f"Valkey error: {type(exc).__name__}", headers={"Retry-After": "5"})
+        error_id = new_error_id()
+        log.error("Valkey refused a command (error id %s): %s", error_id, redact.scrub(text))
+        return _json(503, f"Valkey error (error id {error_id})", headers={"Retry-After": "5"}, error_id=error_id)
 
     @api.middleware("http")
     async def _last_resort(request: Request, call_next):
         try:
             return await call_next(request)
-        except Exception as exc:  # a clear JSON error, logged, never a bare 500 page
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            return _json(503, f"service error: {type(exc).__name__}: {redact.scrub(str(exc))}")
+        except Exception:  # a JSON error with an id, the detail logged: never a bare 500 page, never internal text
+            error = internal_error(log, f"unhandled error on {request.method} {request.url.path}")
+            return _json(error.status, error.message, error_id=error.error_id)

@@ -21,6 +21,7 @@ from actors.store import Store
 from . import auth, redact, security
 from .api import build_api
 from .reconcile import Reconciler
+from .records import load_idempotency_secret
 from .registry import ActorRegistry
 from .service import CouncilService
 from .settings import EnvSettings
@@ -49,7 +50,12 @@ class Ingress:
         registry = ActorRegistry(url, config.key_prefix, config.record_ttl_s, config.council_max_concurrency,
                                  config.verification.model_dump())
         # deployed_at: when the builder ran (serve deploy of changed args); orders configs, see declarative.py.
-        self.service = CouncilService(config, store, registry, http_host=http_host, deployed_at=deployed_at)
+        # The Idempotency-Key HMAC's key: COUNCILS_IDEMPOTENCY_SECRET_FILE (an unreadable file stops the replica)
+        idempotency_secret = load_idempotency_secret()
+        if idempotency_secret:
+            redact.register(idempotency_secret.decode())
+        self.service = CouncilService(config, store, registry, http_host=http_host, deployed_at=deployed_at,
+                                      idempotency_secret=idempotency_secret)
         self.reconciler = Reconciler(self.service)
         self.reconciler.start()
 

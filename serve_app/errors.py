@@ -4,26 +4,48 @@ routes name in `responses=` so the OpenAPI document says what the API really ans
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None,
+                 error_id: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.detail = detail
         self.headers = headers
+        self.error_id = error_id  # set for internal errors (internal_error): the log line's id
 
 
-def error_body(status: int, message: str, detail: Any = None) -> dict[str, Any]:
+def error_body(status: int, message: str, detail: Any = None, error_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": {"status": status, "message": _text(message)}}
     if detail is not None:
         body["error"]["detail"] = _jsonable(detail)
+    if error_id is not None:
+        body["error"]["error_id"] = error_id
     return body
+
+
+def new_error_id() -> str:
+    """A random id that ties what a caller was told to the log line with the detail."""
+    return secrets.token_hex(8)
+
+
+def internal_error(log: logging.Logger, what: str, status: int = 503,
+                   headers: dict[str, str] | None = None) -> ApiError:
+    """An unexpected error, for a caller: a generic message and an error id. The detail (the exception, its
+    traceback: remote tracebacks name hosts, paths and IPs) goes to the log only, under the same id. Call it
+    inside the `except` block, so the log line carries the traceback."""
+    error_id = new_error_id()
+    log.exception("%s (error id %s)", what, error_id)
+    return ApiError(status, f"internal error (error id {error_id}); the service's log has the detail",
+                    headers=headers, error_id=error_id)
 
 
 def validation_message(errors: list[dict[str, Any]]) -> str:
@@ -71,6 +93,8 @@ class ErrorInfo(BaseModel):
     type: str | None = None
     code: str | None = None
     param: str | None = None
+    # Internal errors only: their message is generic, and this id names the log line with the detail.
+    error_id: str | None = None
 
 
 class ErrorResponse(BaseModel):

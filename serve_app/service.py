@@ -26,7 +26,7 @@ from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
 from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
 
-from . import limits, sse, validation
+from . import limits, redact, sse, validation
 from .errors import ApiError
 from .records import check_delib_id, idempotent_id, progress, status_code
 from .registry import ActorRegistry
@@ -46,7 +46,8 @@ def _serve_app_name() -> str:
 
 class CouncilService:
     def __init__(self, config: AppConfig, store: Store, registry: ActorRegistry, *, http_host: str | None = None,
-                 deployed_at: float | None = None, app_name: Callable[[], str] = _serve_app_name):
+                 deployed_at: float | None = None, app_name: Callable[[], str] = _serve_app_name,
+                 idempotency_secret: bytes | None = None):
         self.config = config
         self.store = store
         self.registry = registry
@@ -57,6 +58,9 @@ class CouncilService:
         self.limits: Limits = config.limits
         self.valkey = ValkeyGuard(store)
         self.streams = sse.StreamSlots()  # this replica's open event streams (limits.max_sse_connections)
+        # The key of the Idempotency-Key HMAC (records.idempotent_id): from the replica's secret file, else the one
+        # the service keeps in Valkey (generated once, shared by every replica), read on first use.
+        self._idempotency_secret = idempotency_secret
         self.started_at = time.time()
         # Set by the start-up reconcile (serve_app/reconcile.py).
         self.restored = False
@@ -152,8 +156,8 @@ class CouncilService:
         request = validation.resolve_request(request, council, self.settings, self.limits)
         record = DeliberationRecord(request=request, council_version=council.version)
         await self.valkey.check_room()
-        if (delib_id := idempotent_id(request.role, idempotency_key)) is not None:
-            record.id = delib_id
+        if idempotency_key is not None:
+            record.id = idempotent_id(request.role, idempotency_key, await self.idempotency_secret())
         # Durable before acknowledged: once this returns, a restarted council will find the record.
         # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
         try:
@@ -164,9 +168,9 @@ class CouncilService:
         except ServiceBusy as exc:  # all councils together (limits.max_active_total)
             raise limits.service_busy_error(exc.active, self.limits) from None
         if not created:  # the same Idempotency-Key again
-            if record.request != request:
-                raise ApiError(409, f"Idempotency-Key already used for deliberation {record.id}, with a different "
-                                    "request; use a new key for a new request")
+            if record.request != request:  # not naming the record: it may be another client's
+                raise ApiError(409, "Idempotency-Key already used with a different request; use a new key for a "
+                                    "new request")
             if record.finished:
                 return record
         try:
@@ -175,6 +179,11 @@ class CouncilService:
         except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
             log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
         return record
+
+    async def idempotency_secret(self) -> bytes:
+        if self._idempotency_secret is None:
+            self._idempotency_secret = (await self.store.shared_secret("idempotency")).encode()
+        return self._idempotency_secret
 
     async def wait(self, record: DeliberationRecord) -> DeliberationRecord:
         """Follow the record in Valkey (not the actor call), so a council restart does not break the wait."""
@@ -273,7 +282,9 @@ class CouncilService:
                     return {"actor": actor, "alive": False, "error": "no such actor"}
                 health = await asyncio.wait_for(handle.health.remote(), timeout=2)
             except Exception as exc:  # dead, restarting or busy past the timeout
-                return {"actor": actor, "alive": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                # The exception's text (a remote traceback, a node's address) goes to the log, not to the caller.
+                log.info("engine replica %s did not answer: %s", actor, redact.scrub(str(exc))[:500])
+                return {"actor": actor, "alive": False, "error": type(exc).__name__}
             return {"actor": actor, "alive": True, "in_flight": health.get("in_flight", 0),
                     "node_id": health.get("node_id"), "pid": health.get("pid")}
 

@@ -27,6 +27,9 @@ class EnvSettings(BaseSettings):
     api_token_file: str = ""
     admin_token: str = ""
     admin_token_file: str = ""
+    # The ingress (serve_app/records.py): the key of the Idempotency-Key HMAC, a value or a file holding it.
+    idempotency_secret: str = ""
+    idempotency_secret_file: str = ""
     # The CLI: the service it talks to.
     url: str = "http://127.0.0.1:8000"
     # The local launcher (`make run`) and the embedded Valkey.

@@ -3,6 +3,7 @@ run in-process (FastAPI's TestClient) with no Valkey and no Ray: tests/test_rout
 
 from __future__ import annotations
 
+import secrets
 import time
 from types import SimpleNamespace
 
@@ -27,6 +28,9 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def shared_secret(self, name: str) -> str:
+        return self.__dict__.setdefault(f"secret:{name}", secrets.token_hex(32))
 
     async def get_council(self, role: str) -> CouncilSpec | None:
         return self.councils.get(role)

@@ -129,8 +129,66 @@ def test_idempotency_key_returns_the_first_deliberation_or_409(client, service):
     assert first["id"] == again["id"] and len(service.store.records) == 1
     r = client.post("/v1/deliberations", json={"role": "QA", "task": "Other."}, headers=headers)
     assert r.status_code == 409 and "Idempotency-Key" in message(r)
+    assert first["id"] not in r.text  # issue 23: the 409 never names the record (it may be another client's)
     r = client.post("/v1/deliberations", json={"role": "QA", "task": "x"}, headers={"Idempotency-Key": "x" * 256})
     assert r.status_code == 422
+
+
+def test_idempotency_ids_are_an_hmac_under_the_servers_secret(service):
+    """Issue 23: the id a key stands for is HMAC-SHA256(secret, role + key), not a bare hash anyone can compute
+    from a guessed key; another secret gives other ids, and without a configured file the secret the service
+    keeps in its store is used (generated once, the same for every replica)."""
+    import asyncio
+    import hashlib
+    import hmac
+
+    from serve_app.records import idempotent_id
+
+    secret = b"s" * 32
+    got = idempotent_id("QA", "ticket-1", secret)
+    assert got == hmac.new(secret, b"QA\nticket-1", hashlib.sha256).hexdigest()[:32]
+    assert got != hashlib.sha256(b"QA\nticket-1").hexdigest()[:32]  # the old, unsalted id
+    assert idempotent_id("QA", "ticket-1", b"t" * 32) != got and idempotent_id("DEV", "ticket-1", secret) != got
+    assert idempotent_id("QA", None, secret) is None
+    with pytest.raises(ValueError):
+        idempotent_id("QA", "ticket-1", b"short")
+
+    stored = asyncio.run(service.idempotency_secret())
+    assert len(stored) == 64 and asyncio.run(service.idempotency_secret()) == stored
+    with TestClient(build_api(service)) as client:
+        first = client.post("/v1/deliberations", json={"role": "QA", "task": "Plan."},
+                            headers={"Idempotency-Key": "ticket-1"}).json()
+    assert first["id"] == idempotent_id("QA", "ticket-1", stored)
+
+
+def test_the_idempotency_secret_comes_from_a_file_and_a_bad_one_stops_the_replica(tmp_path):
+    from serve_app.records import SecretConfigError, load_idempotency_secret
+
+    path = tmp_path / "idempotency-secret"
+    path.write_text("a" * 64 + "\n")
+    assert load_idempotency_secret({"COUNCILS_IDEMPOTENCY_SECRET_FILE": str(path)}) == b"a" * 64
+    assert load_idempotency_secret({}) is None  # the service then uses the one it keeps in Valkey
+    for environ, needle in [({"COUNCILS_IDEMPOTENCY_SECRET_FILE": str(tmp_path / "missing")}, "cannot be read"),
+                            ({"COUNCILS_IDEMPOTENCY_SECRET": "short"}, "at least 16"),
+                            ({"COUNCILS_IDEMPOTENCY_SECRET": "b" * 32,
+                              "COUNCILS_IDEMPOTENCY_SECRET_FILE": str(path)}, "not both")]:
+        with pytest.raises(SecretConfigError, match=needle) as info:
+            load_idempotency_secret(environ)
+        assert "b" * 32 not in str(info.value) and "a" * 64 not in str(info.value)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SecretConfigError, match="is empty"):
+        load_idempotency_secret({"COUNCILS_IDEMPOTENCY_SECRET_FILE": str(tmp_path / "empty")})
+
+
+def test_make_run_generates_the_idempotency_secret_once_0600(tmp_path):
+    import stat
+
+    from councils_local.ray_nodes import idempotency_secret
+
+    path = idempotency_secret(tmp_path)
+    value = path.read_text()
+    assert len(value.strip()) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert idempotency_secret(tmp_path).read_text() == value  # kept: ids stay the same across restarts
 
 
 def test_malformed_and_oversized_bodies_answer_json(client, service):
@@ -243,12 +301,20 @@ class DownService:
         raise RuntimeError("boom: not an ApiError")
 
 
-def test_routes_turn_service_errors_into_json():
+def test_routes_turn_service_errors_into_json(caplog):
     with TestClient(build_api(DownService())) as client:
         r = client.get("/v1/councils")
         assert r.status_code == 503 and r.headers["retry-after"] == "5" and "Valkey" in message(r)
-        r = client.get("/v1/councils/DEV")
-        assert r.status_code == 503 and message(r).startswith("service error: RuntimeError: boom")
+        with caplog.at_level("ERROR", logger="councils.ingress"):
+            r = client.get("/v1/councils/DEV")
+    # Issue 23: an unexpected error tells the caller a generic message and an id, never the exception's text
+    # (remote tracebacks name hosts and IPs); the log line with that id has the detail.
+    error = r.json()["error"]
+    assert r.status_code == 503 and "boom" not in r.text and "RuntimeError" not in r.text
+    assert error["message"].startswith("internal error (error id ") and len(error["error_id"]) == 16
+    assert error["error_id"] in error["message"]
+    logged = [rec for rec in caplog.records if error["error_id"] in rec.getMessage()]
+    assert logged and "boom: not an ApiError" in (logged[0].exc_text or "")
 
 
 # -- the OpenAPI document ------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ async def test_council_roundtrip_and_versioning(store):
     assert [c.role for c in await store.list_councils()] == ["DEV"]
 
 
+async def test_shared_secret_is_generated_once_and_shared(store):
+    """The idempotency HMAC's fallback key (issue 23): the first replica to ask generates it, every other gets it."""
+    got = await asyncio.gather(*(store.shared_secret("idempotency") for _ in range(5)))
+    assert len(set(got)) == 1 and len(got[0]) == 64
+    assert await store.client.ttl(store.key("secret", "idempotency")) == -1  # no TTL: ids stay stable
+    assert await store.shared_secret("other") != got[0]
+
+
 async def test_only_if_absent_keeps_existing(store):
     first, _ = await store.put_council(default_council("QA", "e1", n_agents=2))
     kept, created = await store.put_council(default_council("QA", "e1", n_agents=5), only_if_absent=True)
