@@ -14,7 +14,8 @@ Early stop: when a version passes the request's tests, or every proposal passes 
 applied, the remaining critique/revise rounds are skipped (recorded in `stages_skipped`).
 Rank: each agent ranks the other proposals, anonymized and shuffled per reviewer, with its answer
 constrained to JSON by the engine; Borda count; by default only when the verifiers and votes leave
-the top tied (see _skip). Decide: scoring.decide (verifiers, votes, peer rank, stable tie-break).
+the top tied (see _skip). Decide: scoring.decide (user tests, running code and static checks, generated
+evidence, votes, peer rank, stable tie-break; prose never outranks running code when the answer is code).
 Model text placed in another prompt is fenced with the record's nonce.
 
 Usage: Proposal.usage counts every generation made *for* that proposal (its drafts, the critique
@@ -39,8 +40,8 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (all_verified, best_version, decide, displaces, rank_proposals, score_checks, settled, tests_of,
-                      undecided)
+from .scoring import (all_verified, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
+                      settled, tests_of, undecided)
 from .models.councils import AgentSpec, CouncilSpec
 from .models.records import (
     CheckResult,
@@ -53,7 +54,7 @@ from .models.records import (
     Usage,
     Version,
 )
-from .models.requests import DeliberationRequest
+from .models.requests import Constraints, DeliberationRequest
 
 # The default engine is a 135M model with a 2048-token context: bound every piece of a prompt.
 PERSONA_CHARS = 500
@@ -271,10 +272,18 @@ def seats(record: DeliberationRecord, council: CouncilSpec) -> list[AgentSpec]:
     return list(council.agents[:n])
 
 
-def verifier_names(council: CouncilSpec) -> list[str]:
-    from .verifiers import defaults_for
+def verifier_names(council: CouncilSpec, request: DeliberationRequest | None = None) -> list[str]:
+    """The verifiers that run on this request's texts: the council's, plus, where it keeps the role's defaults, the
+    one each of the request's own checks needs (Python tests run the python verifier on any role)."""
+    from .verifiers import for_request
 
-    return list(council.scoring.verifiers) if council.scoring.verifiers is not None else defaults_for(council.role)
+    constraints = request.constraints if request is not None else Constraints()
+    return for_request(council.role, council.scoring.verifiers, constraints)
+
+
+def code_answers(council: CouncilSpec, request: DeliberationRequest) -> bool:
+    """Whether the answer is code (scoring.answer_is_code): then prose never outranks code that runs."""
+    return answer_is_code(request.role, request.constraints, council.scoring.code_answers)
 
 
 async def _all_before_deadline(
@@ -331,7 +340,7 @@ class _Stage:
 
     async def verify(self, versions: list[Version]) -> None:
         """Run the council's verifiers on these versions; set their checks, score and answer."""
-        names = verifier_names(self.council)
+        names = verifier_names(self.council, self.request)
         t0 = time.perf_counter()
         results = await self.all([self.verifier.verify([v.content for v in versions], self.request, names,
                                                        self.council.scoring)])
@@ -412,7 +421,7 @@ async def deliberate(
         elif kind == "rank":
             events = await _rank(ctx)
         else:
-            events = _score(record, clock)
+            events = _score(record, council, clock)
 
         # The stage's results are applied and marked done before anything is published, so this
         # in-memory record never holds a half-applied stage. Item events go out before the checkpoint
@@ -469,7 +478,7 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
     if mode == "when_undecided":
         if any(tests_of(v.checks) is not None for p in proposals for v in p.versions):
             return [stage], "the request's tests ran and decide"
-        if not undecided(proposals, _votes(record)):
+        if not undecided(proposals, _votes(record), code_answers(council, record.request)):
             return [stage], "the verifiers and votes decided"
     return None
 
@@ -500,7 +509,7 @@ async def _propose(ctx: _Stage) -> Events:
                                         "checks": _check_summary(version.checks)}))
         drawn += per_wave
     for p in proposals:
-        p.chosen = best_version(p.versions)
+        p.chosen = best_version(p.versions, code_answers(ctx.council, request))
         p.content, p.checks, p.score = p.current.content, p.current.checks, p.current.score
     record.proposals = proposals
     return events
@@ -555,7 +564,7 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
         target.usage = target.usage.add(c.usage)
     for agent, target, critique, c, version in fresh:
         target.versions.append(version)
-        kept = not displaces(version, target.current)
+        kept = not displaces(version, target.current, code_answers(ctx.council, ctx.request))
         if not kept:
             target.chosen = len(target.versions) - 1
             target.content, target.checks, target.score = version.content, version.checks, version.score
@@ -592,10 +601,11 @@ async def _rank(ctx: _Stage) -> Events:
     return events
 
 
-def _score(record: DeliberationRecord, clock: Clock) -> Events:
+def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Events:
     votes = _votes(record)
     points = borda(record.rankings) if record.rankings else None
-    verdicts, decided_by, why = decide(record.proposals, salt=record.id, votes=votes, borda=points)
+    verdicts, decided_by, why = decide(record.proposals, salt=record.id, votes=votes, borda=points,
+                                       code=code_answers(council, record.request))
     # record.proposals stays in seat order; the result holds its own ranked copies.
     ranked = rank_proposals(record.proposals)
     usage = Usage()

@@ -2,22 +2,56 @@
 
 Plain functions: no engine, no I/O, so a decision can be recomputed anywhere from a record.
 
-The rule, in order (each step only breaks the ties the previous one left):
-1. verifiers: a version that passes every test beats one that does not; then the share of tests
-   passed; then fewer failed checks; then the weighted score of the checks that applied;
-2. votes (exact-answer tasks): how many candidates gave an equivalent final answer;
-3. peer rank: the Borda points the proposal's version earned from the other agents;
-4. a stable tie-break that is not seat order: a hash of the deliberation id and the candidate.
+The rule is a list of criteria (CRITERIA), in order; each only breaks the ties the previous ones left:
+1. user tests: a version that passes every test of the request beats one that does not; then the share passed;
+2. running code (code tasks only, see `answer_is_code`): a version with code that runs (a code check applied and
+   passed, and none of NOT_RUNNING failed) beats one without: prose cannot win a code task, nor code that does
+   not parse or raises when run;
+3. static checks: fewer failed checks, then the weighted score of the checks that applied;
+4. generated evidence: the sum of the `evidence` figures of the version's checks (0 when none carries one):
+   the slot of the checks the council derives when the request has no tests (`generated.*`, e.g. agreement of
+   behaviour on generated inputs); always below the user's own tests and the static checks;
+5. votes (exact-answer tasks): how many candidates gave an equivalent final answer;
+6. peer rank: the Borda points the proposal's version earned from the other agents;
+7. a stable tie-break that is not seat order: a hash of the deliberation id and the candidate.
+
+`decided_by` is the first criterion that separates the winner from the best candidate with a different *outcome*
+(`outcome`: another test result, answer, check status or evidence), not from the runner-up, which may be a copy
+of the winner; only when every candidate has the winner's outcome does the runner-up decide it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .models.records import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
+from .models.requests import Constraints
 
 TESTS_CHECK = "python.tests"
+# Roles whose answers are code unless the council says otherwise (scoring.code_answers).
+CODE_ROLES = frozenset({"DEV", "QA", "DATA"})
+# The verifiers whose checks are about code that runs (as opposed to prose, config or data).
+CODE_LANGUAGES = ("python", "shell", "sql")
+# A failed check of these means the code does not run: it does not parse, or it raised when run.
+# `python.runs` is the name reserved for a check that imports the code (runs it without calling anything).
+NOT_RUNNING = frozenset({"python.parse", "python.runs", "shell.parse", "sql.parse", "sql.execute"})
+_FENCE = re.compile(r"```|~~~")
+
+
+def answer_is_code(role: str, constraints: Constraints, configured: bool | None = None) -> bool:
+    """Whether the answer to this request is code: yes with Python tests or an SQL schema to run it on; with an
+    answer format, whether that format asks for a fenced block (an exact answer is not code); else the council's
+    `scoring.code_answers`, else its role (CODE_ROLES)."""
+    if (constraints.tests and constraints.tests.strip()) or (constraints.sql_schema and constraints.sql_schema.strip()):
+        return True
+    if constraints.answer_format:
+        return bool(_FENCE.search(constraints.answer_format))
+    if configured is not None:
+        return configured
+    return role in CODE_ROLES
 
 
 def score_checks(checks: list[CheckResult]) -> float | None:
@@ -41,24 +75,46 @@ def tests_of(checks: list[CheckResult]) -> tuple[int, int] | None:
     return None
 
 
-def verifier_key(version: Version) -> tuple:
-    """Bigger is better: (passes every test, share of tests passed, -failed checks, score)."""
-    tests = tests_of(version.checks)
+def runs(checks: list[CheckResult]) -> bool:
+    """The version holds code that runs: for some language, a code check applied and passed and none of that
+    language's NOT_RUNNING checks failed."""
+    for lang in CODE_LANGUAGES:
+        applied = [c for c in checks if c.name.startswith(lang + ".") and c.status != "skipped"]
+        if any(c.passed for c in applied) and not any(c.failed and c.name in NOT_RUNNING for c in applied):
+            return True
+    return False
+
+
+def evidence_of(checks: list[CheckResult]) -> float:
+    """Generated evidence of a version: the sum of its checks' `evidence` figures (0 when none carries one)."""
+    return sum(c.evidence for c in checks if c.evidence is not None and c.status != "skipped")
+
+
+def _tests_key(checks: list[CheckResult]) -> tuple:
+    tests = tests_of(checks)
     ratio = 1.0 if tests is None else tests[0] / tests[1]
-    failed = sum(1 for c in version.checks if c.failed)
-    return (ratio == 1.0, ratio, -failed, version.score if version.score is not None else 0.0)
+    return (ratio == 1.0, ratio)
 
 
-def best_version(versions: list[Version]) -> int:
+def _static_key(version: Version) -> tuple:
+    return (-sum(1 for c in version.checks if c.failed), version.score if version.score is not None else 0.0)
+
+
+def verifier_key(version: Version, code: bool = False) -> tuple:
+    """Bigger is better: (passes every test, share of tests passed, code runs (code tasks), -failed checks, score)."""
+    return (*_tests_key(version.checks), code and runs(version.checks), *_static_key(version))
+
+
+def best_version(versions: list[Version], code: bool = False) -> int:
     """Index of the best-verified version (the first of equals): what a proposal stands for after drafting."""
-    return max(range(len(versions)), key=lambda i: verifier_key(versions[i]))
+    return max(range(len(versions)), key=lambda i: (verifier_key(versions[i], code), evidence_of(versions[i].checks)))
 
 
-def displaces(new: Version, current: Version) -> bool:
+def displaces(new: Version, current: Version, code: bool = False) -> bool:
     """Whether a revision replaces the version its proposal stands for: never when it fails a check
     the current one passed, nor when it verifies worse."""
     lost = {c.name for c in current.checks if c.passed} & {c.name for c in new.checks if c.failed}
-    return not lost and verifier_key(new) >= verifier_key(current)
+    return not lost and verifier_key(new, code) >= verifier_key(current, code)
 
 
 def all_verified(proposals: list[Proposal]) -> bool:
@@ -85,11 +141,11 @@ def settled(proposals: list[Proposal]) -> bool:
     return any(passes_tests(v) for p in proposals for v in p.versions)
 
 
-def undecided(proposals: list[Proposal], votes: dict[str, int] | None = None) -> bool:
-    """Two or more proposals tie at the top on verifiers and votes (each by its best version): what
-    only a peer ranking (or the hash tie-break) can separate."""
+def undecided(proposals: list[Proposal], votes: dict[str, int] | None = None, code: bool = False) -> bool:
+    """Two or more proposals tie at the top on verifiers, generated evidence and votes (each by its best
+    version): what only a peer ranking (or the hash tie-break) can separate."""
     def best(p: Proposal) -> tuple:
-        return max((verifier_key(v), _votes_for(v, votes) or 0) for v in p.versions)
+        return max((verifier_key(v, code), evidence_of(v.checks), _votes_for(v, votes) or 0) for v in p.versions)
 
     keys = sorted((best(p) for p in proposals if p.versions), reverse=True)
     return len(keys) >= 2 and keys[0] == keys[1]
@@ -109,50 +165,108 @@ class _Entry:
     votes: int | None
     borda: float | None
     tie: str
+    code: bool
 
-    def key(self) -> tuple:
-        return (verifier_key(self.version), self.votes or 0, self.borda or 0.0, self.tie)
+    @property
+    def label(self) -> str:
+        return f"{self.proposal.author} v{self.index}"
 
 
 def _tie(salt: str, author: str, index: int) -> str:
     return hashlib.sha256(f"{salt}\0{author}\0{index}".encode()).hexdigest()
 
 
+def _tests_figure(e: _Entry) -> str:
+    tests = tests_of(e.version.checks)
+    return "no tests ran" if tests is None else f"tests {tests[0]}/{tests[1]}"
+
+
+def _static_figure(e: _Entry) -> str:
+    failed = [c.name for c in e.version.checks if c.failed]
+    text = "failed " + ", ".join(failed) if failed else "no failed check"
+    return text + (f", score {e.version.score:.2f}" if e.version.score is not None else "")
+
+
+def _votes_figure(e: _Entry) -> str:
+    if e.version.answer is None:
+        return "no answer found"
+    return f"{e.votes or 0} vote(s) for {e.version.answer!r}"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One step of the decision rule: its name in a reason, the `decided_by` it reports, a candidate's value on it
+    (bigger is better) and the figure a reason shows for it."""
+
+    name: str
+    decided_by: DecidedBy
+    value: Callable[[_Entry], object]
+    figure: Callable[[_Entry], str]
+
+
+# The decision order: user tests > running code and static failures > generated evidence > votes > peer rank >
+# stable tie-break. A new kind of evidence goes in its slot here (or carries `evidence` on its checks).
+CRITERIA: tuple[Criterion, ...] = (
+    Criterion("user tests", "verifiers", lambda e: _tests_key(e.version.checks), _tests_figure),
+    Criterion("running code", "verifiers", lambda e: e.code and runs(e.version.checks),
+              lambda e: "code that runs" if runs(e.version.checks) else "no code that runs"),
+    Criterion("static checks", "verifiers", lambda e: _static_key(e.version), _static_figure),
+    Criterion("generated evidence", "generated_evidence", lambda e: evidence_of(e.version.checks),
+              lambda e: f"generated evidence {evidence_of(e.version.checks):g}"),
+    Criterion("votes", "votes", lambda e: e.votes or 0, _votes_figure),
+    Criterion("peer rank", "peer_rank", lambda e: e.borda or 0.0, lambda e: f"peer Borda {e.borda or 0:g}"),
+    Criterion("tie-break", "tie_break", lambda e: e.tie, lambda e: "a stable hash"),
+)
+
+
+def _key(e: _Entry) -> tuple:
+    return tuple(c.value(e) for c in CRITERIA)
+
+
+def outcome(version: Version) -> tuple:
+    """What a candidate's result is, apart from its text: its test result, final answer, and every check's status
+    and evidence. Candidates with the same outcome are interchangeable for the verifiers, evidence and votes."""
+    checks = sorted((c.name, c.status, c.evidence) for c in version.checks if c.status != "skipped")
+    return tests_of(version.checks), version.answer, tuple(map(str, checks))
+
+
+def _separating(a: _Entry, b: _Entry) -> Criterion:
+    """The first criterion on which a and b differ (the tie-break, if no other)."""
+    return next((c for c in CRITERIA if c.value(a) != c.value(b)), CRITERIA[-1])
+
+
 def _describe(e: _Entry) -> str:
     parts = []
-    tests = tests_of(e.version.checks)
-    if tests is not None:
-        parts.append(f"tests {tests[0]}/{tests[1]}")
-    failed = [c.name for c in e.version.checks if c.failed]
-    parts.append("failed " + ", ".join(failed) if failed else "no failed check")
-    if e.version.score is not None:
-        parts.append(f"score {e.version.score:.2f}")
+    if tests_of(e.version.checks) is not None:
+        parts.append(_tests_figure(e))
+    if e.code:
+        parts.append("code that runs" if runs(e.version.checks) else "no code that runs")
+    parts.append(_static_figure(e).replace(", score", "; score"))
+    if any(c.evidence is not None for c in e.version.checks):
+        parts.append(f"generated evidence {evidence_of(e.version.checks):g}")
     if e.votes is not None:
-        parts.append(f"{e.votes} vote(s) for {e.version.answer!r}" if e.version.answer is not None else "no answer found")
+        parts.append(_votes_figure(e))
     if e.borda is not None:
         parts.append(f"peer Borda {e.borda:g}")
     return "; ".join(parts)
 
 
-def _deciding_step(a: _Entry, b: _Entry) -> DecidedBy:
-    if verifier_key(a.version) != verifier_key(b.version):
-        return "verifiers"
-    if (a.votes or 0) != (b.votes or 0):
-        return "votes"
-    if (a.borda or 0.0) != (b.borda or 0.0):
-        return "peer_rank"
-    return "tie_break"
+def _versus(crit: Criterion, a: _Entry, b: _Entry) -> str:
+    if crit.decided_by == "tie_break":
+        return "they tie on every other criterion, and a stable hash of the deliberation id and the candidate broke the tie"
+    return f"{crit.name}: {crit.figure(a)} against {crit.figure(b)}"
 
 
 def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None = None,
-           borda: dict[str, float] | None = None) -> tuple[list[CandidateVerdict], DecidedBy, str]:
+           borda: dict[str, float] | None = None, code: bool = False) -> tuple[list[CandidateVerdict], DecidedBy, str]:
     """Rank every version of every proposal by the rule above.
 
     votes: answer -> number of candidates that gave it (None: not an exact-answer task);
-    borda: proposal author -> Borda points of the version it stood for when peers ranked it.
+    borda: proposal author -> Borda points of the version it stood for when peers ranked it;
+    code: the answer is code (`answer_is_code`): a version without code that runs ranks below one with it.
     Sets each proposal's `chosen` to its best-ranked version (and content/checks/score with it),
-    its `rank` and `reason`, and reorders nothing: returns the verdicts, the step that decided
-    between the winner and the runner-up, and a sentence saying why the winner won.
+    its `rank` and `reason`, and reorders nothing: returns the verdicts, the criterion that separated
+    the winner from the best candidate with another outcome, and a sentence saying why the winner won.
     """
     entries = []
     for p in proposals:
@@ -161,8 +275,8 @@ def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None
                 proposal=p, index=i, version=v,
                 votes=_votes_for(v, votes),
                 borda=None if borda is None else borda.get(p.author, 0.0) if i == p.chosen else 0.0,
-                tie=_tie(salt, p.author, i)))
-    entries.sort(key=lambda e: e.key(), reverse=True)
+                tie=_tie(salt, p.author, i), code=code))
+    entries.sort(key=_key, reverse=True)
 
     verdicts = []
     for rank, e in enumerate(entries, 1):
@@ -184,22 +298,30 @@ def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None
 
     if len(entries) == 1:
         return verdicts, "only_candidate", "the only candidate"
+    return verdicts, *_why(entries)
+
+
+def _why(entries: list[_Entry]) -> tuple[DecidedBy, str]:
+    """The criterion that separated the winner from the best candidate with another outcome, and the reason."""
     win, runner = entries[0], entries[1]
-    step = _deciding_step(win, runner)
-    who = f"{win.proposal.author} v{win.index}"
-    other = f"{runner.proposal.author} v{runner.index}"
-    if step == "verifiers":
-        why = f"{who} verifies better than {other} ({_describe(win)} against {_describe(runner)})"
-    elif step == "votes":
-        why = (f"{who} verifies as well as {other}, and its answer {win.version.answer!r} has the most votes "
-               f"({win.votes} against {runner.votes})")
-    elif step == "peer_rank":
-        why = (f"{who} ties {other} on verifiers and votes; the other agents ranked it higher "
-               f"(Borda {win.borda or 0:g} against {runner.borda or 0:g})")
-    else:
-        why = (f"{who} ties {other} on verifiers, votes and peer rank; a stable hash of the deliberation id and "
-               "the candidate broke the tie")
-    return verdicts, step, why
+    mine = outcome(win.version)
+    rival = next((e for e in entries[1:] if outcome(e.version) != mine), None)
+    if rival is None:
+        crit = _separating(win, runner)
+        return crit.decided_by, (f"every candidate has the same outcome ({_describe(win)}); {win.label} ranks above "
+                                 f"{runner.label}: {_versus(crit, win, runner)}")
+    crit = _separating(win, rival)
+    other = rival.label if rival is runner else f"{rival.label}, the best candidate with another outcome,"
+    why = f"{win.label} ranks above {other} on {_versus(crit, win, rival)}"
+    if crit.decided_by == "tie_break":
+        why = f"{win.label} ranks above {other}: {_versus(crit, win, rival)}"
+    same = sum(1 for e in entries if outcome(e.version) == mine)
+    if same > 1:
+        inner = _separating(win, runner)
+        pick = ("a stable hash picked it" if inner.decided_by == "tie_break"
+                else f"{inner.name} put it first ({inner.figure(win)} against {inner.figure(runner)} for {runner.label})")
+        why += f"; of the {same} candidates with its outcome, {pick}"
+    return crit.decided_by, why
 
 
 def rank_proposals(proposals: list[Proposal]) -> list[Proposal]:

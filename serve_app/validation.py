@@ -6,7 +6,8 @@ like a model constraint: `{"loc": ["body", "task"], "msg": "String should have a
 answered as 422 `body.task: String should have at most 8000 characters` (ApiError with the list as detail).
 
 - `resolve_request`: a deliberation request -> the request as it will run (limits, the council's size, the live
-  maximum timeout; then the defaults filled in: timeout, rounds, num_agents), or one 422 naming every bad field.
+  maximum timeout, tests no verifier of the council can run; then the defaults filled in: timeout, rounds,
+  num_agents), or one 422 naming every bad field.
 - `resolve_council` / `resolve_new_agent`: council writes (PUT, POST .../agents) against the limits.
 - `check_role`: a role from a path, before it reaches an actor name or a Valkey key.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
+from actors import verifiers
 from actors.models.base import ROLE_PATTERN
 from actors.models.config import RuntimeSettings
 from actors.models.councils import AgentSpec, CouncilSpec, CouncilUpsert
@@ -101,12 +103,21 @@ def _timeout_errors(req: DeliberationRequest, settings: RuntimeSettings, loc: tu
     return []
 
 
+def verifier_errors(req: DeliberationRequest, council: CouncilSpec, loc: tuple = ("body",)) -> list[dict]:
+    """The request's own checks (constraints.tests, sql_schema, json_schema) that no verifier of the council can run:
+    tests are run where they are given, or the request is refused naming the verifier it lacks, never ignored."""
+    return [field_error((*loc, "constraints", field), why, kind, f"<{len(str(getattr(req.constraints, field)))} characters>")
+            for field, kind, why in verifiers.unrunnable(council.role, council.scoring.verifiers, req.constraints)]
+
+
 def resolve_request(req: DeliberationRequest, council: CouncilSpec | None, settings: RuntimeSettings,
                     limits: Limits | None = None) -> DeliberationRequest:
     """The request as it will run, or ApiError: 422 naming every field over a limit, the council's size or the
     live maximum timeout; 404 when the council (None) does not exist. The effective shape is fixed here
     (live default timeout, the council's rounds, all its agents), so the record alone says what was asked."""
     errors = request_errors(req, limits) + _timeout_errors(req, settings, ("body",))
+    if council is not None:
+        errors += verifier_errors(req, council)
     if council is not None and req.num_agents is not None and req.num_agents > len(council.agents):
         errors.append(field_error(("body", "num_agents"),
                                   f"num_agents={req.num_agents} but council {req.role} has {len(council.agents)} agents",

@@ -503,10 +503,11 @@ async def test_votes_decide_exact_answers():
     record = DeliberationRecord(request=DeliberationRequest(
         role="DEV", task="What is 6*7?", constraints=Constraints(answer_format="integer"), rounds=0))
     result = (await run(record, make_council(3), FakeGenerator(scripted(answers)))).result
-    # The two answers of 42 outvote the 41; between the two, the peers decide.
+    # The two answers of 42 outvote the 41: the votes decided; between the two texts of 42, the peers chose.
     assert [c.answer for c in result.candidates] == ["42", "42", "41"]
     assert [c.votes for c in result.candidates] == [2, 2, 1]
-    assert result.proposals[0].content != "The answer is 41" and result.decided_by in ("peer_rank", "tie_break")
+    assert result.proposals[0].content != "The answer is 41" and result.decided_by == "votes"
+    assert "votes: 2 vote(s) for '42' against 1 vote(s) for '41'" in result.reason and "peer rank" in result.reason
 
 
 async def test_rankings_are_anonymized_shuffled_and_exclude_own():

@@ -60,6 +60,10 @@ class ScoringSpec(Strict):
     # carries no tests (tests that ran decide code better than a peer's opinion); "always"; "never".
     # true/false (the earlier boolean) mean "when_undecided"/"never".
     peer_rank: Literal["when_undecided", "always", "never"] = "when_undecided"
+    # Whether this council's answers are code, so that an answer without code that runs never outranks one with
+    # it (actors/scoring.py): None means the role decides (DEV, QA and DATA answer in code). Whatever this says, a
+    # request with Python tests or an SQL schema is a code task, and one with an exact answer_format is not.
+    code_answers: bool | None = None
 
     @field_validator("peer_rank", mode="before")
     @classmethod

@@ -64,6 +64,10 @@ class CheckResult(Strict):
     tests_passed: int | None = None
     tests_total: int | None = None
     duration_s: float | None = None
+    # Generated evidence (checks the council derives when the request has no tests, e.g. agreement of behaviour
+    # on generated inputs): a number, bigger is stronger. The decision sums it per candidate and ranks by it
+    # after the static checks and before the votes (actors/scoring.py); None on every other check.
+    evidence: float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -155,7 +159,7 @@ class CandidateVerdict(Strict):
     reason: str
 
 
-DecidedBy = Literal["verifiers", "votes", "peer_rank", "tie_break", "only_candidate"]
+DecidedBy = Literal["verifiers", "generated_evidence", "votes", "peer_rank", "tie_break", "only_candidate"]
 
 
 class DeliberationResult(Strict):

@@ -12,6 +12,7 @@ somewhere else.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import logging
@@ -73,6 +74,72 @@ class VerifierMissing(Exception):
 
 def defaults_for(role: str) -> list[str]:
     return list(_ROLE_DEFAULTS.get(role, _GENERAL))
+
+
+# What a request itself asks to be checked (a constraints field), the verifier that checks it, and what to call it.
+_REQUEST_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("tests", "python", "runs Python tests"),
+    ("sql_schema", "sql", "runs SQL on an SQL schema"),
+    ("json_schema", "json", "validates against a JSON Schema"),
+)
+
+
+def _asked(constraints: Constraints) -> list[tuple[str, str, str]]:
+    out = []
+    for field, name, what in _REQUEST_CHECKS:
+        value = getattr(constraints, field)
+        if value is not None and (not isinstance(value, str) or value.strip()):
+            out.append((field, name, what))
+    return out
+
+
+def for_request(role: str, configured: list[str] | None, constraints: Constraints) -> list[str]:
+    """The verifiers that run on a request's proposals: the council's `scoring.verifiers`, or, when it keeps the
+    role's defaults, those plus the verifier each of the request's own checks needs (Python tests run the python
+    verifier on any role, an SQL schema the sql verifier, a JSON Schema the json verifier)."""
+    if configured is not None:
+        return list(configured)
+    names = defaults_for(role)
+    names += [name for _, name, _ in _asked(constraints) if name not in names]
+    return list(dict.fromkeys(names))
+
+
+def python_tests_problem(tests: str) -> str | None:
+    """Why `tests` are not Python tests the python verifier can run (None when they are): it runs `>>>` doctest
+    examples, or Python source with top-level assert lines, test_* functions or Test* classes."""
+    if ">>>" in tests:
+        return None
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError as e:
+        return f"they do not parse as Python (SyntaxError: {e.msg}, line {e.lineno})"
+    except (ValueError, RecursionError, MemoryError) as e:
+        return f"they do not parse as Python ({type(e).__name__})"
+    for node in tree.body:
+        if isinstance(node, ast.Assert):
+            return None
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            return None
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            return None
+    return "they hold no assert line, >>> example, test_* function or Test* class"
+
+
+def unrunnable(role: str, configured: list[str] | None, constraints: Constraints) -> list[tuple[str, str, str]]:
+    """(constraints field, kind, why) for each check the request asks for that no verifier of the council can run:
+    a verifier its explicit `scoring.verifiers` leave out, or Python tests in a form the python verifier does
+    not run (kind "verifier_missing" or "tests_unrunnable"). Empty when every one will run."""
+    names = for_request(role, configured, constraints)
+    problems = []
+    for field, name, what in _asked(constraints):
+        if name not in names:
+            problems.append((field, "verifier_missing", (
+                f"council {role} runs the verifiers {', '.join(names) or 'none'} (its scoring.verifiers), none of "
+                f"which {what}: the {name!r} verifier is missing; add it to the council's scoring.verifiers")))
+        elif field == "tests" and (why := python_tests_problem(constraints.tests or "")):
+            problems.append((field, "tests_unrunnable",
+                             f"no verifier can run these tests: the {name!r} verifier runs Python tests, and {why}"))
+    return problems
 
 
 def validate_names(names: list[str]) -> None:

@@ -1,0 +1,163 @@
+"""Judgement without the user's tests (issue 22, items 2-4): prose cannot win a code task, `decided_by` names
+the criterion that separated the winner from the best candidate with another outcome, and the request's tests
+always run where they are given (or the request is refused with a 422 naming the verifier it lacks).
+Fixed pools, in-process fakes and the real verifiers; no engine, no Ray."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from actors.models.councils import default_council
+from actors.models.records import CheckResult, DeliberationRecord, Proposal, Version
+from actors.models.requests import Constraints, DeliberationRequest
+from actors.protocol import deliberate
+from actors.scoring import decide
+from serve_app.api import build_api
+from tests.fakes import FakeGenerator, MemorySink
+from tests.memory_store import memory_service
+from tests.test_scoring import CORRECT, PROSE, pool, winner
+
+pytestmark = pytest.mark.unit
+
+CODE = "```python\ndef add(a, b):\n    return a + b\n```"
+TALK = ("To add two numbers, take the first one and the second one and return their sum; "
+        "there is nothing more to it than the plus operator.")
+
+
+def check(name: str, status: str) -> CheckResult:
+    return CheckResult(name=name, status=status, message=status)
+
+
+def version(author: str, checks: list[CheckResult], answer: str | None = None) -> Proposal:
+    v = Version(written_by=author, content=author, checks=checks, answer=answer)
+    return Proposal(author=author, content=author, versions=[v], checks=checks)
+
+
+class RecordingVerifier:
+    """The protocol's Verifier port: records the verifier names it is asked to run, passes every text."""
+
+    def __init__(self) -> None:
+        self.names: list[list[str]] = []
+
+    async def verify(self, texts, request, names, scoring):
+        self.names.append(list(names))
+        out = []
+        for text in texts:
+            code = "```python" in text
+            out.append([check("content.non_empty", "passed"),
+                        check("python.parse", "passed" if code else "skipped")])
+        return out
+
+
+# -- 2. prose cannot win a code task ------------------------------------------------------------------
+async def test_prose_never_beats_running_code_on_a_code_role_without_tests():
+    # Two DEV agents (no peer ranking), no request tests: one writes prose, the other code that parses. Today the
+    # two tie on every check that applied and the hash picks prose about half the time.
+    council = default_council("DEV", "fake", n_agents=2, rounds=0, max_tokens=64)
+    by_persona = {"You are a pragmatic": TALK, "You are a meticulous": CODE}
+
+    def respond(messages, seed):
+        user = messages[-1]["content"]
+        return next(text for marker, text in by_persona.items() if user.startswith(marker))
+
+    for i in range(12):
+        record = DeliberationRecord(id=f"delib-{i}", request=DeliberationRequest(role="DEV", task="Write add(a, b)."))
+        await deliberate(record, council, FakeGenerator(respond), MemorySink(), RecordingVerifier())
+        assert record.result.proposals[0].content == CODE, record.result.reason
+        assert record.result.decided_by == "verifiers" and "runs" in record.result.reason
+
+
+def test_prose_never_beats_running_code_with_the_real_verifiers():
+    for salt in range(8):
+        for texts in ([PROSE, CORRECT], [CORRECT, PROSE]):
+            proposals = pool(texts, tests=None)
+            assert winner(proposals, salt=f"s{salt}", code=True) == CORRECT
+
+
+def test_code_that_does_not_run_ranks_below_code_that_runs_and_prose_stays_out_of_a_non_code_task():
+    lint = [check("python.parse", "passed"), check("python.lint", "failed")]  # runs, with a finding
+    raises = [check("python.parse", "passed"), check("python.lint", "passed"), check("python.runs", "failed")]
+    broken = [check("python.parse", "failed"), check("python.lint", "skipped")]
+    prose = [check("content.non_empty", "passed"), check("python.parse", "skipped")]
+    for salt in range(6):
+        pool_ = [version("lint", lint), version("raises", raises), version("broken", broken), version("prose", prose)]
+        decide(pool_, salt=f"s{salt}", code=True)
+        assert min(pool_, key=lambda p: p.rank).author == "lint"
+    # Not a code task: a prose answer with no failed check is not held back by the absence of code.
+    pool_ = [version("prose", prose), version("lint", lint)]
+    decide(pool_, salt="s", code=False)
+    assert min(pool_, key=lambda p: p.rank).author == "prose"
+
+
+# -- 3. truthful decided_by ---------------------------------------------------------------------------
+def test_decided_by_is_votes_for_answers_42_42_41():
+    for salt in range(10):
+        pool_ = [version(a, [], answer) for a, answer in (("a", "42"), ("b", "42"), ("c", "41"))]
+        verdicts, step, why = decide(pool_, salt=f"s{salt}", votes={"42": 2, "41": 1})
+        assert verdicts[0].answer == "42" and verdicts[-1].answer == "41"
+        assert step == "votes", why
+        assert "2 vote" in why and "'41'" in why
+
+
+def test_decided_by_names_the_criterion_against_another_outcome_not_the_runner_up():
+    # Two candidates pass the tests (same outcome), one does not: the tests decided, whatever the peers said.
+    proposals = pool([CORRECT, PROSE, CORRECT], tests="assert is_palindrome('Aba')")
+    _, step, why = decide(proposals, salt="x", borda={"agent-1": 2.0, "agent-3": 1.0})
+    assert step == "verifiers" and "tests 1/1" in why and "tests 0/1" in why
+    # Every candidate with the same outcome: what separated the winner from the runner-up decided.
+    _, step, _ = decide(pool([CORRECT, CORRECT]), salt="x", borda={"agent-1": 1.0})
+    assert step == "peer_rank"
+
+
+def test_generated_evidence_ranks_after_static_checks_and_before_votes():
+    strong = [check("python.parse", "passed"), CheckResult(name="generated.behaviour_agreement", status="passed",
+                                                           message="group of 3", evidence=3.0)]
+    weak = [check("python.parse", "passed"), CheckResult(name="generated.behaviour_agreement", status="passed",
+                                                         message="group of 1", evidence=1.0)]
+    failing = [check("python.parse", "passed"), check("python.lint", "failed"),
+               CheckResult(name="generated.behaviour_agreement", status="passed", message="group of 5", evidence=5.0)]
+    pool_ = [version("weak", weak, "1"), version("strong", strong, "2"), version("failing", failing, "2")]
+    _, step, why = decide(pool_, salt="s", votes={"1": 5, "2": 1}, code=True)
+    ranked = sorted(pool_, key=lambda p: p.rank)
+    assert [p.author for p in ranked] == ["strong", "weak", "failing"]
+    assert step == "generated_evidence" and "3" in why
+
+
+# -- 4. tests always run where they are given ---------------------------------------------------------
+async def test_architect_with_python_tests_gets_the_python_verifier():
+    council = default_council("ARCHITECT", "fake", n_agents=2, rounds=0, max_tokens=64)
+    record = DeliberationRecord(request=DeliberationRequest(
+        role="ARCHITECT", task="Design add(a, b).", constraints=Constraints(tests="assert add(1, 2) == 3")))
+    verifier = RecordingVerifier()
+    await deliberate(record, council, FakeGenerator(lambda messages, seed: CODE), MemorySink(), verifier)
+    assert verifier.names and all("python" in names for names in verifier.names)
+    # Without tests, the role's defaults stand.
+    record = DeliberationRecord(request=DeliberationRequest(role="ARCHITECT", task="Design add(a, b)."))
+    verifier = RecordingVerifier()
+    await deliberate(record, council, FakeGenerator(lambda messages, seed: CODE), MemorySink(), verifier)
+    assert all("python" not in names for names in verifier.names)
+
+
+def test_tests_no_verifier_of_the_council_can_run_are_a_422_naming_it():
+    service = memory_service(roles=("DEV", "ARCHITECT", "DEVOPS"))
+    with TestClient(build_api(service)) as client:
+        got = client.get("/v1/councils/ARCHITECT").json()
+        r = client.put("/v1/councils/ARCHITECT", json={**got, "scoring": {**got["scoring"],
+                                                                           "verifiers": ["content", "yaml"]}})
+        assert r.status_code == 200, r.text
+        r = client.post("/v1/deliberations", json={"role": "ARCHITECT", "task": "Design add(a, b).",
+                                                   "constraints": {"tests": "assert add(1, 2) == 3"}})
+        assert r.status_code == 422, r.text
+        body = r.json()["error"]
+        assert "body.constraints.tests" in body["message"] and "python" in body["message"]
+        assert body["detail"][0]["loc"] == ["body", "constraints", "tests"]
+        # Tests in a form no verifier runs (not Python asserts, doctests or test functions).
+        r = client.post("/v1/deliberations", json={"role": "DEV", "task": "Write add.",
+                                                   "constraints": {"tests": "$ add 1 2\n3"}})
+        assert r.status_code == 422 and "body.constraints.tests" in r.json()["error"]["message"], r.text
+        # Python tests on a council whose default verifiers leave out python: accepted (python is added).
+        r = client.post("/v1/deliberations", json={"role": "DEVOPS", "task": "Write add.",
+                                                   "constraints": {"tests": "assert add(1, 2) == 3"}})
+        assert r.status_code in (200, 201, 202), r.text
+        assert not any(rec.request.role == "ARCHITECT" for rec in service.store.records.values())
