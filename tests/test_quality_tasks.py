@@ -1,22 +1,29 @@
-"""The shipped quality-benchmark task set: its tests are right (references pass, trivial answers fail),
-and the graders behave (code extraction, last-number answers, subprocess grading)."""
+"""The shipped quality-benchmark task set, both splits (dev: the original tasks; heldout: written before the
+protocol changes of issue 22 and never tuned on): its tests are right (references pass, trivial answers and
+plausible near misses fail), the held-out split does not overlap the dev split, and the graders behave (code
+extraction, last-number answers, subprocess grading)."""
 
 from __future__ import annotations
 
 import ast
 import operator
 import re
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from benchmarks.quality_tasks import (
-    extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks, parse_last_number, run_tests)
+    SPLITS, extract_code, grade_exact, grade_python, load_exact_tasks, load_python_tasks, load_split,
+    parse_last_number, run_tests)
 
 pytestmark = pytest.mark.unit
 
-PY = load_python_tasks()
+PY = load_python_tasks()  # the dev split, the default
 EX = load_exact_tasks()
+SPLIT_PY = {split: load_python_tasks(split) for split in SPLITS}
+SPLIT_EX = {split: load_exact_tasks(split) for split in SPLITS}
+HPY, HEX = SPLIT_PY["heldout"], SPLIT_EX["heldout"]
 _POOL = 4
 
 
@@ -40,8 +47,93 @@ def test_counts_and_unique_ids():
     assert len({t["entry_point"] for t in PY}) == len(PY)
 
 
-def test_python_task_shape():
+def test_heldout_counts_and_ids_unique_across_splits():
+    assert len(HPY) >= 60
+    assert len(HEX) >= 20
+    every = [t for split in SPLITS for t in SPLIT_PY[split] + SPLIT_EX[split]]
+    ids = [t["id"] for t in every]
+    assert len(ids) == len(set(ids))
+    entry_points = [t["entry_point"] for split in SPLITS for t in SPLIT_PY[split]]
+    assert len(entry_points) == len(set(entry_points))
+
+
+def test_splits_load_by_name():
+    assert SPLITS == ("dev", "heldout")
+    assert load_python_tasks() == load_python_tasks("dev") == PY
+    assert load_exact_tasks() == load_exact_tasks("dev") == EX
+    assert load_split("heldout") == {"python": HPY, "exact": HEX}
+    assert load_split("dev") == {"python": PY, "exact": EX}
+    load_python_tasks("heldout")[0]["task"] = "mutated"  # fresh dicts: a caller's change does not stick
+    assert load_python_tasks("heldout")[0]["task"] != "mutated"
+    for bad in ("test", "", None, "HELDOUT"):
+        with pytest.raises(ValueError, match="unknown task split"):
+            load_split(bad)  # type: ignore[arg-type]
+
+
+def _normalized(text: str) -> str:
+    return " ".join(re.sub(r"`[^`]*`", "", text).lower().split())
+
+
+def test_heldout_does_not_overlap_dev():
+    dev_names = {t["entry_point"] for t in SPLIT_PY["dev"]}
+    held_names = {t["entry_point"] for t in HPY}
+    assert not dev_names & held_names
+    # No prompt (with or without its signature) repeats a dev prompt, and no held-out prompt or test calls a
+    # dev function, nor the other way round.
+    assert not {_normalized(t["task"]) for t in PY} & {_normalized(t["task"]) for t in HPY}
+    for t in HPY:
+        text = t["task"] + t["tests"] + t["hidden_tests"]
+        assert not [n for n in dev_names if re.search(rf"\b{n}\(", text)], t["id"]
     for t in PY:
+        text = t["task"] + t["tests"] + t["hidden_tests"]
+        assert not [n for n in held_names if re.search(rf"\b{n}\(", text)], t["id"]
+    # Exact answers: no repeated question, no repeated computation.
+    assert not {_normalized(t["task"]) for t in EX} & {_normalized(t["task"]) for t in HEX}
+    assert not {t["expression"].replace(" ", "") for t in EX} & {t["expression"].replace(" ", "") for t in HEX}
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _passes_in_process(solver: dict, task: dict) -> bool:
+    """True when the reference of `solver` (a task), called under `task`'s function name, passes `task`'s
+    visible and hidden tests. Runs in this process: trusted code only (the shipped references), with a
+    0.2 s alarm so a slow reference on a foreign input cannot hang the test."""
+    namespace: dict = {}
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        exec(solver["reference"], namespace)  # noqa: S102 - a shipped reference
+        namespace[task["entry_point"]] = namespace[solver["entry_point"]]
+        exec(task["tests"] + "\n" + task["hidden_tests"], namespace)  # noqa: S102 - shipped asserts
+        return True
+    except Exception:  # AssertionError, TypeError, _Timeout...: it does not pass
+        return False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_no_dev_solution_solves_a_heldout_task_or_back():
+    """Behaviour, not only names: no dev reference passes a held-out task's tests, and no held-out reference
+    passes a dev task's (the held-out split is not the dev tasks renamed)."""
+    def alarm(*_):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        solved = [(d["id"], h["id"]) for d in PY for h in HPY
+                  if _passes_in_process(d, h) or _passes_in_process(h, d)]
+        # The check itself sees a pass: every task's own reference passes its tests in process.
+        own = [t["id"] for t in PY + HPY if not _passes_in_process(t, t)]
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert not solved, solved
+    assert not own, own
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_python_task_shape(split):
+    for t in SPLIT_PY[split]:
         assert set(t) >= {"id", "task", "entry_point", "tests", "hidden_tests", "reference"}, t["id"]
         assert t["id"].startswith("py-")
         assert f"`{t['entry_point']}(" in t["task"], t["id"]
@@ -59,8 +151,9 @@ def test_python_task_shape():
             assert t["entry_point"] in line or line.startswith("assert d1"), (t["id"], line)
 
 
-def test_exact_task_shape():
-    for t in EX:
+@pytest.mark.parametrize("split", SPLITS)
+def test_exact_task_shape(split):
+    for t in SPLIT_EX[split]:
         assert set(t) >= {"id", "task", "answer_format", "answer"}, t["id"]
         assert t["answer_format"] == "integer"
         assert re.fullmatch(r"-?\d+", t["answer"]), t["id"]
@@ -86,20 +179,26 @@ def _arith(node: ast.AST) -> int:
     raise AssertionError(f"not integer arithmetic: {ast.dump(node)}")
 
 
-def test_exact_answers_are_consistent():
-    for t in EX:
+# The answers are the ones a person computes, written down here by hand.
+_HAND_ANSWERS = {
+    "dev": {"ex-add": "42", "ex-apples": "10", "ex-negative": "-25", "ex-large-product": "10000"},
+    "heldout": {"ex-subtract-pair": "36", "ex-negative-product": "-13", "ex-train": "46", "ex-temperature": "-7",
+                "ex-think-number": "12", "ex-father-age": "24", "ex-coins": "70", "ex-four-digit-sum": "5555"},
+}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_exact_answers_are_consistent(split):
+    for t in SPLIT_EX[split]:
         assert "expression" in t, t["id"]
         assert str(_arith(ast.parse(t["expression"], mode="eval"))) == t["answer"], t["id"]
         # A pure arithmetic question "What is <expr>?" states the expression it is checked against.
         m = re.match(r"What is (.+?)\?", t["task"])
         if m and re.fullmatch(r"[\d\s+\-*]+", m.group(1)):
             assert str(_arith(ast.parse(m.group(1), mode="eval"))) == t["answer"], t["id"]
-    # The answers are the ones a person computes, written down here by hand.
-    by_id = {t["id"]: t["answer"] for t in EX}
-    assert by_id["ex-add"] == "42"
-    assert by_id["ex-apples"] == "10"
-    assert by_id["ex-negative"] == "-25"
-    assert by_id["ex-large-product"] == "10000"
+    by_id = {t["id"]: t["answer"] for t in SPLIT_EX[split]}
+    for task_id, answer in _HAND_ANSWERS[split].items():
+        assert by_id[task_id] == answer, task_id
 
 
 # --- references pass, trivial answers fail --------------------------------------------------------
@@ -108,8 +207,9 @@ def _reference_results(t: dict) -> tuple[str, bool, bool]:
     return t["id"], run_tests(t["reference"], t["tests"]), grade_python(t["reference"], t)
 
 
-def test_every_reference_passes_visible_and_hidden_tests():
-    results = _parallel(_reference_results, PY)
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_reference_passes_visible_and_hidden_tests(split):
+    results = _parallel(_reference_results, SPLIT_PY[split])
     failed = [(i, vis, hid) for i, vis, hid in results if not (vis and hid)]
     assert not failed, failed
 
@@ -127,8 +227,9 @@ def _wrong_results(t: dict) -> tuple[str, list[bool]]:
     return t["id"], [grade_python(code, t) for code in _wrong_answers(t)]
 
 
-def test_trivially_wrong_answers_fail_every_task():
-    results = _parallel(_wrong_results, PY)
+@pytest.mark.parametrize("split", SPLITS)
+def test_trivially_wrong_answers_fail_every_task(split):
+    results = _parallel(_wrong_results, SPLIT_PY[split])
     passed = [(i, r) for i, r in results if any(r)]
     assert not passed, passed
 
@@ -175,7 +276,7 @@ def test_grade_exact():
     assert parse_last_number("10-2=8") == 8
     assert parse_last_number("1,2,3") == 3
     assert parse_last_number("nothing") is None
-    for t in EX:
+    for t in EX + HEX:
         assert grade_exact(f"Let me think.\n{t['answer']}", t)
 
 
@@ -225,12 +326,40 @@ _NEAR_MISSES = {
 }
 
 
-def test_near_misses_pass_visible_and_fail_hidden():
-    tasks = {t["entry_point"]: t for t in PY}
+# The same for held-out tasks: the plausible wrong solution a small model writes.
+_HELDOUT_NEAR_MISSES = {
+    "first_word": "def first_word(s):\n    return s.split(' ')[0]\n",                              # leading blanks
+    "run_length_encode": ("from collections import Counter\n\ndef run_length_encode(s):\n"
+                          "    return ''.join(f'{c}{n}' for c, n in Counter(s).items())\n"),    # runs, not counts
+    "rotate_left": "def rotate_left(items, k):\n    return items[k:] + items[:k]\n",           # k beyond the length
+    "last_n": "def last_n(items, n):\n    return items[-n:]\n",                                 # n == 0
+    "first_repeated_char": ("def first_repeated_char(s):\n    for c in s:\n        if s.count(c) > 1:\n"
+                            "            return c\n    return None\n"),                       # not the first repeat
+    "ordinal": ("def ordinal(n):\n    return str(n) + {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')\n"),  # 11th to 13th
+    "is_rotation": "def is_rotation(a, b):\n    return b in a + a\n",                        # lengths differ
+    "sort_by_length": "def sort_by_length(words):\n    return sorted(words, key=lambda w: (len(w), w))\n",  # order
+    "common_items": "def common_items(a, b):\n    return [x for x in a if x in b]\n",         # repeats
+    "most_frequent": "def most_frequent(items):\n    return max(set(items), key=items.count)\n",  # ties
+    "is_perfect_square": "def is_perfect_square(n):\n    return int(n ** 0.5) ** 2 == n\n",   # negative n
+    "missing_number": "def missing_number(nums):\n    return sum(range(max(nums) + 1)) - sum(nums)\n",  # n missing
+    "letter_grade": ("def letter_grade(score):\n    if score > 90:\n        return 'A'\n    if score > 80:\n"
+                     "        return 'B'\n    if score > 70:\n        return 'C'\n    if score > 60:\n"
+                     "        return 'D'\n    return 'F'\n"),                                  # boundaries
+    "is_valid_time": ("def is_valid_time(s):\n    try:\n        h, m = s.split(':')\n"
+                      "        return 0 <= int(h) <= 23 and 0 <= int(m) <= 59\n    except ValueError:\n"
+                      "        return False\n"),                                              # '9:30'
+    "truncate": "def truncate(s, n):\n    return s if len(s) < n else s[:n] + '...'\n",       # exactly n long
+    "is_power_of_two": "def is_power_of_two(n):\n    return n & (n - 1) == 0\n",               # 0
+}
+
+
+@pytest.mark.parametrize("split, near_misses", [("dev", _NEAR_MISSES), ("heldout", _HELDOUT_NEAR_MISSES)])
+def test_near_misses_pass_visible_and_fail_hidden(split, near_misses):
+    tasks = {t["entry_point"]: t for t in SPLIT_PY[split]}
 
     def one(item):
         name, code = item
         return name, run_tests(code, tasks[name]["tests"]), grade_python(code, tasks[name])
 
-    got = _parallel(one, list(_NEAR_MISSES.items()))
-    assert got == [(name, True, False) for name in _NEAR_MISSES]
+    got = _parallel(one, list(near_misses.items()))
+    assert got == [(name, True, False) for name in near_misses]

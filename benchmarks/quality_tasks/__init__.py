@@ -1,11 +1,21 @@
 """The shipped task set of the budget-matched quality benchmark (one agent versus a council).
 
-Two files sit next to this module:
-  python_functions.json  easy Python function tasks: id, task (the prompt), entry_point, tests (visible
+Two splits, each two files next to this module, in the same format:
+  dev       python_functions.json, exact_answers.json: the original task set, which the protocol and its
+            prompts were developed and tuned against;
+  heldout   heldout_python_functions.json, heldout_exact_answers.json: written and committed on 2026-12-07
+            before the protocol changes of issue 22; no protocol or prompt change is tuned on it (issue
+            22: the headline figures are to be held-out figures).
+The files:
+  *python_functions.json easy Python function tasks: id, task (the prompt), entry_point, tests (visible
                          asserts, handed to the council), hidden_tests (graded only), reference (a correct
                          solution, used only to validate the tests);
-  exact_answers.json     arithmetic and word problems: id, task, answer_format ("integer"), answer (a
+  *exact_answers.json    arithmetic and word problems: id, task, answer_format ("integer"), answer (a
                          string), expression (arithmetic that yields the answer, used only to check it).
+Ids and entry points are unique across both splits.
+
+Loading: load_python_tasks(split="dev"), load_exact_tasks(split="dev"), load_split(split) ->
+{"python": [...], "exact": [...]}; SPLITS names the splits.
 
 Grading:
   extract_code(text)          the Python code of a model answer;
@@ -35,11 +45,18 @@ from pathlib import Path
 from actors.verifiers.blocks import extract_code_blocks
 
 __all__ = [
-    "load_python_tasks", "load_exact_tasks", "extract_code", "grade_python", "grade_exact", "run_tests",
-    "parse_last_number",
+    "SPLITS", "load_python_tasks", "load_exact_tasks", "load_split", "extract_code", "grade_python", "grade_exact",
+    "run_tests", "parse_last_number",
 ]
 
 _HERE = Path(__file__).parent
+
+# split -> (Python function tasks file, exact-answer tasks file)
+_FILES = {
+    "dev": ("python_functions.json", "exact_answers.json"),
+    "heldout": ("heldout_python_functions.json", "heldout_exact_answers.json"),
+}
+SPLITS = tuple(_FILES)
 
 
 @cache
@@ -47,14 +64,26 @@ def _load(name: str) -> tuple[dict, ...]:
     return tuple(json.loads((_HERE / name).read_text(encoding="utf-8")))
 
 
-def load_python_tasks() -> list[dict]:
-    """The Python function tasks (fresh dicts: callers may mutate them)."""
-    return [dict(t) for t in _load("python_functions.json")]
+def _files(split: str) -> tuple[str, str]:
+    try:
+        return _FILES[split]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task split {split!r}; the splits are {', '.join(SPLITS)}") from None
 
 
-def load_exact_tasks() -> list[dict]:
-    """The exact-answer tasks (fresh dicts: callers may mutate them)."""
-    return [dict(t) for t in _load("exact_answers.json")]
+def load_python_tasks(split: str = "dev") -> list[dict]:
+    """The Python function tasks of a split (fresh dicts: callers may mutate them)."""
+    return [dict(t) for t in _load(_files(split)[0])]
+
+
+def load_exact_tasks(split: str = "dev") -> list[dict]:
+    """The exact-answer tasks of a split (fresh dicts: callers may mutate them)."""
+    return [dict(t) for t in _load(_files(split)[1])]
+
+
+def load_split(split: str) -> dict[str, list[dict]]:
+    """Both task families of a split: {"python": [...], "exact": [...]}."""
+    return {"python": load_python_tasks(split), "exact": load_exact_tasks(split)}
 
 
 # --- code extraction ------------------------------------------------------------------------------
