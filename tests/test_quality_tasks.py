@@ -1,5 +1,5 @@
-"""The shipped quality-benchmark task set, both splits (dev: the original tasks; heldout: written before the
-protocol changes of issue 22 and never tuned on): its tests are right (references pass, trivial answers and
+"""The shipped quality-benchmark task set, both splits (dev: the original tasks; heldout: written for issue 22
+and never tuned on): its tests are right (references pass, trivial answers and
 plausible near misses fail), the held-out split does not overlap the dev split, and the graders behave (code
 extraction, last-number answers, subprocess grading)."""
 

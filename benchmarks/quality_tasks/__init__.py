@@ -3,9 +3,10 @@
 Two splits, each two files next to this module, in the same format:
   dev       python_functions.json, exact_answers.json: the original task set, which the protocol and its
             prompts were developed and tuned against;
-  heldout   heldout_python_functions.json, heldout_exact_answers.json: written and committed on 2026-12-07
-            before the protocol changes of issue 22; no protocol or prompt change is tuned on it (issue
-            22: the headline figures are to be held-out figures).
+  heldout   heldout_python_functions.json, heldout_exact_answers.json: written on 2026-12-07 and committed
+            in 9d9cb54, beside the first protocol change of issue 22 (c763819, written without it); no
+            protocol or prompt change is tuned on it (issue 22: the headline figures are to be held-out
+            figures).
 The files:
   *python_functions.json easy Python function tasks: id, task (the prompt), entry_point, tests (visible
                          asserts, handed to the council), hidden_tests (graded only), reference (a correct
