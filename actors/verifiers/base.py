@@ -14,6 +14,7 @@ from ..models.councils import ScoringSpec
 from ..models.records import CheckResult, CheckStatus
 from ..models.requests import Constraints
 from .blocks import CodeBlock, blocks_in
+from .sandbox import SandboxResult, run_sandboxed
 
 MAX_MESSAGE_CHARS = 300
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -51,7 +52,12 @@ class Job:
     constraints: Constraints
     scoring: ScoringSpec
     enabled: frozenset[str]  # the verifiers that run on it: untagged blocks are guessed among them
+    allow_unisolated: bool = False  # the operator's verification.allow_unisolated_sandbox
     results: list[CheckResult] = field(default_factory=list)
+
+    def sandbox(self, argv: list[str], files: dict[str, str], **options) -> SandboxResult:
+        """Run a command in the sandbox under this job's isolation policy (sandbox.run_sandboxed)."""
+        return run_sandboxed(argv, files, allow_unisolated=self.allow_unisolated, **options)
 
     def blocks(self, language: str) -> list[CodeBlock]:
         return blocks_in(self.content, language, self.enabled)

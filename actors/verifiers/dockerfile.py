@@ -14,7 +14,6 @@ from dockerfile_parse import DockerfileParser
 from .base import Job
 from .blocks import CodeBlock
 from .isolation import tool
-from .sandbox import run_sandboxed
 
 INSTRUCTIONS = frozenset({"FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
                           "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"})
@@ -69,7 +68,7 @@ def _lint(job: Job, blocks: list[CodeBlock]) -> None:
         return
     files = {f"b{b.line}.Dockerfile": b.code + "\n" for b in blocks}
     by_file = dict(zip(files, blocks, strict=True))
-    r = run_sandboxed([tool("hadolint") or "hadolint", "--no-color", "-f", "json", *files], files)
+    r = job.sandbox([tool("hadolint") or "hadolint", "--no-color", "-f", "json", *files], files)
     try:
         findings = [f for f in json.loads(r.stdout) if f.get("level") == "error"]
     except (ValueError, TypeError, AttributeError):

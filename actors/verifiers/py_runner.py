@@ -1,23 +1,23 @@
-"""Runs a proposal's Python blocks against tests: a stand-alone script (stdlib only) run in the sandbox.
+"""Runs a proposal's Python blocks and the rewritten tests: a stand-alone script (stdlib only), run in the sandbox.
 
-Reads job.json ({"nonce", "blocks": [[line, code]...], "tests"}) and deletes it, executes each block in
-order into one module namespace (registered as module `solution`; later definitions win; a block that
-raises is reported and the rest still run), then runs each test separately and reports each result as
-one line "<nonce>{json}" on a private copy of stdout (fd 1 itself goes to /dev/null: what the code prints
-does not pass for a result; code that digs the nonce out of the runner's frames could forge one, which
-the sandbox does not prevent: it only contains what such code can do). Test formats (`plan` lists them; the verifier calls it before the run too):
-- doctest: any line starting with `>>>`: each example is a test, with ELLIPSIS and NORMALIZE_WHITESPACE;
-- Python: each top-level `assert` is a test, run in place among the other statements (setup: imports,
-  helpers), then each top-level `test*` function and each `test*` method of `Test*` classes, no pytest.
-An audit hook refuses processes, sockets, ctypes and writes outside the working directory: defense in
-depth only, the sandbox contains the run without it.
+Reads job.json (written by py_tests.plan: {"blocks": [[line, code]...], "mode", ...}) and deletes it,
+executes each block in order into one module namespace (registered as module `solution`; later definitions
+win; a block that raises is reported and the rest still run), then:
+- "python": runs the tests' top-level statements in order, each assert rewritten as `__check__(i, values)`,
+  then calls each test function and test method;
+- "doctest": runs each example's source and reports what it printed, or the exception it raised.
+
+It reports values, never verdicts: one JSON line per event on a private copy of stdout (fd 1 itself goes
+to /dev/null). The expected values never enter this process; the trusted side (py_tests.verdict) compares.
+Code under test can write to this channel too: it gains nothing, since it does not know what is expected.
+
+An audit hook refuses processes, sockets, ctypes and writes outside the working directory, so a check
+fails with a clear message; it is a courtesy, not a wall: the sandbox contains the run without it.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import doctest
 import json
 import linecache
 import os
@@ -31,47 +31,52 @@ _ALLOWED = ("socket.__new__",)  # asyncio's self-pipe: a socketpair, connected t
 _PATH_EVENTS = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink", "os.link",
                 "os.truncate", "shutil.")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset)
+MAX_VALUE_CHARS = 20_000
 
 
-def is_doctest(tests: str) -> bool:
-    return any(line.lstrip().startswith(">>>") for line in tests.splitlines())
-
-
-def plan(tests: str) -> list[str]:
-    """A label for each test, in the order they run; SyntaxError or ValueError when the tests do not parse."""
-    if is_doctest(tests):
-        examples = doctest.DocTestParser().get_examples(tests)
-        for ex in examples:
-            compile(ex.source, "tests", "single")
-        return [">>> " + ex.source.strip() for ex in examples]
-    tree = ast.parse(tests)
-    asserts = [ast.get_source_segment(tests, node) or "assert" for node in tree.body if isinstance(node, ast.Assert)]
-    functions = [f"{node.name}()" for node in tree.body if _is_test_function(node)]
-    methods = [f"{node.name}.{item.name}()" for node in tree.body
-               if isinstance(node, ast.ClassDef) and node.name.startswith("Test")
-               for item in node.body if _is_test_function(item)]
-    return asserts + functions + methods
-
-
-def _is_test_function(node: ast.AST) -> bool:
-    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")
-
-
-def _describe(exc: BaseException, node: ast.Assert | None = None, ns: dict | None = None) -> str:
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError):
         return f"module {exc.name!r} is not available"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "tests.py"]
-    where = f"line {frames[-1].lineno}: {frames[-1].line}: " if frames and node is None else ""
-    text = f"{where}{type(exc).__name__}" + (f": {exc}" if str(exc) else "")
-    if isinstance(exc, AssertionError) and node is not None and isinstance(node.test, ast.Compare) \
-            and len(node.test.comparators) == 1:
-        try:  # show both sides of a failed comparison
-            left, right = (eval(compile(ast.Expression(e), "tests.py", "eval"), ns)
-                           for e in (node.test.left, node.test.comparators[0]))
-            text += f" (left: {repr(left)[:80]}, right: {repr(right)[:80]})"
-        except BaseException:  # noqa: BLE001 - any error here only loses the detail
-            pass
-    return text[:400]
+    where = f"line {frames[-1].lineno}: {frames[-1].line}: " if frames else ""
+    return (f"{where}{type(exc).__name__}" + (f": {exc}" if str(exc) else ""))[:400]
+
+
+def _plain(value, depth: int = 0) -> bool:
+    """Exactly the built-in data types all the way down (no subclass, so no code of the run's in repr)."""
+    kind = type(value)
+    if depth > 20 or kind not in _PLAIN:
+        return False
+    if kind is float:  # nan and inf have no literal: reported alone (encode), opaque inside containers
+        return value == value and value not in (float("inf"), float("-inf"))
+    if kind in (list, tuple, set, frozenset):
+        return all(_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return True
+
+
+def encode(value) -> dict:
+    """A value for the trusted side: plain data as a literal, else only its type and repr (it equals nothing)."""
+    try:
+        if type(value) is float and (value != value or value in (float("inf"), float("-inf"))):
+            return {"float": repr(value)}
+        if _plain(value):
+            text = repr(value)
+            if len(text) <= MAX_VALUE_CHARS:
+                return {"v": text}
+    except BaseException:
+        pass
+    try:
+        shown = repr(value)[:200]
+    except BaseException:
+        shown = "?"
+    try:
+        truthy = bool(value)
+    except BaseException:
+        truthy = False
+    return {"opaque": True, "type": type(value).__name__, "repr": shown, "truthy": truthy}
 
 
 def _audit(cwd: str):
@@ -96,69 +101,58 @@ def _compile(source: str, filename: str, mode: str):
     return compile(source, filename, mode)
 
 
-def _run_tests(tests: str, ns: dict, emit) -> None:
-    if is_doctest(tests):
-        runner = _DocRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        for i, ex in enumerate(doctest.DocTestParser().get_examples(tests)):
-            runner.why = ""
-            result = runner.run(doctest.DocTest([ex], ns, "tests", "tests", 0, tests), out=lambda s: None,
-                                clear_globs=False)
-            emit(event="test", index=i, ok=result.failed == 0, message=runner.why)
-        return
-    tree = ast.parse(tests)
-    _compile(tests, "tests.py", "exec")
-    index = 0
-    for node in tree.body:
-        code = compile(ast.Module([node], []), "tests.py", "exec")
+def _run_python(job: dict, ns: dict, emit) -> None:
+    ns["__check__"] = lambda i, *values: emit(check=i, values=[encode(v) for v in values])
+    for item in job["items"]:
         try:
-            exec(code, ns)
-            if isinstance(node, ast.Assert):
-                emit(event="test", index=index, ok=True, message="")
-        except BaseException as exc:  # noqa: BLE001 - a test's failure, whatever it raised
-            emit(event="test" if isinstance(node, ast.Assert) else "setup", index=index, ok=False,
-                 message=_describe(exc, node if isinstance(node, ast.Assert) else None, ns))
-        index += isinstance(node, ast.Assert)
-    calls = [ns.get(n.name) for n in tree.body if _is_test_function(n)]
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.startswith("Test")):
-        calls += [(ns.get(cls.name), item.name) for item in cls.body if _is_test_function(item)]
-    for call in calls:
+            exec(_compile(item["code"], "tests.py", "exec"), ns)
+        except BaseException as exc:
+            if item["check"] is None:
+                emit(setup=_describe(exc))
+            else:
+                emit(check=item["check"], error=_describe(exc))
+    for call in job["calls"]:
         try:
-            fn = getattr(call[0](), call[1]) if isinstance(call, tuple) else call
+            names = call["call"]
+            fn = ns[names[0]] if len(names) == 1 else getattr(ns[names[0]](), names[1])
             result = fn()
             if asyncio.iscoroutine(result):
                 asyncio.run(result)
-            emit(event="test", index=index, ok=True, message="")
-        except BaseException as exc:  # noqa: BLE001
-            emit(event="test", index=index, ok=False, message=_describe(exc))
-        index += 1
+            emit(test_end=call["test"])
+        except BaseException as exc:
+            emit(test_error=call["test"], error=_describe(exc))
 
 
-class _DocRunner(doctest.DocTestRunner):
-    why = ""
+def _run_doctest(job: dict, ns: dict, emit, out) -> None:
+    import io
 
-    def report_failure(self, out, test, example, got):
-        self.why = f"expected {example.want.strip()[:120]!r}, got {got.strip()[:120]!r}"
-
-    def report_unexpected_exception(self, out, test, example, exc_info):
-        self.why = _describe(exc_info[1])
+    for i, source in enumerate(job["examples"]):
+        buffer = io.StringIO()
+        sys.stdout, hook = buffer, sys.displayhook
+        sys.displayhook = lambda v: None if v is None else (buffer.write(repr(v) + "\n"), ns.__setitem__("_", v))
+        exc_text = None
+        try:
+            exec(_compile(source, f"example {i}", "single"), ns)
+        except BaseException as exc:
+            exc_text = "".join(traceback.format_exception_only(type(exc), exc))
+        finally:
+            sys.stdout, sys.displayhook = out, hook
+        emit(example=i, got=buffer.getvalue()[:MAX_VALUE_CHARS], exc=exc_text)
 
 
 def main() -> None:
     with open("job.json", encoding="utf-8") as f:
         job = json.load(f)
     os.remove("job.json")
-    results = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
-
-    failures = []
+    quiet = open(os.devnull, "w", encoding="utf-8")
+    sys.stdout = quiet
 
     def emit(**event) -> None:
-        if event["event"] == "test" and not event["ok"]:  # only the first failure's message is read
-            failures.append(event)
-            event["message"] = event["message"] if len(failures) == 1 else ""
-        results.write(job["nonce"] + json.dumps(event) + "\n")
-        results.flush()
+        channel.write(json.dumps(event) + "\n")
+        channel.flush()
 
     sys.addaudithook(_audit(os.getcwd()))
     module = types.ModuleType("solution")
@@ -167,10 +161,13 @@ def main() -> None:
     for line, code in job["blocks"]:
         try:
             exec(_compile(code, f"block at line {line}", "exec"), module.__dict__)
-        except BaseException as exc:  # noqa: BLE001 - the code's failure, whatever it raised
-            emit(event="block", line=line, message=_describe(exc))
-    _run_tests(job["tests"], module.__dict__, emit)
-    emit(event="done")
+        except BaseException as exc:
+            emit(block=f"block at line {line}: {_describe(exc)}")
+    if job["mode"] == "doctest":
+        _run_doctest(job, module.__dict__, emit, quiet)
+    else:
+        _run_python(job, module.__dict__, emit)
+    emit(done=True)
 
 
 if __name__ == "__main__":

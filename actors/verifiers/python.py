@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import ast
 import json
-import secrets
 import sys
 from pathlib import Path
 
-from .base import Job, events as runner_events
+from . import py_tests
+from .base import Job
 from .blocks import CodeBlock
 from .isolation import tool
-from .py_runner import plan
-from .sandbox import SandboxLimits, run_sandboxed
+from .sandbox import SandboxLimits
 
 RUFF_RULES = "E9,F63,F7,F82"
 TEST_LIMITS = SandboxLimits(output_bytes=256 * 1024)  # one result line per test
@@ -71,7 +70,7 @@ def _lint(job: Job, blocks: list[CodeBlock]) -> None:
         job.check("python.lint", "skipped", "no Python code that parses")
         return
     source, starts = _joined(blocks)
-    r = run_sandboxed([tool("ruff") or "ruff", "check", "--isolated", "--no-cache", "--select", RUFF_RULES,
+    r = job.sandbox([tool("ruff") or "ruff", "check", "--isolated", "--no-cache", "--select", RUFF_RULES,
                        "--output-format", "json", "--stdin-filename", "solution.py", "-"], {}, stdin=source)
     try:
         findings = json.loads(r.stdout)
@@ -95,41 +94,38 @@ def _tests(job: Job, blocks: list[CodeBlock]) -> None:
         job.check("python.tests", "skipped", "no tests in constraints.tests")
         return
     try:
-        labels = plan(tests)
+        test_plan = py_tests.plan(tests)
     except SyntaxError as e:
         job.check("python.tests", "skipped", f"constraints.tests do not parse: SyntaxError: {e.msg} (line {e.lineno})")
         return
     except (ValueError, RecursionError, MemoryError) as e:
         job.check("python.tests", "skipped", f"constraints.tests do not parse: {type(e).__name__}: {e}")
         return
+    labels = test_plan.labels
     if not labels:
         job.check("python.tests", "skipped", "constraints.tests hold no assert, >>> example or test function")
         return
     if not blocks:
         job.check("python.tests", "failed", "no Python code block to test", tests=(0, len(labels)))
         return
-    nonce = secrets.token_hex(8)
-    payload = {"nonce": nonce, "blocks": [[b.line, b.code] for b in blocks], "tests": tests}
-    r = run_sandboxed([sys.executable, "-I", "-B", "runner.py"],
-                      {"runner.py": RUNNER_SOURCE, "job.json": json.dumps(payload)}, limits=TEST_LIMITS)
-    events = runner_events(r.stdout, nonce)
-    outcome = {e["index"]: e for e in events if e["event"] == "test"}
-    passed = sum(1 for i, e in outcome.items() if i < len(labels) and e["ok"])
-    problems = [f"tests setup failed: {e['message']}" for e in events if e["event"] == "setup"][:1]
-    failed = next((i for i in range(len(labels)) if not outcome.get(i, {}).get("ok")), None)
+    payload = {"blocks": [[b.line, b.code] for b in blocks], **test_plan.job}
+    r = job.sandbox([sys.executable, "-I", "-B", "runner.py"],
+                    {"runner.py": RUNNER_SOURCE, "job.json": json.dumps(payload)}, limits=TEST_LIMITS)
+    v = py_tests.verdict(test_plan, r.stdout)
+    passed = sum(v.passed)
+    problems = [f"tests setup failed: {m}" for m in v.setup]
+    failed = next((i for i, ok in enumerate(v.passed) if not ok), None)
     if failed is not None:
-        why = outcome[failed]["message"] if failed in outcome else _unfinished(r, events)
+        why = v.messages[failed] if v.messages[failed] != "no result" or v.finished else _unfinished(r)
         problems.append(f"first failure: {labels[failed][:100]}: {why}")
-        problems += [f"code raised: {e['message']}" for e in events if e["event"] == "block"][:1]
+        problems += [f"code raised: {m}" for m in v.code]
     status = "passed" if passed == len(labels) and not problems else "failed"
     job.check("python.tests", status, "; ".join([f"{passed}/{len(labels)} tests passed", *problems]),
               tests=(passed, len(labels)), duration_s=r.duration_s)
 
 
-def _unfinished(r, events: list[dict]) -> str:
+def _unfinished(r) -> str:
     """Why a test has no result: the run ended before it."""
     if r.status != "ok":
         return f"did not finish: {r.message}"
-    if not any(e["event"] == "done" for e in events):
-        return f"did not finish: the test run {r.message}: {r.stderr.strip()[-200:]}"
-    return "no result"
+    return f"did not finish: the test run {r.message}: {r.stderr.strip()[-200:]}"

@@ -13,7 +13,6 @@ import json
 from .base import Job
 from .blocks import CodeBlock
 from .isolation import tool
-from .sandbox import run_sandboxed
 
 _EXTENSION = {"sh": "dash", "dash": "dash", "ksh": "ksh"}  # everything else is bash
 _PARSE = 'for f; do case "$f" in *.dash) dash -n "$f";; *) bash -n "$f";; esac; done'
@@ -42,7 +41,7 @@ def verify(job: Job) -> None:
 
 
 def _parse(job: Job, files: dict[str, str], by_file: dict[str, CodeBlock]) -> None:
-    r = run_sandboxed([tool("bash") or "bash", "-c", _PARSE, "bash", *files], files)
+    r = job.sandbox([tool("bash") or "bash", "-c", _PARSE, "bash", *files], files)
     errors = r.stderr.strip()
     if r.status == "ok" and r.returncode == 0 and not errors:
         job.check("shell.parse", "passed", f"{len(files)} shell block(s) parse", duration_s=r.duration_s)
@@ -55,7 +54,7 @@ def _parse(job: Job, files: dict[str, str], by_file: dict[str, CodeBlock]) -> No
 
 
 def _shellcheck(job: Job, files: dict[str, str], by_file: dict[str, CodeBlock]) -> None:
-    r = run_sandboxed([tool("shellcheck") or "shellcheck", "--norc", "-S", "error", "-f", "json1", *files], files)
+    r = job.sandbox([tool("shellcheck") or "shellcheck", "--norc", "-S", "error", "-f", "json1", *files], files)
     try:
         comments = json.loads(r.stdout)["comments"]
     except (ValueError, KeyError, TypeError):

@@ -19,9 +19,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 
-from .base import Job, events as runner_events
+from .base import Job
+from .base import events as runner_events
 from .blocks import CodeBlock
-from .sandbox import run_sandboxed
 
 DEFAULT_DIALECT = "sqlite"
 _TAG_DIALECT = {"sqlite3": "sqlite", "postgresql": "postgres", "psql": "postgres", "mssql": "tsql"}
@@ -91,7 +91,7 @@ def _execute(job: Job, parsed: list[exp.Expression]) -> None:
         return
     nonce = secrets.token_hex(8)
     job_file = json.dumps({"nonce": nonce, "schema": schema, "statements": sqlite})
-    r = run_sandboxed([sys.executable, "-I", "-B", "runner.py"], {"runner.py": RUNNER_SOURCE, "job.json": job_file})
+    r = job.sandbox([sys.executable, "-I", "-B", "runner.py"], {"runner.py": RUNNER_SOURCE, "job.json": job_file})
     events = runner_events(r.stdout, nonce)
     schema_error = next((e["error"] for e in events if e["event"] == "schema"), None)
     if schema_error:
