@@ -10,7 +10,7 @@ engine or model with it (docs/topology.md).
 |---|---|---|
 | `councils_worker` | council actors, the ingress replicas | CPU worker nodes (`make run`: its worker) |
 | `councils_engine` | engine actors | GPU worker nodes (`make run`: its worker) |
-| `councils_verifier` | verification tasks (sandboxed verifiers) | CPU worker nodes (`make run`: its worker) |
+| `councils_verifier` | verification tasks (sandboxed verifiers) | verifier nodes, which hold no secret but Ray's token (`make run`: its worker) |
 
 The resources are markers, not capacities: a node offers `CAPACITY` (1) of each and an actor or task asks for
 `DEMAND` (0.001), so up to 1000 fit on a node; what limits them is CPU, GPU and memory.

@@ -24,21 +24,24 @@ from .reconcile import Reconciler
 from .records import load_idempotency_secret
 from .registry import ActorRegistry
 from .service import CouncilService
-from .settings import EnvSettings
+from .settings import valkey_url
 
 log = logging.getLogger("councils.ingress")
 
 
 # On a worker node (actors/topology.py): a head crash leaves the replica, and its node's proxy, serving.
-@serve.deployment(max_ongoing_requests=256,
+# max_queued_requests: beyond it Serve answers 503 at once instead of queueing requests without end (issue 23);
+# waiters are capped below max_ongoing_requests (limits.max_waiters), so they never take every slot.
+@serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
                   ray_actor_options={"num_cpus": 0, "resources": topology.demand(topology.WORKER)})
 @serve.ingress()
 class Ingress:
     def __init__(self, config: AppConfig | dict, deployed_at: float | None = None):
         config = AppConfig.model_validate(config)
-        url = config.valkey_url or EnvSettings().valkey_url
+        url = config.valkey_url or valkey_url()  # COUNCILS_VALKEY_URL or COUNCILS_VALKEY_URL_FILE
         if not url:
-            raise ValueError("no Valkey: set valkey_url in the config args or COUNCILS_VALKEY_URL")
+            raise ValueError("no Valkey: set valkey_url in the config args, COUNCILS_VALKEY_URL or "
+                             "COUNCILS_VALKEY_URL_FILE")
         redact.register_url(url)  # its password never shows in an error or a log line of ours
         # COUNCILS_API_TOKEN(_FILE), COUNCILS_ADMIN_TOKEN(_FILE); an unreadable token file stops the replica here
         self.tokens = auth.TokenAuth.from_env(public_docs=config.public_docs)

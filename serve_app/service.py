@@ -56,8 +56,12 @@ class CouncilService:
         self.app_name = app_name
         self.settings = RuntimeSettings()  # live settings (user_config)
         self.limits: Limits = config.limits
+        # Which isolation the sandbox gives on this node (the verifiers' own checks say it per run too).
+        self.sandbox = {**verifiers.sandbox_isolation(),
+                        "allow_unisolated_sandbox": config.verification.allow_unisolated_sandbox}
         self.valkey = ValkeyGuard(store)
         self.streams = sse.StreamSlots()  # this replica's open event streams (limits.max_sse_connections)
+        self.waiters = sse.StreamSlots()  # this replica's requests waiting for a deliberation (limits.max_waiters)
         # The key of the Idempotency-Key HMAC (records.idempotent_id): from the replica's secret file, else the one
         # the service keeps in Valkey (generated once, shared by every replica), read on first use.
         self._idempotency_secret = idempotency_secret
@@ -185,17 +189,43 @@ class CouncilService:
             self._idempotency_secret = (await self.store.shared_secret("idempotency")).encode()
         return self._idempotency_secret
 
-    async def wait(self, record: DeliberationRecord) -> DeliberationRecord:
-        """Follow the record in Valkey (not the actor call), so a council restart does not break the wait."""
+    async def wait_bounded(self, record: DeliberationRecord) -> DeliberationRecord | None:
+        """The finished record for a waiter (?wait=true, a non-streamed chat completion), or None, and the caller
+        answers 202 with the status URL: when this replica already has limits.max_waiters waiters, or when the
+        deliberation has not ended within settings.max_wait_s. Either way the deliberation runs on."""
+        if not self.waiters.try_open(self.limits.max_waiters):
+            log.info("deliberation %s: %d waiters already (limits.max_waiters); answering 202", record.id,
+                     self.waiters.open)
+            return None
+        try:
+            current = await self.wait(record, max_wait_s=self.settings.max_wait_s)
+        finally:
+            self.waiters.release()
+        return current if current.finished else None
+
+    def take_waiter_slot(self) -> None:
+        """One of limits.max_waiters, or 429 (orchestrate, which must wait: release with waiters.release())."""
+        limit = self.limits.max_waiters
+        if not self.waiters.try_open(limit):
+            raise ApiError(429, f"this replica has its maximum of {limit} requests waiting for a deliberation "
+                                "(limits.max_waiters); retry later", headers={"Retry-After": "10"})
+
+    async def wait(self, record: DeliberationRecord, max_wait_s: float | None = None) -> DeliberationRecord:
+        """Follow the record in Valkey (not the actor call), so a council restart does not break the wait. Until it
+        ends, its deadline plus wait_grace_s passes, or max_wait_s (when given) passes."""
         last_event = "0-0"
         grace_s = self.settings.wait_grace_s  # past the deadline the council marks it timeout; leave it time
-        while time.time() < record.deadline + grace_s:
+        until = record.deadline + grace_s
+        if max_wait_s is not None:
+            until = min(until, time.time() + max_wait_s)
+        while time.time() < until:
             current = await self.store.get_record(record.id)
             if current is None:
                 raise ApiError(404, f"deliberation {record.id} vanished")
             if current.finished:
                 return current
-            events = await self.store.read_events(record.id, last_event, block_ms=1000)
+            block_ms = max(1, min(1000, int((until - time.time()) * 1000)))
+            events = await self.store.read_events(record.id, last_event, block_ms=block_ms)
             if events:
                 last_event = events[-1][0]
         current = await self.store.get_record(record.id)
@@ -238,7 +268,11 @@ class CouncilService:
     async def orchestrate(self, body: OrchestrateRequest) -> dict[str, Any]:
         """Deliberate (waiting for the result), then let an architect choose among the top_k candidates."""
         request = DeliberationRequest.model_validate(body.model_dump(exclude={"top_k"}))
-        record = await self.wait(await self.accept(request))
+        self.take_waiter_slot()  # a waiter too (limits.max_waiters): over the cap nothing is started
+        try:
+            record = await self.wait(await self.accept(request))
+        finally:
+            self.waiters.release()
         if record.status != "completed":
             raise ApiError(status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
                            {"id": record.id, "status": record.status})
@@ -268,6 +302,7 @@ class CouncilService:
                 "engines_ready": self.engines_ready}
         if details:  # error text may name internal hosts; Valkey's settings
             body["error"] = self.reconcile_error
+            body["sandbox"] = self.sandbox
             if valkey_ok:
                 body["valkey_persistence"] = await self.valkey.persistence()
         return body
@@ -307,6 +342,7 @@ class CouncilService:
                           "engines": sorted({a.engine for a in c.agents}), "rounds": c.rounds,
                           "version": c.version} for c in councils],
             "engines": [e.name for e in engines],
+            "sandbox": self.sandbox,
             "engine_replicas": {e.name: await self.engine_replicas(e.name) for e in engines},
             "by_role": by_role,
             "counters": counters,

@@ -10,6 +10,7 @@ API tokens (or the files holding them), and the local launcher's ports and direc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,7 @@ class EnvSettings(BaseSettings):
 
     # The ingress (serve_app/app.py) and the launcher: the Valkey that holds councils and records.
     valkey_url: str | None = None
+    valkey_url_file: str = ""  # or a file holding it (clusters: a mounted secret, out of every environment)
     # API tokens (serve_app/auth.py, the CLI): a value or a file holding it; empty means unset.
     api_token: str = ""
     api_token_file: str = ""
@@ -66,3 +68,22 @@ class _MappingOnly(EnvSettings):
 def env_var(field: str) -> str:
     """The variable that sets a field: env_var("api_token") == "COUNCILS_API_TOKEN"."""
     return PREFIX + field.upper()
+
+
+def valkey_url(env: EnvSettings | None = None) -> str | None:
+    """The Valkey URL from COUNCILS_VALKEY_URL or the file COUNCILS_VALKEY_URL_FILE names (its password stays out of
+    every process's environment), or None. A file that is set but unreadable or empty raises ValueError naming the
+    variable and the path, never the URL."""
+    env = env or EnvSettings()
+    var, file_var = env_var("valkey_url"), env_var("valkey_url_file")
+    if env.valkey_url and env.valkey_url_file:
+        raise ValueError(f"set {var} or {file_var}, not both")
+    if not env.valkey_url_file:
+        return env.valkey_url or None
+    try:
+        url = Path(env.valkey_url_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file_var}={env.valkey_url_file} cannot be read: {type(exc).__name__}") from None
+    if not url:
+        raise ValueError(f"{file_var}={env.valkey_url_file} is empty")
+    return url

@@ -288,6 +288,53 @@ def test_chat_stream_chunks_then_done(client, service, monkeypatch):
     assert service.streams.open == 0
 
 
+# -- waiters: capped per replica, bounded in time (issue 23) -------------------------------------------------
+CHAT = {"model": "council-DEV", "messages": [{"role": "user", "content": "Plan."}]}
+
+
+def test_a_waiter_answers_202_with_the_status_url_after_max_wait_s(client, service):
+    service.apply_settings(RuntimeSettings(max_wait_s=0.2))
+    for path, body in [("/v1/deliberations?wait=true", {"role": "DEV", "task": "Plan."}),
+                       ("/v1/chat/completions", CHAT)]:
+        started = time.monotonic()
+        r = client.post(path, json=body)
+        assert r.status_code == 202, (path, r.text)
+        assert 0.2 <= time.monotonic() - started < 5
+        delib_id = r.json()["id"]
+        assert r.json()["status_url"] == f"/v1/deliberations/{delib_id}" and delib_id in service.store.records
+    assert service.waiters.open == 0
+
+
+def test_waiters_over_max_waiters_get_202_at_once_and_orchestrate_429(client, service):
+    service.apply_settings(RuntimeSettings(max_wait_s=60, limits={"max_waiters": 2}))
+    service.waiters.open = 2  # two requests already wait on this replica
+    started = time.monotonic()
+    r = client.post("/v1/deliberations?wait=true", json={"role": "DEV", "task": "Plan."})
+    assert r.status_code == 202 and r.json()["status_url"].endswith(r.json()["id"])
+    r = client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 202 and r.json()["id"] in service.store.records
+    assert time.monotonic() - started < 5  # neither waited
+    before = len(service.store.records)
+    r = client.post("/v1/orchestrate", json={"role": "DEV", "task": "Plan."})
+    assert r.status_code == 429 and "limits.max_waiters" in message(r) and r.headers["retry-after"] == "10"
+    assert len(service.store.records) == before  # nothing started
+    assert service.waiters.open == 2  # every refused waiter left the count as it was
+
+
+def test_a_waiter_under_the_caps_gets_the_finished_record(client, service, monkeypatch):
+    record = finished_deliberation(service)
+
+    async def accept(request, idempotency_key=None):
+        return record
+
+    monkeypatch.setattr(service, "accept", accept)
+    r = client.post("/v1/deliberations?wait=true", json={"role": "DEV", "task": "t"})
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    r = client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    assert service.waiters.open == 0
+
+
 # -- routes over a fake service -----------------------------------------------------------------------------
 class DownService:
     """A service whose every call fails as the real one does when Valkey or a council is away."""

@@ -34,7 +34,8 @@ RAYSERVICE_SCHEMA = ROOT / "tests" / "schemas" / "rayservice-v1.schema.json"
 
 
 def load(path: str) -> dict:
-    return yaml.safe_load((ROOT / path).read_text())
+    """The first YAML document of a file (the KubeRay manifest's RayService; its NetworkPolicy follows)."""
+    return next(yaml.safe_load_all((ROOT / path).read_text()))
 
 
 def cluster_schema_errors(config: dict) -> list[str]:

@@ -117,6 +117,9 @@ class RuntimeSettings(Strict):
     max_timeout_s: float = Field(3600, gt=0, le=3600)
     # How long `wait=true` keeps waiting past a deliberation's deadline for the council to end it.
     wait_grace_s: float = Field(30, ge=0, le=600)
+    # The longest a waiter (?wait=true, a non-streamed chat completion) waits; then it answers 202 with the
+    # status URL and the deliberation runs on (limits.max_waiters caps how many wait at once).
+    max_wait_s: float = Field(300, gt=0, le=3600)
     # Input limits in force, replacing the args' `limits` live (within the request models' hard ceilings).
     limits: Limits | None = None
 

@@ -45,6 +45,10 @@ class Limits(Strict):
     max_agents_total: int = Field(512, ge=1, le=1_000_000)
     # Open event streams (SSE, chat streams) per ingress replica; one more is a 429 with Retry-After.
     max_sse_connections: int = Field(256, ge=1, le=100_000)
+    # Requests waiting for a deliberation to end (?wait=true, non-streamed chat completions, orchestrate) per
+    # ingress replica: one more gets its 202 (status URL) at once, or 429 for orchestrate. Keep it below the
+    # deployment's max_ongoing_requests, so waiters never take every slot of a replica.
+    max_waiters: int = Field(128, ge=1, le=100_000)
 
     @field_validator("role_pattern")
     @classmethod

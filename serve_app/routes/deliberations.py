@@ -15,15 +15,18 @@ router = APIRouter(dependencies=AUTH)
 
 
 @router.post("/v1/deliberations",
-             responses={202: {"description": "Accepted (without wait=true): follow status_url or events_url",
+             responses={202: {"description": "Accepted: follow status_url or events_url (without wait=true; with it, "
+                                             "when the wait hit user_config.max_wait_s or limits.max_waiters)",
                               "content": JSON_OBJECT}, **errors(*DELIBERATING)})
 async def create_deliberation(request: DeliberationRequest, service: Service, wait: bool = Query(False),
                               idempotency_key: str | None = Header(None, alias="Idempotency-Key")) -> JSONResponse:
     record = await service.accept(request, idempotency_key)
     if not wait:
         return JSONResponse(accepted(record), status_code=202)
-    record = await service.wait(record)
-    return JSONResponse(record.model_dump(mode="json"), status_code=status_code(record))
+    finished = await service.wait_bounded(record)
+    if finished is None:  # too many waiters, or max_wait_s passed: it runs on, the caller follows status_url
+        return JSONResponse(accepted(record), status_code=202)
+    return JSONResponse(finished.model_dump(mode="json"), status_code=status_code(finished))
 
 
 @router.get("/v1/deliberations/{delib_id}", responses=errors(404, 422))

@@ -4,11 +4,13 @@ a chat request to a deliberation, serve_app/chat_response.py answers it, streame
 from __future__ import annotations
 
 from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
 
 from .. import chat_response, sse
+from ..records import accepted
 from ..openai_compat import (ChatCompletion, ChatCompletionRequest, ModelList, model_list, model_not_found, role_of,
                              to_deliberation)
-from .deps import AUTH, DELIBERATING, Service, errors
+from .deps import AUTH, DELIBERATING, JSON_OBJECT, Service, errors
 
 router = APIRouter(dependencies=AUTH)
 
@@ -21,6 +23,9 @@ async def list_models(service: Service) -> dict:
 @router.post("/v1/chat/completions",
              responses={200: {"model": ChatCompletion, "content": {"text/event-stream": {}},
                               "description": "a chat.completion, or with stream=true chat.completion.chunk events"},
+                        202: {"description": "not streamed, and the wait hit user_config.max_wait_s or "
+                                             "limits.max_waiters: the deliberation runs on; follow status_url",
+                              "content": JSON_OBJECT},
                         **errors(*DELIBERATING)})
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service,
                            idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
@@ -29,8 +34,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         return model_not_found(body.model)
     deliberation = to_deliberation(body, role, service.limits)
     if not body.stream:
-        record = await service.wait(await service.accept(deliberation, idempotency_key))
-        return chat_response.completion(record, body.model)
+        record = await service.accept(deliberation, idempotency_key)
+        finished = await service.wait_bounded(record)
+        if finished is None:  # too many waiters, or max_wait_s passed: 202 with the status URL (it runs on)
+            return JSONResponse(accepted(record), status_code=202)
+        return chat_response.completion(finished, body.model)
     service.open_stream_slot()  # a stream slot first (limits.max_sse_connections): a refused stream starts nothing
     try:
         record = await service.accept(deliberation, idempotency_key)
