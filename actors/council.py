@@ -91,7 +91,8 @@ class Council:
         self.engines = RayEngineGenerator(namespace=NAMESPACE, resolve=self.store.engine_replicas)
         self.generator = metrics.MeteredGenerator(self.engines, role)
         # Verification runs as Ray tasks inside a cluster, in threads of this process outside one (tests).
-        self.verifier = RayVerifier(verification) if ray.is_initialized() else LocalVerifier()
+        self.verifier = RayVerifier(verification) if ray.is_initialized() else \
+            LocalVerifier(bool((verification or {}).get("allow_unisolated_sandbox")))
         self.tasks: dict[str, asyncio.Task] = {}
         self.sweep_interval_s = sweep_interval_s
         # A runner holds a lease on each record it runs (renewed every sweep), so another council's

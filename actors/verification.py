@@ -39,21 +39,26 @@ async def gcs_listening(address: str, timeout_s: float = 1.0) -> bool:
     return True
 
 
-def _verify_one(content: str, request: dict, names: list[str], scoring: dict) -> list[dict]:
+def _verify_one(content: str, request: dict, names: list[str], scoring: dict, allow_unisolated: bool) -> list[dict]:
     from .verifiers import run_verifiers
 
     req = DeliberationRequest.model_validate(request)
-    checks = run_verifiers(content, req.task, req.constraints, names, ScoringSpec.model_validate(scoring))
+    checks = run_verifiers(content, req.task, req.constraints, names, ScoringSpec.model_validate(scoring),
+                           allow_unisolated=allow_unisolated)
     return [c.model_dump() for c in checks]
 
 
 class LocalVerifier:
     """Verification in worker threads of this process (each check runs in its own sandboxed subprocess)."""
 
+    def __init__(self, allow_unisolated: bool = False):
+        self.allow_unisolated = allow_unisolated  # verification.allow_unisolated_sandbox
+
     async def verify(self, texts: list[str], request: DeliberationRequest, names: list[str],
                      scoring: ScoringSpec) -> list[list[CheckResult]]:
         req, sc = request.model_dump(mode="json"), scoring.model_dump(mode="json")
-        results = await asyncio.gather(*(asyncio.to_thread(_verify_one, t, req, names, sc) for t in texts))
+        results = await asyncio.gather(*(asyncio.to_thread(_verify_one, t, req, names, sc, self.allow_unisolated)
+                                         for t in texts))
         return [[CheckResult.model_validate(c) for c in checks] for checks in results]
 
 
@@ -70,12 +75,13 @@ class RayVerifier:
             options["resources"] = self.config.resources
         self.task = ray.remote(_verify_one).options(**options)
         self.gcs_address = gcs_address or ray.get_runtime_context().gcs_address
-        self.local = LocalVerifier()
+        self.local = LocalVerifier(self.config.allow_unisolated_sandbox)
 
     async def verify(self, texts: list[str], request: DeliberationRequest, names: list[str],
                      scoring: ScoringSpec) -> list[list[CheckResult]]:
         req, sc = request.model_dump(mode="json"), scoring.model_dump(mode="json")
-        pending = {i: asyncio.ensure_future(self.task.remote(t, req, names, sc)) for i, t in enumerate(texts)}
+        allow = self.config.allow_unisolated_sandbox
+        pending = {i: asyncio.ensure_future(self.task.remote(t, req, names, sc, allow)) for i, t in enumerate(texts)}
         results: dict[int, list[CheckResult]] = {}
         while pending:
             await asyncio.wait(pending.values(), timeout=GCS_PROBE_S)

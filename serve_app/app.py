@@ -48,7 +48,9 @@ class Ingress:
         # An open API on a network interface only on purpose (docs/security.md): else the deploy fails, saying why.
         http_host = security.serve_http_host()
         security.check_exposure(http_host, self.tokens.on, config.allow_unauthenticated)
-        verifiers.check_installed()  # a verifier whose package is missing stops the replica, naming it
+        # A verifier whose package is missing, or that executes code where the sandbox cannot isolate (unless
+        # the operator allowed that), stops the replica, naming what is missing.
+        verifiers.check_installed(allow_unisolated=config.verification.allow_unisolated_sandbox)
         store = Store(url, config.key_prefix, config.record_ttl_s)
         registry = ActorRegistry(url, config.key_prefix, config.record_ttl_s, config.council_max_concurrency,
                                  config.verification.model_dump())

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from sse_starlette import ServerSentEvent
 
+from actors import verifiers
 from actors.orchestrate import OrchestrateRequest
 from actors.models.base import AGENT_ID_PATTERN
 from actors.models.config import AppConfig, RuntimeSettings

@@ -47,6 +47,9 @@ class VerificationConfig(Strict):
         default_factory=lambda: topology.demand(topology.VERIFIER),
         description="Ray resources of each task; default the verifier resource of worker nodes (docs/topology.md)")
     max_retries: int = Field(1, ge=0, le=5)
+    # Fail closed (docs/security.md): where the sandbox cannot isolate, verifiers that execute code do not start.
+    allow_unisolated_sandbox: bool = Field(
+        False, description="run proposal code with rlimits only where bubblewrap isolation is unavailable")
 
 
 class AppConfig(Strict):
