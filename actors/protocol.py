@@ -40,7 +40,7 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (all_verified, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
+from .scoring import (agree, all_verified, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
                       settled, tests_of, undecided)
 from .models.councils import AgentSpec, CouncilSpec
 from .models.records import (
@@ -350,6 +350,8 @@ class _Stage:
             version.checks = checks
             version.score = score_checks(checks)
             version.answer = answers.extract(version.content, fmt) if fmt else None
+        # Behaviour on generated inputs (no request tests): the evidence is the size of each candidate's group.
+        agree(v for p in self.record.proposals for v in p.versions)
 
 
 def _check_summary(checks: list[CheckResult]) -> dict:

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .models.records import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
 from .models.requests import Constraints
 
 TESTS_CHECK = "python.tests"
+BEHAVIOUR_CHECK = "generated.behaviour_agreement"  # outputs on generated inputs (verifiers/behaviour.py)
 # Roles whose answers are code unless the council says otherwise (scoring.code_answers).
 CODE_ROLES = frozenset({"DEV", "QA", "DATA"})
 # The verifiers whose checks are about code that runs (as opposed to prose, config or data).
@@ -226,7 +228,7 @@ def _key(e: _Entry) -> tuple:
 def outcome(version: Version) -> tuple:
     """What a candidate's result is, apart from its text: its test result, final answer, and every check's status
     and evidence. Candidates with the same outcome are interchangeable for the verifiers, evidence and votes."""
-    checks = sorted((c.name, c.status, c.evidence) for c in version.checks if c.status != "skipped")
+    checks = sorted((c.name, c.status, c.evidence, c.group) for c in version.checks if c.status != "skipped")
     return tests_of(version.checks), version.answer, tuple(map(str, checks))
 
 
@@ -327,3 +329,15 @@ def _why(entries: list[_Entry]) -> tuple[DecidedBy, str]:
 def rank_proposals(proposals: list[Proposal]) -> list[Proposal]:
     """Deep copies of the proposals in rank order (rank set by `decide`)."""
     return [p.model_copy(deep=True) for p in sorted(proposals, key=lambda p: p.rank or len(proposals) + 1)]
+
+
+def agree(versions: Iterable[Version]) -> None:
+    """Set each behaviour check's evidence to the number of candidate versions that behave the same (its group):
+    a larger group of agreeing candidates is stronger evidence (execution-based majority)."""
+    versions = list(versions)
+    sizes = Counter(c.group for v in versions for c in v.checks if c.name == BEHAVIOUR_CHECK and c.group)
+    for v in versions:
+        for c in v.checks:
+            if c.name == BEHAVIOUR_CHECK and c.group:
+                c.evidence = float(sizes[c.group])
+                c.message = c.message.split(" [", 1)[0] + f" [{sizes[c.group]} of {len(versions)} candidate(s) agree]"

@@ -161,3 +161,76 @@ def test_tests_no_verifier_of_the_council_can_run_are_a_422_naming_it():
                                                    "constraints": {"tests": "assert add(1, 2) == 3"}})
         assert r.status_code in (200, 201, 202), r.text
         assert not any(rec.request.role == "ARCHITECT" for rec in service.store.records.values())
+
+
+# -- 1. evidence from running the candidates when the request has no tests -----------------------------
+SQUARE = "Write a Python function square(x) that returns x times x."
+SQUARE_POOL = {
+    "right-1": "```python\ndef square(x):\n    return x * x\n```",
+    "right-2": "```python\ndef square(n):\n    return n ** 2\n```",
+    "right-3": "```python\ndef square(x):\n    result = x\n    return result * x\n```",
+    "double": "```python\ndef square(x):\n    return x + x\n```",
+    "raises": "```python\ndef square(x):\n    raise NotImplementedError\n```",
+    "prose": "Multiply the number by itself: square(x) is x times x, for any number x you are given.",
+}
+
+
+def verified_pool(texts: dict[str, str], task: str = SQUARE) -> list[Proposal]:
+    from actors.models.councils import ScoringSpec
+    from actors.scoring import agree
+    from actors.verifiers import run_verifiers
+
+    proposals = []
+    for author, text in texts.items():
+        checks = run_verifiers(text, task, Constraints(), ["content", "python"], ScoringSpec())
+        v = Version(written_by=author, content=text, checks=checks)
+        proposals.append(Proposal(author=author, content=text, versions=[v], checks=checks))
+    agree(p.versions[0] for p in proposals)
+    return proposals
+
+
+def test_a_behaviour_group_of_three_beats_a_group_of_one_when_nothing_else_separates_them():
+    proposals = verified_pool(SQUARE_POOL)
+    by = {p.author: p.versions[0] for p in proposals}
+    behaviour = {a: next((c for c in v.checks if c.name == "generated.behaviour_agreement"), None) for a, v in by.items()}
+    assert {a: c.evidence for a, c in behaviour.items() if c} == {"right-1": 3.0, "right-2": 3.0, "right-3": 3.0,
+                                                                  "double": 1.0}
+    assert len({behaviour[a].group for a in ("right-1", "right-2", "right-3")}) == 1
+    assert next(c for c in by["raises"].checks if c.name == "python.runs").failed
+    for salt in range(8):  # whatever the hash and the peers say
+        _, step, why = decide(proposals, salt=f"s{salt}", borda={"double": 9.0, "prose": 9.0}, code=True)
+        winner = min(proposals, key=lambda p: p.rank)
+        assert winner.author.startswith("right-"), why
+        assert step == "generated_evidence" and "generated evidence 3" in why
+
+
+def test_prose_and_code_that_raises_rank_below_code_that_runs_without_tests():
+    proposals = verified_pool({a: SQUARE_POOL[a] for a in ("prose", "raises", "double")})
+    decide(proposals, salt="s", borda={"prose": 9.0, "raises": 5.0}, code=True)
+    assert min(proposals, key=lambda p: p.rank).author == "double"
+
+
+def test_a_wrong_generated_assert_of_one_agent_does_not_overturn_a_larger_agreeing_group():
+    # One agent's code agrees with a wrong expectation of its own (x + x); three agree with each other (x * x).
+    # Without request tests no single agent's assert is evidence: the group of three decides.
+    proposals = verified_pool({a: SQUARE_POOL[a] for a in ("right-1", "right-2", "right-3", "double")},
+                              task=SQUARE + " For example square(2) == 4 and square(3) == 6.")
+    decide(proposals, salt="s", code=True)
+    assert min(proposals, key=lambda p: p.rank).author.startswith("right-")
+
+
+def test_behaviour_inputs_come_from_the_task_and_bad_input_never_fails_the_deliberation():
+    from actors.verifiers import behaviour
+
+    name, calls = behaviour.inputs_for("Write mean(values: list[float]). For example mean([1, 2, 3]) == 2.", "")
+    assert name == "mean" and calls[0] == "[1, 2, 3]" and len(calls) <= behaviour.MAX_INPUTS
+    hang = "```python\ndef square(x):\n    while True:\n        pass\n```"
+    huge = "```python\ndef square(x):\n    print('x' * 10**7)\n    return [0] * 10**9\n```"
+    other = "```python\ndef sq(x):\n    return x * x\n```"
+    proposals = verified_pool({"hang": hang, "huge": huge, "other": other})
+    runs = {p.author: next(c for c in p.versions[0].checks if c.name == "python.runs") for p in proposals}
+    assert runs["hang"].failed and runs["huge"].failed
+    assert runs["other"].passed and "called sq" in runs["other"].message
+    no_function = verified_pool({"script": "```python\nprint(6 * 7)\n```"}, task="Print six times seven.")
+    skipped = next(c for c in no_function[0].versions[0].checks if c.name == "python.runs")
+    assert skipped.status == "skipped" and "no function" in skipped.message

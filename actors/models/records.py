@@ -68,6 +68,8 @@ class CheckResult(Strict):
     # on generated inputs): a number, bigger is stronger. The decision sums it per candidate and ranks by it
     # after the static checks and before the votes (actors/scoring.py); None on every other check.
     evidence: float | None = None
+    # Behaviour on generated inputs (generated.behaviour_agreement): candidates with the same group behaved the same.
+    group: str | None = None
 
     @model_validator(mode="before")
     @classmethod

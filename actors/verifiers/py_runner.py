@@ -5,7 +5,8 @@ executes each block in order into one module namespace (registered as module `so
 win; a block that raises is reported and the rest still run), then:
 - "python": runs the tests' top-level statements in order, each assert rewritten as `__check__(i, values)`,
   then calls each test function and test method;
-- "doctest": runs each example's source and reports what it printed, or the exception it raised.
+- "doctest": runs each example's source and reports what it printed, or the exception it raised;
+- "calls": calls one function on each argument list and reports its outputs (behaviour.py, no tests).
 
 It reports values, never verdicts: one JSON line per event on a private copy of stdout (fd 1 itself goes
 to /dev/null). The expected values never enter this process; the trusted side (py_tests.verdict) compares.
@@ -140,6 +141,23 @@ def _run_doctest(job: dict, ns: dict, emit, out) -> None:
         emit(example=i, got=buffer.getvalue()[:MAX_VALUE_CHARS], exc=exc_text)
 
 
+def _run_calls(job: dict, ns: dict, emit) -> None:
+    """Call the function on each argument list; its output as plain data, or the exception's type and text."""
+    fn = ns.get(job["function"])
+    if not callable(fn):  # another name: the only function the code defines
+        own = [v for v in ns.values() if isinstance(v, types.FunctionType) and v.__module__ == "solution"]
+        fn = own[0] if len(own) == 1 else None
+    if fn is None:
+        return
+    emit(called=fn.__name__)
+    for i, args in enumerate(job["calls"]):
+        try:
+            value = fn(*eval(_compile(f"({args},)" if args else "()", "inputs", "eval"), {}))
+            emit(call=i, value=encode(value))
+        except BaseException as exc:  # noqa: BLE001 - the code's failure on this input
+            emit(call=i, error=f"{type(exc).__name__}: {str(exc)[:100]}")
+
+
 def main() -> None:
     with open("job.json", encoding="utf-8") as f:
         job = json.load(f)
@@ -165,6 +183,8 @@ def main() -> None:
             emit(block=f"block at line {line}: {_describe(exc)}")
     if job["mode"] == "doctest":
         _run_doctest(job, module.__dict__, emit, quiet)
+    elif job["mode"] == "calls":
+        _run_calls(job, module.__dict__, emit)
     else:
         _run_python(job, module.__dict__, emit)
     emit(done=True)

@@ -68,7 +68,7 @@ def _is_test_function(node: ast.AST) -> bool:
     return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")
 
 
-def _literal(node: ast.AST) -> tuple[bool, Any]:
+def literal(node: ast.AST) -> tuple[bool, Any]:
     try:
         return True, ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -113,8 +113,8 @@ def _rewrite(node: ast.Assert, test: int, checks: list[Check], tests: str, requi
     if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and type(expr.ops[0]) in _OPS:
         op = _OPS[type(expr.ops[0])][0]
         left, right = expr.left, expr.comparators[0]
-        left_lit, left_value = _literal(left)
-        right_lit, right_value = _literal(right)
+        left_lit, left_value = literal(left)
+        right_lit, right_value = literal(right)
         if right_lit and not left_lit:
             check.op, check.expected, check.has_expected, values = op, right_value, True, [left]
         elif left_lit and not right_lit:
