@@ -40,7 +40,7 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (agree, all_verified, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
+from .scoring import (agree, all_verified, behaviour_majority, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
                       settled, tests_of, undecided)
 from .models.councils import AgentSpec, CouncilSpec
 from .models.records import (
@@ -350,8 +350,10 @@ class _Stage:
             version.checks = checks
             version.score = score_checks(checks)
             version.answer = answers.extract(version.content, fmt) if fmt else None
-        # Behaviour on generated inputs (no request tests): the evidence is the size of each candidate's group.
-        agree(v for p in self.record.proposals for v in p.versions)
+        # Behaviour on generated inputs (no request tests): the evidence is the size of each candidate's group,
+        # among every version so far (the propose stage agrees again once its drafts are in their proposals).
+        known = [v for p in self.record.proposals for v in p.versions]
+        agree(known + [v for v in versions if not any(v is k for k in known)])
 
 
 def _check_summary(checks: list[CheckResult]) -> dict:
@@ -465,6 +467,8 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
     if kind in ("critique", "revise") and proposals:
         if settled(proposals):
             reason = "a version passes the request's tests"
+        elif not _has_tests(record.request) and behaviour_majority(proposals):
+            reason = "a behaviour group holds a clear majority of the candidates"
         elif all_verified(proposals):
             reason = "every proposal passes every verifier that applied"
         else:
@@ -486,16 +490,22 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
 
 
 async def _propose(ctx: _Stage) -> Events:
-    """Every agent drafts `drafts_per_agent` versions of its proposal. With the request's tests the drafts
-    come in waves (one per agent each) and drafting stops once a draft passes the tests; otherwise in one
-    batch. Each proposal stands for its best-verified draft."""
+    """Every agent drafts `drafts_per_agent` versions of its proposal. With the request's tests, or when the
+    answer is code, the drafts come in waves (one per agent each) and drafting stops once a draft passes the
+    tests, or, without tests, once a behaviour group holds a clear majority of the drafts
+    (scoring.behaviour_majority); otherwise in one batch. Each proposal stands for its best-verified draft."""
     record, request = ctx.record, ctx.request
     drafts = ctx.council.drafts_per_agent
-    per_wave = 1 if _has_tests(request) else drafts
+    tests = _has_tests(request)
+    per_wave = 1 if tests or code_answers(ctx.council, request) else drafts
     proposals = [Proposal(author=agent.id, content="") for agent in ctx.members]
     events: Events = []
     drawn = 0
-    while drawn < drafts and not (drawn and settled(proposals)):
+
+    def enough() -> bool:
+        return settled(proposals) if tests else behaviour_majority(proposals)
+
+    while drawn < drafts and not (drawn and enough()):
         wave = [(seat, draft) for draft in range(drawn, min(drawn + per_wave, drafts)) for seat in range(len(proposals))]
         done = await ctx.generations([ctx.generate(ctx.members[seat],
                                                    propose_messages(ctx.members[seat], request, record.nonce),
@@ -510,6 +520,7 @@ async def _propose(ctx: _Stage) -> Events:
             events.append(("proposal", {"author": p.author, "draft": draft, "content": version.content,
                                         "checks": _check_summary(version.checks)}))
         drawn += per_wave
+    agree(v for p in proposals for v in p.versions)
     for p in proposals:
         p.chosen = best_version(p.versions, code_answers(ctx.council, request))
         p.content, p.checks, p.score = p.current.content, p.current.checks, p.current.score

@@ -143,6 +143,17 @@ def settled(proposals: list[Proposal]) -> bool:
     return any(passes_tests(v) for p in proposals for v in p.versions)
 
 
+def behaviour_majority(proposals: list[Proposal], at_least: int = 3) -> bool:
+    """One behaviour group (generated.behaviour_agreement) holds more than half of the versions drawn so far,
+    and at least `at_least` of them: the execution evidence already agrees, more drafts rarely change it."""
+    versions = [v for p in proposals for v in p.versions]
+    groups = Counter(c.group for v in versions for c in v.checks if c.name == BEHAVIOUR_CHECK and c.group)
+    if not groups:
+        return False
+    top = groups.most_common(1)[0][1]
+    return top >= at_least and 2 * top > len(versions)
+
+
 def undecided(proposals: list[Proposal], votes: dict[str, int] | None = None, code: bool = False) -> bool:
     """Two or more proposals tie at the top on verifiers, generated evidence and votes (each by its best
     version): what only a peer ranking (or the hash tie-break) can separate."""

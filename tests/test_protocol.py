@@ -574,13 +574,40 @@ async def test_drafts_come_in_waves_and_stop_once_one_passes_the_tests():
     assert seeds[3:] == [s + 101 for s in seeds[:3]] and len(set(seeds)) == 6
 
 
-async def test_drafts_without_tests_come_in_one_batch():
-    council = default_council("DEV", "fake", n_agents=3, rounds=0, max_tokens=128, drafts=3)
+async def test_drafts_without_tests_come_in_one_batch_when_the_answer_is_not_code():
+    council = default_council("ARCHITECT", "fake", n_agents=3, rounds=0, max_tokens=128, drafts=3)
     verifier = FakeVerifier()
-    record = await run(make_record(), council, FakeGenerator(), MemorySink(), verifier)
+    architect = DeliberationRecord(request=DeliberationRequest(role="ARCHITECT", task="Design an HTTP client wrapper."))
+    record = await run(architect, council, FakeGenerator(), MemorySink(), verifier)
     assert [len(p.versions) for p in record.proposals] == [3, 3, 3]
     assert [len(texts) for texts in verifier.calls] == [9]  # one wave, one verification batch
     assert record.result.usage.total_tokens == sum(p.usage.total_tokens for p in record.proposals)
+
+
+def behaving(group_of):
+    """Fake checks plus a behaviour check whose group is group_of(text) (None: no code that ran)."""
+    def checks(text, request):
+        group = group_of(text)
+        extra = [] if group is None else [CheckResult(name="generated.behaviour_agreement", status="passed",
+                                                      message=f"behaviour {group}", group=group)]
+        return fake_checks(text, request) + extra
+    return checks
+
+
+async def test_code_drafts_without_tests_come_in_waves_until_a_behaviour_group_holds_a_majority():
+    council = default_council("DEV", "fake", n_agents=3, rounds=1, max_tokens=128, drafts=3)
+    # Every draft behaves the same: the first wave (3 of 3 agree) is enough, and the rounds are skipped.
+    verifier, sink = FakeVerifier(behaving(lambda text: "same")), MemorySink()
+    record = await run(make_record(), council, FakeGenerator(), sink, verifier)
+    assert [len(texts) for texts in verifier.calls] == [3]
+    assert [len(p.versions) for p in record.proposals] == [1, 1, 1]
+    assert "critique-1" in record.stages_skipped and "majority" in json.dumps(sink.events, default=str)
+    evidence = [c.evidence for p in record.proposals for c in p.versions[0].checks if c.group]
+    assert evidence == [3.0, 3.0, 3.0]
+    # No group agrees (each draft its own): every wave is drawn.
+    verifier = FakeVerifier(behaving(lambda text: text))
+    record = await run(make_record(), council, FakeGenerator(), MemorySink(), verifier)
+    assert [len(texts) for texts in verifier.calls][:3] == [3, 3, 3]
 
 
 async def test_model_critiques_only_where_no_verifier_failed():
