@@ -40,30 +40,43 @@ def _not_passed(code: str, tests: str = IMPOSSIBLE) -> tuple[bool, str]:
 # --- forged passes -------------------------------------------------------------------------------
 
 def forge_via_frames() -> tuple[bool, str]:
-    """Walk up every frame and report a pass for every check on every writable descriptor found there."""
+    """Walk up every frame for the result channel and any nonce the runner keeps, and report a pass for every
+    test in every format a runner of ours ever used, then leave before the real check runs."""
     return _not_passed(
         "import sys, os, json\n"
         "def add(a, b):\n"
-        "    f = sys._getframe()\n"
+        "    f, channels, nonces = sys._getframe(), [], set()\n"
         "    while f:\n"
         "        for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
-        "            if hasattr(v, 'write') and hasattr(v, 'flush'):\n"
-        "                try:\n"
-        "                    v.write(json.dumps({'check': 0, 'values': [{'v': 'True'}]}) + '\\n'); v.flush()\n"
-        "                    v.write(json.dumps({'event': 'test', 'index': 0, 'ok': True}) + '\\n'); v.flush()\n"
-        "                except Exception: pass\n"
+        "            if hasattr(v, 'write') and hasattr(v, 'flush'): channels.append(v)\n"
+        "            if isinstance(v, dict) and isinstance(v.get('nonce'), str): nonces.add(v['nonce'])\n"
         "        f = f.f_back\n"
+        "    lines = [json.dumps({'check': 0, 'values': [{'v': 'True'}]}), json.dumps({'done': True})]\n"
+        "    lines += [n + json.dumps(e) for n in nonces for e in ({'event': 'test', 'index': 0, 'ok': True, 'message': ''},\n"
+        "                                                       {'event': 'done'})]\n"
+        "    for c in channels:\n"
+        "        try:\n"
+        "            c.write('\\n'.join(lines) + '\\n'); c.flush()\n"
+        "        except Exception: pass\n"
         "    os._exit(0)\n")
 
 
 def forge_via_globals() -> tuple[bool, str]:
-    """Switch the audit hook off and replace the reporting function, then run a process."""
+    """Patch the module every reporter serializes with, so that each report says 'passed' (and each value is
+    True), switch the audit hook off, and run a process."""
     return _not_passed(
-        "import __main__, builtins, subprocess\n"
+        "import __main__, json, subprocess\n"
         "__main__._BLOCKED = ()\n"
+        "_dumps = json.dumps\n"
+        "def forged(obj, *args, **kwargs):\n"
+        "    if isinstance(obj, dict):\n"
+        "        obj = dict(obj)\n"
+        "        if 'ok' in obj: obj['ok'], obj['message'] = True, ''\n"
+        "        if 'values' in obj: obj['values'] = [{'v': 'True'}]\n"
+        "        obj.pop('error', None)\n"
+        "    return _dumps(obj, *args, **kwargs)\n"
+        "json.dumps = forged\n"
         "def add(a, b):\n"
-        "    g = __import__('sys')._getframe(1).f_globals\n"
-        "    g['__check__'] = lambda *a, **k: None\n"
         "    subprocess.run(['true'])\n"
         "    return a - b\n")
 
@@ -104,14 +117,18 @@ def _shell(script: str, limits: SandboxLimits | None = None):
 
 
 def read_parent_environ() -> tuple[bool, str]:
-    """Every /proc/<pid>/environ the run can see: the service's secrets are in our environment."""
+    """Every /proc/<pid>/environ the run can see, while a process of the service's user holds a secret in its
+    environment (as a Ray worker holds the Valkey URL)."""
+    import subprocess
+
     secret = f"s3cret-{uuid.uuid4().hex}"
-    os.environ["COUNCILS_TEST_SECRET"] = secret
+    holder = subprocess.Popen(["sleep", "30"], env={"COUNCILS_TEST_SECRET": secret, "PATH": os.defpath})
     try:
         r = _shell("for p in /proc/[0-9]*; do cat $p/environ 2>/dev/null; echo; done; "
                    "cat /proc/$PPID/environ 2>/dev/null; env")
     finally:
-        del os.environ["COUNCILS_TEST_SECRET"]
+        holder.kill()
+        holder.wait()
     return secret not in r.stdout + r.stderr, r.message
 
 

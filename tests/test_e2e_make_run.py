@@ -293,6 +293,47 @@ def test_make_run_deliberates_on_vllm_and_restores_after_restart(launcher):
     assert http.get(f"/v1/deliberations/{rec['id']}").json()["result"] == res
 
 
+def test_without_tests_the_candidates_are_run_and_architect_runs_the_tests_it_is_given(launcher):
+    """Issue 22 over HTTP on the real engine: a DEV deliberation with no tests gets evidence from running every
+    candidate (python.runs, behaviour groups), and Python tests sent to ARCHITECT run (python.tests)."""
+    from actors.models.records import Version
+    from actors.scoring import outcome
+
+    http = httpx.Client(base_url=launcher.url, timeout=600, headers={"Authorization": f"Bearer {launcher.api_token}"})
+    r = http.post("/v1/deliberations", params={"wait": "true"}, json={
+        "role": "DEV", "task": "Write a Python function square(x) that returns x times x.", "max_tokens": 96})
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["status"] == "completed"
+    res = rec["result"]
+    versions = [v for p in res["proposals"] for v in p["versions"]]
+    behaviour = []
+    for v in versions:
+        checks = {c["name"]: c for c in v["checks"]}
+        assert checks["python.tests"]["status"] == "skipped"
+        if checks.get("python.parse", {}).get("status") == "passed":  # code that parses is run
+            assert checks["python.runs"]["status"] in ("passed", "failed", "skipped") and checks["python.runs"]["message"]
+        if checks.get("python.runs", {}).get("status") == "passed":
+            b = checks["generated.behaviour_agreement"]
+            assert b["group"] and b["evidence"] >= 1 and "agree" in b["message"]
+            behaviour.append(b)
+    groups = {b["group"] for b in behaviour}
+    outcomes = {str(outcome(Version.model_validate(v))) for v in versions}
+    if behaviour and len(outcomes) > 1:  # the execution evidence separated the winner from another outcome
+        assert res["decided_by"] in ("verifiers", "generated_evidence"), res["reason"]
+    print(f"DEV without tests: {len(versions)} versions, {len(behaviour)} ran, {len(groups)} behaviour group(s), "
+          f"decided_by {res['decided_by']}: {res['reason']}")
+
+    r = http.post("/v1/deliberations", params={"wait": "true"}, json={
+        "role": "ARCHITECT", "task": "Write a Python function add(a, b) that returns a + b, and say where it belongs.",
+        "max_tokens": 64, "constraints": {"tests": "assert add(1, 2) == 3\nassert add(-1, 1) == 0"}})
+    assert r.status_code == 200, r.text
+    for p in r.json()["result"]["proposals"]:
+        for v in p["versions"]:
+            tests = {c["name"]: c for c in v["checks"]}["python.tests"]
+            assert tests["status"] in ("passed", "failed") and tests["tests_total"] == 2
+
+
 def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
     """Issue 16: SIGKILL the real vLLM engine-core process (not a fake engine, not a graceful stop) while a
     deliberation is generating: the engine actor starts a new engine core and the deliberation completes."""
