@@ -159,9 +159,12 @@ async def run(ports: dict[str, int], url: str, data: Path, launcher_pid: int, pe
         try:
             import valkey as valkey_sync
 
-            from councils_local.valkey_server import stored_password
+            from councils_local.valkey_server import GCS_PASSWORD_FILE, GCS_USER, stored_password
 
-            valkey_url = f"redis://:{stored_password(data / 'valkey')}@127.0.0.1:{ports['valkey']}/0"
+            # make run's Valkey has ACL users; the restore benchmark writes under prefixes of its own, which the
+            # councils user may not touch: the benchmark (an operator's tool) uses the gcs user.
+            password = stored_password(data / "valkey", GCS_PASSWORD_FILE)
+            valkey_url = f"redis://{GCS_USER}:{password}@127.0.0.1:{ports['valkey']}/0"
             sync = valkey_sync.from_url(valkey_url, decode_responses=True)
             actor = sync.get("councils:engine:smollm2:actor") or engine_actor_name("smollm2")
             sync.close()

@@ -152,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             redis_address, username, password = ray_redis_args(url)
             log(f"external Valkey at {redact_url(url)}")
         else:
-            valkey = ValkeyProcess(data / "valkey", port=args.valkey_port).start()
-            url, redis_address, username, password = valkey.url, valkey.address, None, valkey.password
-            log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir}; password in "
-                f"{valkey.data_dir / 'password'}, mode 0600)")
+            # Two ACL users: `councils` (keys under the config's prefix, no dangerous command) and `gcs` (Ray's GCS).
+            prefix = next((app.get("args", {}).get("key_prefix") for app in config.get("applications", [])
+                           if app.get("args", {}).get("key_prefix")), "councils:")
+            valkey = ValkeyProcess(data / "valkey", port=args.valkey_port, acl_users=prefix).start()
+            url, redis_address = valkey.url, valkey.address
+            username, password = valkey.gcs_username, valkey.gcs_password
+            log(f"embedded Valkey on {valkey.address} (AOF in {valkey.data_dir}; ACL users councils and gcs, "
+                f"passwords in {valkey.data_dir}, mode 0600)")
 
         child_env = {
             "COUNCILS_VALKEY_URL": url,

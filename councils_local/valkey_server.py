@@ -3,7 +3,9 @@
 Used by the local launcher (`make run`) and by the tests; production points at an external Valkey.
 
 Secure by default (docs/security.md): a generated password (kept in `<data_dir>/password`, mode 0600, and
-reused on every start), protected mode, `maxmemory` with `noeviction`. The settings, the password included,
+reused on every start), protected mode, `maxmemory` with `noeviction`. With `acl_users` (make run) the default
+user is off and two ACL users share the server: `councils` (the service: only keys under its prefix, no
+dangerous command but INFO and CONFIG GET) and `gcs` (Ray's GCS: everything), each with its own password. The settings, the password included,
 go in a 0600 config file: nothing secret is on the command line (`/proc/<pid>/cmdline` is world-readable).
 """
 
@@ -32,7 +34,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PASSWORD_FILE = "password"
+PASSWORD_FILE = "password"  # the councils' password (requirepass, or the `councils` ACL user's)
+GCS_PASSWORD_FILE = "gcs-password"  # the `gcs` ACL user's
+COUNCILS_USER, GCS_USER = "councils", "gcs"
+# The councils may read memory use and persistence settings (serve_app/valkey_guard.py), nothing else dangerous.
+COUNCILS_COMMANDS = "+@all -@dangerous +info +config|get"
 CONFIG_FILE = "valkey.conf"
 DEFAULT_MAXMEMORY = EnvSettings().valkey_maxmemory  # COUNCILS_VALKEY_MAXMEMORY
 
@@ -45,9 +51,9 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def stored_password(data_dir: Path) -> str:
-    """The embedded Valkey's password: generated once, kept 0600 under its data directory."""
-    path = data_dir / PASSWORD_FILE
+def stored_password(data_dir: Path, name: str = PASSWORD_FILE) -> str:
+    """One of the embedded Valkey's passwords: generated once, kept 0600 under its data directory."""
+    path = data_dir / name
     if path.exists():
         password = path.read_text().strip()
         if password:
@@ -62,21 +68,30 @@ class ValkeyProcess:
     """One valkey-server process on 127.0.0.1, its data (AOF) under data_dir.
 
     `password`: True (default) a generated one stored under data_dir; a string that one; None no password.
+    `acl_users`: a key prefix: the default user is off, `url` is the `councils` user's (keys under that prefix
+    only) and `gcs_password` the `gcs` user's (Ray's GCS); both passwords generated and kept under data_dir.
     """
 
     def __init__(self, data_dir: str | Path, port: int | None = None, password: str | bool | None = True,
-                 maxmemory: str = DEFAULT_MAXMEMORY):
+                 maxmemory: str = DEFAULT_MAXMEMORY, acl_users: str | None = None):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
-        self._password = password
-        self.password: str | None = password if isinstance(password, str) else None
+        self._password = password if acl_users is None else True
+        self.password: str | None = password if isinstance(password, str) and acl_users is None else None
         self.maxmemory = maxmemory
+        self.acl_prefix = acl_users
+        self.gcs_password: str | None = None
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        user = COUNCILS_USER if self.acl_prefix is not None else ""
+        auth = f"{user}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def gcs_username(self) -> str | None:
+        return GCS_USER if self.acl_prefix is not None else None
 
     @property
     def address(self) -> str:
@@ -95,7 +110,12 @@ class ValkeyProcess:
             'save ""',
             "protected-mode yes",
         ]
-        if self.password:
+        if self.acl_prefix is not None:
+            pattern = self.acl_prefix.replace("\\", "\\\\") + "*"
+            lines += ["user default off",
+                      f'user {GCS_USER} on >{self.gcs_password} ~* &* +@all',
+                      f'user {COUNCILS_USER} on >{self.password} ~{pattern} &* {COUNCILS_COMMANDS}']
+        elif self.password:
             lines.append(f'requirepass "{self.password}"')
         return "\n".join(lines) + "\n"
 
@@ -104,6 +124,8 @@ class ValkeyProcess:
         os.chmod(self.data_dir, 0o700)  # the AOF holds every record: for our user only
         if self._password is True and self.password is None:
             self.password = stored_password(self.data_dir)
+        if self.acl_prefix is not None and self.gcs_password is None:
+            self.gcs_password = stored_password(self.data_dir, GCS_PASSWORD_FILE)
         config = self.data_dir / CONFIG_FILE
         write_private(config, self.config_text())
         args = [valkey_binary(), str(config)]  # every setting (the password too) in the 0600 file
@@ -131,7 +153,10 @@ class ValkeyProcess:
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                if self.password:
+                if self.acl_prefix is not None:
+                    s.sendall(f"AUTH {GCS_USER} {self.gcs_password}\r\n".encode())
+                    s.recv(64)
+                elif self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     s.recv(64)
                 s.sendall(b"PING\r\n")

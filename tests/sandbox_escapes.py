@@ -8,6 +8,7 @@ sandboxed code says about itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from actors.models.councils import ScoringSpec
 from actors.models.requests import Constraints
@@ -147,7 +148,9 @@ def read_service_file() -> tuple[bool, str]:
     return secret not in r.stdout + r.stderr and "IMPOSSIBLE" not in r.stdout, r.stdout[-200:] + r.stderr[-200:]
 
 
-def connect_loopback() -> tuple[bool, str]:
+@contextlib.contextmanager
+def loopback_listener() -> Iterator[tuple[int, list]]:
+    """A server of the test process on 127.0.0.1: (its port, the connections it accepted)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -164,16 +167,20 @@ def connect_loopback() -> tuple[bool, str]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    port = server.getsockname()[1]
     try:
-        r = run_sandboxed([sys.executable, "-I", "-c",
-                           f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('in')"],
-                          {})
-        time.sleep(0.3)
+        yield server.getsockname()[1], accepted
     finally:
         stop.set()
         thread.join()
         server.close()
+
+
+def connect_loopback() -> tuple[bool, str]:
+    with loopback_listener() as (port, accepted):
+        r = run_sandboxed([sys.executable, "-I", "-c",
+                           f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('in')"],
+                          {})
+        time.sleep(0.3)
     return not accepted and "in" not in r.stdout.split(), r.stderr[-200:]
 
 

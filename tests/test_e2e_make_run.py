@@ -157,11 +157,13 @@ def test_make_run_keeps_secrets_off_command_lines_and_ray_jobs_need_the_token(la
     import urllib.request
 
     valkey_password = (launcher.data_dir / "valkey" / "password").read_text().strip()
+    gcs_password = (launcher.data_dir / "valkey" / "gcs-password").read_text().strip()
     ray_token = (launcher.data_dir / "ray-auth-token").read_text().strip()
-    for path in (launcher.data_dir / "valkey" / "password", launcher.data_dir / "ray-auth-token",
-                 launcher.data_dir / "valkey" / "valkey.conf"):
+    for path in (launcher.data_dir / "valkey" / "password", launcher.data_dir / "valkey" / "gcs-password",
+                 launcher.data_dir / "ray-auth-token", launcher.data_dir / "valkey" / "valkey.conf"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    secrets = {"valkey password": valkey_password, "ray token": ray_token, "api token": launcher.api_token}
+    secrets = {"valkey password": valkey_password, "gcs's valkey password": gcs_password, "ray token": ray_token,
+               "api token": launcher.api_token}
     procs = _started_by(launcher)
     names = " ".join(sorted({p.name() for p in procs}))
     for needed in ("valkey-server", "gcs_server", "raylet"):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -129,39 +127,14 @@ def test_writing_in_the_work_directory_is_fine():
     assert verify(code).passed
 
 
-@pytest.fixture
-def listener():
-    """A server in the test process: the sandboxed code must never reach it."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join()
-    server.close()
-
-
-def test_network_calls_do_not_arrive(listener):
-    port, accepted = listener
-    connect = f"socket.create_connection(('127.0.0.1', {port}), timeout=2)"
-    t = verify(f"import socket\ndef answer():\n    {connect}\n    return 42")
-    assert t.failed and "sandbox: socket." in t.message
-    r = run_sandboxed([sys.executable, "-I", "-c", f"import socket; {connect}; print('connected')"], {})
-    assert "connected" not in r.stdout and r.isolated and "Connection refused" in r.stderr
-    time.sleep(0.3)
+def test_network_calls_do_not_arrive():
+    with sandbox_escapes.loopback_listener() as (port, accepted):
+        connect = f"socket.create_connection(('127.0.0.1', {port}), timeout=2)"
+        t = verify(f"import socket\ndef answer():\n    {connect}\n    return 42")
+        assert t.failed and "sandbox: socket." in t.message
+        r = run_sandboxed([sys.executable, "-I", "-c", f"import socket; {connect}; print('connected')"], {})
+        assert "connected" not in r.stdout and r.isolated and "Connection refused" in r.stderr
+        time.sleep(0.3)
     assert accepted == []
 
 
