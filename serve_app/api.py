@@ -18,11 +18,12 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from . import auth, limits, redact
 from .errors import ApiError, error_body, internal_error, new_error_id, validation_message
-from .routes import councils, deliberations, events, health, openai, status
+from .routes import councils, deliberations, events, health, openai, status, ui
 
 log = logging.getLogger("councils.ingress")
 
-ROUTERS = (health.router, councils.router, deliberations.router, events.router, status.router, openai.router)
+ROUTERS = (health.router, councils.router, deliberations.router, events.router, status.router, openai.router,
+           ui.api_router, ui.router)
 
 
 def build_api(service: Any, tokens: auth.TokenAuth | None = None) -> FastAPI:

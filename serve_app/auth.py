@@ -5,8 +5,8 @@
 - `COUNCILS_ADMIN_TOKEN` / `COUNCILS_ADMIN_TOKEN_FILE`: the admin token, which may do everything, including
   council writes and deletes (PUT/POST/DELETE under /v1/councils). The read token gets 403 there.
 
-With any token set, every route but the open ones (health, readiness, and the OpenAPI document when the
-config says `public_docs: true`) needs `Authorization: Bearer <token>`, compared in constant time. Without
+With any token set, every route but the open ones (health, readiness, the council viewer's static files under
+/ui, which hold no data, and the OpenAPI document when the config says `public_docs: true`) needs `Authorization: Bearer <token>`, compared in constant time. Without
 any token the API is open (the ingress refuses that on a non-loopback address unless the config says
 `allow_unauthenticated: true`; see app.py and docs/security.md). A token file that is set but cannot be
 read, or is empty, stops the replica from starting: a misconfigured secret never silently leaves the API open.
@@ -22,7 +22,7 @@ from typing import Mapping
 
 from starlette.responses import JSONResponse
 
-from . import redact
+from . import redact, ui
 from .errors import error_body
 from .settings import EnvSettings, env_var
 
@@ -32,7 +32,8 @@ ENV_ADMIN_TOKEN = env_var("admin_token")
 ENV_ADMIN_TOKEN_FILE = env_var("admin_token_file")
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-OPEN_PATHS = HEALTH_PATHS | DOCS_PATHS  # what may ever be open (the OpenAPI document marks them so)
+UI_PATHS = ui.PATHS  # the council viewer's static files (GET/HEAD): they hold no data; the page asks for the token
+OPEN_PATHS = HEALTH_PATHS | DOCS_PATHS | UI_PATHS  # what may ever be open (the OpenAPI document marks them so)
 REALM = "councils"
 ADMIN, READ, OPEN = "admin", "read", "open"  # a caller's scope; OPEN: no token is configured at all
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -148,10 +149,11 @@ class BearerAuthMiddleware:
         self.auth = auth if auth is not None else TokenAuth.from_env()
         self.open_paths = open_paths
 
-    def _open(self, path: str) -> bool:
+    def _open(self, path: str, method: str = "GET") -> bool:
         if self.open_paths is not None:
             return path in self.open_paths
-        return path in HEALTH_PATHS or (self.auth.public_docs and path in DOCS_PATHS)
+        return (path in HEALTH_PATHS or (self.auth.public_docs and path in DOCS_PATHS)
+                or (path in UI_PATHS and method.upper() in ("GET", "HEAD")))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -164,7 +166,7 @@ class BearerAuthMiddleware:
                 break
         granted = scope_of(header, self.auth.tokens)
         scope.setdefault("state", {})["councils_scope"] = granted
-        if self._open(path):
+        if self._open(path, scope.get("method", "GET")):
             return await self.app(scope, receive, send)
         if granted is None:
             if header:

@@ -6,6 +6,7 @@
     events.py        /v1/deliberations/{id}/events (Server-Sent Events)
     status.py        /v1/status
     openai.py        /v1/models, /v1/chat/completions (serve_app/openai_compat.py)
+    ui.py            /ui (the council viewer's static files, serve_app/ui/), /v1/whoami (the caller's scope)
 
 serve_app/api.py mounts them (its `ROUTERS`) on the FastAPI app; deps.py holds what they share.
 """
