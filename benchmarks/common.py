@@ -63,8 +63,8 @@ def settings() -> dict[str, Any]:
         "restore_spec_reps": 3,
         "restore_actor_reps": {"5": 3, "30": 2},  # councils whose actors are created from specs: repetitions
         "quality_limit": None,  # every shipped task (benchmarks/quality_tasks/)
-        "quality_max_tokens": 128,
-        "quality_reps": 2,  # fresh draws of every arm on every task (~12 min each on 2 cores)
+        "quality_max_tokens": None,  # None: the shipped max_tokens (configs/local.yaml default_councils)
+        "quality_reps": 2,  # repetitions of every arm on every task, seeds offset per repetition
         "fault_reps": 3,  # SIGKILLs of each fault, each timed to the next successful deliberation
     }
     if os.environ.get(QUICK_ENV) == "1":
@@ -84,12 +84,6 @@ def bench_engine_spec():
     config = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     raw = config["applications"][0]["args"]["engines"][0]
     return EngineSpec.model_validate(raw)
-
-
-def unseeded(council):
-    """The council with `seed: null` on every agent: every call is a fresh draw (benchmarks/quality.py repeats
-    each task and needs independent draws)."""
-    return council.model_copy(update={"agents": [a.model_copy(update={"seed": None}) for a in council.agents]})
 
 
 def bench_council(engine: str = "smollm2", agents: int | None = None, rounds: int | None = None,

