@@ -183,7 +183,15 @@ async def attempt(gen, verifier, grader: Grader, arm: str, family: str, task: di
     async with sem:
         record = DeliberationRecord(request=request_for(task, family))
         t0 = time.perf_counter()
-        await deliberate(record, council, gen, NullSink(), verifier)
+        try:
+            await deliberate(record, council, gen, NullSink(), verifier)
+        except Exception as e:  # a failed deliberation is a failed attempt, on the page; the run goes on
+            return {"id": task["id"], "family": family, "arm": arm, "rep": rep, "correct": False, "oracle": False,
+                    "pool": 0, "pool_correct": 0, "decided_by": "error", "agents": len(council.agents), "drafts": 0,
+                    "tokens": sum(p.usage.total_tokens for p in record.proposals), "completion_tokens": 0,
+                    "wall_s": round(time.perf_counter() - t0, 2), "stages": list(record.stages_done),
+                    "skipped": list(record.stages_skipped), "stage_tokens": _stage_tokens(record), "winner": "",
+                    "error": f"{type(e).__name__}: {e}"[:300]}
         wall = time.perf_counter() - t0
     result = record.result
     if arm == "self_consistency":  # every sample, in seat (sample) order

@@ -99,6 +99,11 @@ def _run_section(run: dict, *, headline: bool) -> list[str]:
         "", f"Generated inputs: {run.get('task_inputs', '?')} of {run['tasks'].get('python_notests', '?')} Python "
         "tasks name their function's signature, so every candidate runs on the same inputs; on the others each "
         "candidate's own function and parameters choose them.", ""]
+    errors = [r for r in run["rows"] if r.get("error")]
+    if errors:
+        lines += [f"**{len(errors)} attempt(s) failed** (counted as not passed): " + "; ".join(
+            f"{ARM_NAMES[r['arm']]} on {r['id']} ({FAMILY_NAMES[r['family']]}, repetition {r['rep'] + 1}): {r['error']}"
+            for r in errors[:10]) + ("; …" if len(errors) > 10 else "") + ".", ""]
     ts = targets(figs)
     if headline:
         lines += ["### Targets (held-out split; fixed before the first run, never changed after one)", "",

@@ -253,3 +253,19 @@ def test_the_pipeline_writes_page_history_and_readme_line(tmp_path):
     quality.write_outputs(run, results=tmp_path, history=history, page=page, readme=readme)
     again = json.loads(history.read_text())
     assert again[:2] == entries and len(again) == 3
+
+
+def test_a_failed_deliberation_is_a_failed_attempt_on_the_page(tmp_path):
+    from benchmarks import quality
+    from benchmarks.quality_arms import Shape
+    from benchmarks.quality_page import markdown
+    from tests.fakes import FakeGenerator
+
+    tasks = {"python_tests": TINY["python"][:1], "python_notests": [], "exact": TINY["exact"][:1]}
+    shape = Shape(agents=3, rounds=0, drafts=1, max_tokens=32, engine="smollm2", source="test")
+    run = asyncio.run(quality.measure(FakeGenerator(_responder, fail_on=1), split="heldout", tasks=tasks, shape=shape,
+                                      reps=1, concurrency=1, sample_cap=2, verifier=CachingVerifier()))
+    failed = [r for r in run["rows"] if r.get("error")]
+    assert len(failed) == 1 and not failed[0]["correct"] and "fake engine failure" in failed[0]["error"]
+    assert len(run["rows"]) == 3 * 2
+    assert "**1 attempt(s) failed**" in markdown({"heldout": {**run, "wall_s": 1.0}, "dev": None}, [])
