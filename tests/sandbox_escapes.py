@@ -82,18 +82,26 @@ def forge_via_globals() -> tuple[bool, str]:
         "    return a - b\n")
 
 
+_NONCES = ("    import gc, json\n"
+           "    nonces = {o['nonce'] for o in gc.get_objects() if isinstance(o, dict) and isinstance(o.get('nonce'), str)}\n"
+           "    lines = [json.dumps({'check': 0, 'values': [{'v': 'True'}]}), json.dumps({'done': True})]\n"
+           "    lines += [n + json.dumps(e) for n in nonces for e in ({'event': 'test', 'index': 0, 'ok': True,\n"
+           "                                                            'message': ''}, {'event': 'done'})]\n")
+
+
 def forge_via_stdout() -> tuple[bool, str]:
-    """Print result lines of every format the runner ever used, on stdout and every open descriptor."""
+    """Find any nonce in memory, then print result lines of every format a runner of ours used, on stdout and
+    on every open descriptor."""
     return _not_passed(
-        "import os, sys, json\n"
-        "lines = [json.dumps({'check': 0, 'values': [{'v': '1'}]}), json.dumps({'event': 'done'}),\n"
-        "         json.dumps({'done': True})]\n"
-        "for fd in range(0, 64):\n"
-        "    for line in lines:\n"
-        "        try: os.write(fd, (line + '\\n').encode())\n"
-        "        except OSError: pass\n"
-        "print(*lines, sep='\\n')\n"
-        "def add(a, b):\n"
+        "import os, threading, time\n"
+        "def add(a, b):\n" + _NONCES +
+        "    def later():  # after the runner's own report, so a reader that keeps the last line sees this one\n"
+        "        time.sleep(0.3)\n"
+        "        for fd in range(0, 64):\n"
+        "            try: os.write(fd, ('\\n'.join(lines) + '\\n').encode())\n"
+        "            except OSError: pass\n"
+        "        print(*lines, sep='\\n', flush=True)\n"
+        "    threading.Thread(target=later).start()\n"
         "    return a - b\n")
 
 
@@ -108,7 +116,15 @@ def forge_via_eq() -> tuple[bool, str]:
 
 
 def forge_via_exit() -> tuple[bool, str]:
-    return _not_passed("import os\ndef add(a, b):\n    os._exit(0)\n")
+    """Report a pass through every open text stream in memory, then leave with status 0 before any check runs."""
+    return _not_passed(
+        "import os, io\n"
+        "def add(a, b):\n" + _NONCES +
+        "    for o in gc.get_objects():\n"
+        "        if isinstance(o, io.TextIOWrapper) and o.writable():\n"
+        "            try: o.write('\\n'.join(lines) + '\\n'); o.flush()\n"
+        "            except Exception: pass\n"
+        "    os._exit(0)\n")
 
 
 # --- reaching outside ----------------------------------------------------------------------------
@@ -229,13 +245,14 @@ def sysv_shm_leftover() -> tuple[bool, str]:
 
 
 def memory_across_processes() -> tuple[bool, str]:
-    """Eight processes of 200 MiB each try to hold 1.6 GiB together; the run's budget is 512 MiB."""
-    hold = "import sys, time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True); " \
-           "time.sleep(3)"
-    script = " ".join(f"({sys.executable} -I -c \"{hold}\" &)" + ";" for _ in range(8)) + " sleep 4"
-    r = _shell(script, SandboxLimits(wall_s=8, cpu_s=8))
-    held = r.stdout.split().count("held")
-    return held * 200 <= 512, f"{held} of 8 processes held 200 MiB; {r.message}"
+    """Eight processes of 200 MiB each try to hold 1.6 GiB together for 5 s; the run's budget is 512 MiB, so at
+    most two may still hold theirs at the end (the others were refused the memory or killed)."""
+    hold = ("import time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(5); "
+            "print('still', flush=True)")
+    script = " ".join(f"{sys.executable} -I -c \"{hold}\" &" for _ in range(8)) + " wait"
+    r = _shell(script, SandboxLimits(wall_s=25, cpu_s=10))
+    still = r.stdout.split().count("still")
+    return still * 200 <= 512, f"{still} of 8 processes still held 200 MiB after 5 s; {r.message}"
 
 
 def user_namespace_inside() -> tuple[bool, str]:

@@ -45,17 +45,32 @@ def verify(code: str, tests: str = TESTS):
 
 
 def leftover_processes() -> list[int]:
-    found = []
+    """Live processes of the sandbox uids that are ours (descendants of this process) or orphans (their parent
+    gone): a run of another process on this machine, still going, is neither."""
+    parents, candidates = {}, []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             uid = os.stat(f"/proc/{pid}").st_uid
             with open(f"/proc/{pid}/stat", "rb") as f:
-                zombie = f.read().rpartition(b")")[2].split()[0] == b"Z"
+                fields = f.read().rpartition(b")")[2].split()
         except OSError:
             continue
-        if isolation.UID_BASE <= uid < isolation.UID_BASE + isolation.UID_SLOTS and not zombie:
-            found.append(int(pid))
-    return found
+        parents[int(pid)] = int(fields[1])
+        if isolation.UID_BASE <= uid < isolation.UID_BASE + isolation.UID_SLOTS and fields[0] != b"Z":
+            candidates.append(int(pid))
+
+    def ours_or_orphan(pid: int) -> bool:
+        if parents.get(pid) == 1:
+            return True
+        seen = set()
+        while pid > 1 and pid not in seen:
+            seen.add(pid)
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid in candidates if ours_or_orphan(pid)]
 
 
 @pytest.fixture(autouse=True)
