@@ -32,7 +32,7 @@ ENV_ADMIN_TOKEN = env_var("admin_token")
 ENV_ADMIN_TOKEN_FILE = env_var("admin_token_file")
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-UI_PATHS = ui.PATHS  # the council viewer's static files (GET/HEAD): they hold no data; the page asks for the token
+UI_PATHS = ui.PATHS  # the council viewer's static files (GET only): they hold no data; the page asks for the token
 OPEN_PATHS = HEALTH_PATHS | DOCS_PATHS | UI_PATHS  # what may ever be open (the OpenAPI document marks them so)
 REALM = "councils"
 ADMIN, READ, OPEN = "admin", "read", "open"  # a caller's scope; OPEN: no token is configured at all
@@ -153,7 +153,7 @@ class BearerAuthMiddleware:
         if self.open_paths is not None:
             return path in self.open_paths
         return (path in HEALTH_PATHS or (self.auth.public_docs and path in DOCS_PATHS)
-                or (path in UI_PATHS and method.upper() in ("GET", "HEAD")))
+                or (path in UI_PATHS and method.upper() == "GET"))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

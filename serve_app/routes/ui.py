@@ -1,5 +1,5 @@
 """/ui: the council viewer (serve_app/ui/, docs/ui.md), static files served with a strict Content-Security-Policy
-and without a token (they hold no data; the auth middleware opens exactly serve_app.ui.PATHS, GET and HEAD only);
+and without a token (they hold no data; the auth middleware opens exactly serve_app.ui.PATHS, GET only);
 /v1/whoami: the scope of the caller's token, behind the token like every /v1 route, so the page shows admin
 actions only to an admin."""
 
