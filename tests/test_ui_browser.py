@@ -6,7 +6,7 @@ generator and verifier (tests/fakes.py), writing its checkpoints and events to t
 record and SSE stream the service serves. No Ray, no Valkey.
 
 What it proves: without a token only the login field shows; a read token shows no admin action, an admin token
-does; a deliberation started from the form streams its stages live; the first event stream is cut by the server
+does, and an open API (no token configured, as under `make run`) needs no login; a deliberation started from the form streams its stages live; the first event stream is cut by the server
 and the page resumes with Last-Event-ID; a reload mid-deliberation shows every event again exactly once and resumes
 after the last one; the winner's card carries decided_by; a proposal holding <script> and an onerror handler is
 rendered as text and runs nothing; the page raises no CSP violation. COUNCILS_UI_SCREENSHOT=1 writes the finished
@@ -15,6 +15,7 @@ deliberation to docs/ui-screenshot.png."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -193,9 +194,9 @@ class CutFirstStream:
         await self.app(scope, cut_receive, cut_send)
 
 
-@pytest.fixture(scope="module")
-def server():
-    """(url, service, gate, wrapper) of the real app on a free port, tokens on."""
+@contextlib.contextmanager
+def serving(tokens: dict[str, str]):
+    """(url, service, gate, wrapper) of the real app on a free port with these tokens ({}: an open API)."""
     gate = threading.Event()
     service = memory_service()
     store = LiveStore()
@@ -203,7 +204,7 @@ def server():
     service.store = store
     service.registry = RunningRegistry(store, gate)
     service.restored = service.engines_ready = True
-    wrapper = CutFirstStream(build_api(service, TokenAuth({ADMIN: ADMIN_TOKEN, READ: READ_TOKEN})))
+    wrapper = CutFirstStream(build_api(service, TokenAuth(tokens)))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(wrapper, log_level="warning", lifespan="off"))
@@ -212,10 +213,19 @@ def server():
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", service, gate, wrapper
-    gate.set()
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", service, gate, wrapper
+    finally:
+        gate.set()
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app with tokens on: READ_TOKEN reads and deliberates, ADMIN_TOKEN writes councils too."""
+    with serving({ADMIN: ADMIN_TOKEN, READ: READ_TOKEN}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +296,17 @@ def test_a_read_token_sees_no_admin_action_an_admin_token_does(page, server):
     assert page.locator(".council[data-role=DEV] button.admin-action").count() == 3  # remove, per agent
     assert page.locator(".council[data-role=DEV] form.admin-action").count() == 1  # add agent
     page.click("#logout")
+    assert not page.csp_violations
+
+
+def test_an_open_api_needs_no_login_and_shows_the_admin_actions(page):
+    """As under `make run`: no token configured (loopback only), so the page opens at once, as an admin would see it."""
+    with serving({}) as (url, *_):
+        page.goto(url + "/ui")
+        page.wait_for_selector(".council[data-role=DEV]")
+        assert page.is_hidden("#login") and page.is_hidden("#logout")
+        assert "open API" in page.text_content("#who")
+        assert page.locator(".council[data-role=QA] .admin-action").count() == 4
     assert not page.csp_violations
 
 
