@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import socket
 import threading
@@ -411,6 +412,12 @@ def test_a_deliberation_from_the_form_live_through_a_cut_stream_and_a_reload(pag
     row.locator("td.status-completed").wait_for()
     assert row.locator(".winner-line").text_content() == "Revised: return the exact word."
     assert row.locator("a", has_text="JSON").get_attribute("href") == f"/v1/deliberations/{delib_id}"
+    with page.context.expect_page() as opened:  # fetched with the token, opened as a blob in a new tab
+        row.locator("a", has_text="JSON").click()
+    record_tab = opened.value
+    record_tab.wait_for_load_state()
+    assert json.loads(record_tab.text_content("body"))["result"]["decided_by"] == "verifiers"
+    record_tab.close()
     assert not page.csp_violations
 
     if os.environ.get("COUNCILS_UI_SCREENSHOT") == "1":
