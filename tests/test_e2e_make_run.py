@@ -336,6 +336,51 @@ def test_without_tests_the_candidates_are_run_and_architect_runs_the_tests_it_is
             assert tests["status"] in ("passed", "failed") and tests["tests_total"] == 2
 
 
+def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(launcher, tmp_path):
+    """Issue 27 on the real stack: in headless Chromium, /ui signs in with make run's token, starts a DEV
+    deliberation from the form on vLLM, shows its stages as they arrive, is reloaded mid-deliberation and still
+    shows every event exactly once (the ids the API's event stream serves), and marks the winner with decided_by.
+    (A proposal holding <script> is shown as text: tests/test_ui_browser.py, where the proposal can be chosen.)"""
+    from tests.test_ui_browser import CHROMIUM, FLAGS, shown_events, sign_in
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (`make install` installs it as root)")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=FLAGS)
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        sign_in(page, launcher.url, launcher.api_token)
+        page.select_option("#f-role", "DEV")
+        page.fill("#f-task", "Write a Python function cube(x) that returns x to the power of three.")
+        page.click("#start-form summary")
+        page.fill("#f-rounds", "1")
+        page.fill("#f-max-tokens", "64")
+        page.click("#f-submit")
+        page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
+        delib_id = page.evaluate("location.hash.slice(3)")
+        page.wait_for_selector("#d-events li[data-kind='stage.started']")  # live, before the deliberation ends
+        page.reload()
+        page.wait_for_selector("#d-events li")
+        page.wait_for_selector("#d-events li[data-kind=completed]", timeout=600_000)
+        shown = shown_events(page)
+        served = []
+        with httpx.stream("GET", f"{launcher.url}/v1/deliberations/{delib_id}/events", timeout=60,
+                          headers={"Authorization": f"Bearer {launcher.api_token}"}) as r:
+            for line in r.iter_lines():
+                if line.startswith("id:"):
+                    served.append(line[3:].strip())
+        assert [eid for eid, _ in shown] == served and len(set(served)) == len(served)
+        record = httpx.get(f"{launcher.url}/v1/deliberations/{delib_id}", timeout=60,
+                           headers={"Authorization": f"Bearer {launcher.api_token}"}).json()
+        page.wait_for_selector(".card.winner")
+        assert page.locator(".card.winner .decided-by").text_content() == record["result"]["decided_by"]
+        assert page.locator(".card.winner .reason").text_content() == record["result"]["reason"]
+        assert page.evaluate("window.__pwned") is None
+        context.close()
+
+
 def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
     """Issue 16: SIGKILL the real vLLM engine-core process (not a fake engine, not a graceful stop) while a
     deliberation is generating: the engine actor starts a new engine core and the deliberation completes."""
