@@ -39,6 +39,8 @@ test-fast: install
 bench: model
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) -m benchmarks
+	# The council viewer's screenshot in docs/ (README shows it): its browser test, writing the finished deliberation.
+	COUNCILS_UI_SCREENSHOT=1 $(PY) -m pytest -q tests/test_ui_browser.py -k deliberation
 
 clean:
 	rm -rf .data
