@@ -338,7 +338,8 @@ def test_cli_deliberates_and_prints_the_winner(cluster, http, capsys):
 
     assert cli.main(base + ["--json", "deliberate", "QA", "Plan tests for a login form.", "--rounds", "0"]) == 0
     rec = json_output(capsys.readouterr().out)
-    assert rec["status"] == "completed" and rec["stages_done"] == ["propose", "rank", "score"]
+    assert rec["status"] == "completed" and rec["stages_done"] in (["propose", "rank", "score"], ["propose", "score"])
+    assert "rank" in rec["stages_done"] + rec["stages_skipped"]  # ranked only where the verifiers left a tie
 
     assert cli.main(base + ["create", "CLITEST", "--agents", "2", "--rounds", "0"]) == 0  # engine: the service's
     assert "created council CLITEST: 2 agents" in capsys.readouterr().out

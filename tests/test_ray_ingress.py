@@ -84,7 +84,9 @@ def test_async_deliberation_202_then_poll(http):
     assert body["status"] == "pending" and body["status_url"] == f"/v1/deliberations/{body['id']}"
     rec = wait_until(lambda: (x := http.get(body["status_url"]).json())["status"] == "completed" and x,
                      what="async deliberation")
-    assert rec["stages_done"] == ["propose", "rank", "score"]
+    # Peer ranking runs only where the verifiers leave a tie: here the one draft whose code runs decides.
+    assert rec["stages_done"] in (["propose", "rank", "score"], ["propose", "score"])
+    assert "rank" in rec["stages_done"] + rec["stages_skipped"]
 
 
 @pytest.mark.parametrize("payload,status,needle", [
