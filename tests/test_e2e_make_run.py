@@ -381,6 +381,45 @@ def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(
         context.close()
 
 
+def test_the_council_viewer_shows_a_real_proposal_holding_markup_as_text(launcher, tmp_path):
+    """Issue 27 on the real stack: a proposal that holds <script> (the model asked to repeat a line of markup) is
+    shown as text in its card and runs nothing. Skipped when no proposal of the model holds it this time: then
+    only tests/test_ui_browser.py, whose proposal is chosen, shows it."""
+    from tests.test_ui_browser import CHROMIUM, FLAGS, sign_in
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (`make install` installs it as root)")
+    markup = "<script>window.__pwned = 1</script>"
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=FLAGS)
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        sign_in(page, launcher.url, launcher.api_token)
+        page.select_option("#f-role", "ARCHITECT")
+        page.fill("#f-task", f"Repeat this line exactly, as it is, and nothing else: {markup}")
+        page.click("#start-form summary")
+        page.fill("#f-rounds", "0")
+        page.fill("#f-max-tokens", "48")
+        page.click("#f-submit")
+        page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
+        delib_id = page.evaluate("location.hash.slice(3)")
+        page.wait_for_selector("#d-events li[data-kind=completed]", timeout=600_000)
+        page.wait_for_selector(".card")
+        record = httpx.get(f"{launcher.url}/v1/deliberations/{delib_id}", timeout=60,
+                           headers={"Authorization": f"Bearer {launcher.api_token}"}).json()
+        holding = [v for p_ in record["result"]["proposals"] for v in p_["versions"] if "<script" in v["content"]]
+        shown = " ".join(page.locator(".card").all_text_contents())
+        pwned = page.evaluate("window.__pwned")
+        injected = page.locator("#d-cards script, #d-events script").count()
+        context.close()
+    assert pwned is None and injected == 0
+    if not holding:
+        pytest.skip("no proposal of the model held <script> this time")
+    assert "<script" in shown  # as text, in the card
+
+
 def test_real_vllm_engine_core_sigkilled_mid_deliberation_completes(launcher):
     """Issue 16: SIGKILL the real vLLM engine-core process (not a fake engine, not a graceful stop) while a
     deliberation is generating: the engine actor starts a new engine core and the deliberation completes."""
