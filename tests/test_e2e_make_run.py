@@ -7,6 +7,7 @@ checks that every council came back from Valkey unchanged, with no init step.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -336,12 +337,10 @@ def test_without_tests_the_candidates_are_run_and_architect_runs_the_tests_it_is
             assert tests["status"] in ("passed", "failed") and tests["tests_total"] == 2
 
 
-def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(launcher, tmp_path):
-    """Issue 27 on the real stack: in headless Chromium, /ui signs in with make run's token, starts a DEV
-    deliberation from the form on vLLM, shows its stages as they arrive, is reloaded mid-deliberation and still
-    shows every event exactly once (the ids the API's event stream serves), and marks the winner with decided_by.
-    (A proposal holding <script> is shown as text: tests/test_ui_browser.py, where the proposal can be chosen.)"""
-    from tests.test_ui_browser import CHROMIUM, FLAGS, shown_events, sign_in
+@contextlib.contextmanager
+def viewer(launcher, tmp_path):
+    """/ui of the make run stack in headless Chromium (Debian's), signed in with the stack's token."""
+    from tests.test_ui_browser import CHROMIUM, FLAGS, sign_in
 
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.access(CHROMIUM, os.X_OK):
@@ -350,8 +349,22 @@ def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(
         context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                        headless=True, args=FLAGS)
         context.set_default_timeout(60_000)
-        page = context.new_page()
-        sign_in(page, launcher.url, launcher.api_token)
+        try:
+            page = context.new_page()
+            sign_in(page, launcher.url, launcher.api_token)
+            yield page
+        finally:
+            context.close()
+
+
+def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(launcher, tmp_path):
+    """Issue 27 on the real stack: in headless Chromium, /ui signs in with make run's token, starts a DEV
+    deliberation from the form on vLLM, shows its stages as they arrive, is reloaded mid-deliberation and still
+    shows every event exactly once (the ids the API's event stream serves), and marks the winner with decided_by.
+    (A proposal holding <script> is shown as text: tests/test_ui_browser.py, where the proposal can be chosen.)"""
+    from tests.test_ui_browser import shown_events
+
+    with viewer(launcher, tmp_path) as page:
         page.select_option("#f-role", "DEV")
         page.fill("#f-task", "Write a Python function cube(x) that returns x to the power of three.")
         page.click("#start-form summary")
@@ -378,25 +391,14 @@ def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(
         assert page.locator(".card.winner .decided-by").text_content() == record["result"]["decided_by"]
         assert page.locator(".card.winner .reason").text_content() == record["result"]["reason"]
         assert page.evaluate("window.__pwned") is None
-        context.close()
 
 
 def test_the_council_viewer_shows_a_real_proposal_holding_markup_as_text(launcher, tmp_path):
     """Issue 27 on the real stack: a proposal that holds <script> (the model asked to repeat a line of markup) is
     shown as text in its card and runs nothing. Skipped when no proposal of the model holds it this time: then
     only tests/test_ui_browser.py, whose proposal is chosen, shows it."""
-    from tests.test_ui_browser import CHROMIUM, FLAGS, sign_in
-
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (`make install` installs it as root)")
     markup = "<script>window.__pwned = 1</script>"
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                       headless=True, args=FLAGS)
-        context.set_default_timeout(60_000)
-        page = context.new_page()
-        sign_in(page, launcher.url, launcher.api_token)
+    with viewer(launcher, tmp_path) as page:
         page.select_option("#f-role", "ARCHITECT")
         page.fill("#f-task", f"Repeat this line exactly, as it is, and nothing else: {markup}")
         page.click("#start-form summary")
@@ -413,7 +415,6 @@ def test_the_council_viewer_shows_a_real_proposal_holding_markup_as_text(launche
         shown = " ".join(page.locator(".card").all_text_contents())
         pwned = page.evaluate("window.__pwned")
         injected = page.locator("#d-cards script, #d-events script").count()
-        context.close()
     assert pwned is None and injected == 0
     if not holding:
         pytest.skip("no proposal of the model held <script> this time")
