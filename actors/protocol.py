@@ -40,8 +40,8 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (agree, all_verified, behaviour_majority, answer_is_code, best_version, decide, displaces, rank_proposals, score_checks,
-                      settled, tests_of, undecided)
+from .scoring import (agree, all_verified, answer_is_code, behaviour_majority, best_version, decide, displaces,
+                      rank_proposals, score_checks, settled, tests_of, undecided)
 from .models.councils import AgentSpec, CouncilSpec
 from .models.records import (
     CheckResult,
@@ -353,7 +353,8 @@ class _Stage:
         # Behaviour on generated inputs (no request tests): the evidence is the size of each candidate's group,
         # among every version so far (the propose stage agrees again once its drafts are in their proposals).
         known = [v for p in self.record.proposals for v in p.versions]
-        agree(known + [v for v in versions if not any(v is k for k in known)])
+        ids = {id(v) for v in known}
+        agree(known + [v for v in versions if id(v) not in ids])
 
 
 def _check_summary(checks: list[CheckResult]) -> dict:

@@ -75,7 +75,6 @@ class Isolation:
     summary: str  # one line: which isolation runs (in /readyz, /v1/status and check results)
     missing: tuple[str, ...] = ()  # why it is not isolated, each naming what to install or allow
     bwrap: str | None = None
-    root: bool = False  # a uid of its own per run (root); else the service's uid in a user namespace
     cgroup: str | None = None  # "v1" or "v2" when runs get a cgroup of their own
 
 
@@ -126,12 +125,12 @@ def probe() -> Isolation:
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
             missing.append(f"bubblewrap could not start: {exc}")
     if missing:
-        return Isolation(False, "none: rlimits and a clean environment only", tuple(missing), bwrap, root, None)
+        return Isolation(False, "none: rlimits and a clean environment only", tuple(missing), bwrap)
     who = "a uid of its own" if root else "the service's uid in a user namespace, none of its files visible"
     limits = f"cgroup {cgroup} memory and pids" if cgroup else \
         f"at most {FALLBACK_NPROC} processes sharing the memory budget (rlimits; no cgroup here)"
     return Isolation(True, f"bubblewrap: user, pid, network, mount, IPC namespaces; {who}; {limits}", (),
-                     bwrap, root, cgroup)
+                     bwrap, cgroup)
 
 
 def unisolated_refusal(iso: Isolation) -> str:
