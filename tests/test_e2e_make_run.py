@@ -362,17 +362,11 @@ def test_the_council_viewer_watches_a_real_deliberation_live_and_after_a_reload(
     deliberation from the form on vLLM, shows its stages as they arrive, is reloaded mid-deliberation and still
     shows every event exactly once (the ids the API's event stream serves), and marks the winner with decided_by.
     (A proposal holding <script> is shown as text: tests/test_ui_browser.py, where the proposal can be chosen.)"""
-    from tests.test_ui_browser import shown_events
+    from tests.test_ui_browser import shown_events, start_from_form
 
     with viewer(launcher, tmp_path) as page:
-        page.select_option("#f-role", "DEV")
-        page.fill("#f-task", "Write a Python function cube(x) that returns x to the power of three.")
-        page.click("#start-form summary")
-        page.fill("#f-rounds", "1")
-        page.fill("#f-max-tokens", "64")
-        page.click("#f-submit")
-        page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
-        delib_id = page.evaluate("location.hash.slice(3)")
+        delib_id = start_from_form(page, "DEV", "Write a Python function cube(x) that returns x to the power of three.",
+                                   rounds="1", max_tokens="64")
         page.wait_for_selector("#d-events li[data-kind='stage.started']")  # live, before the deliberation ends
         page.reload()
         page.wait_for_selector("#d-events li")
@@ -397,16 +391,12 @@ def test_the_council_viewer_shows_a_real_proposal_holding_markup_as_text(launche
     """Issue 27 on the real stack: a proposal that holds <script> (the model asked to repeat a line of markup) is
     shown as text in its card and runs nothing. Skipped when no proposal of the model holds it this time: then
     only tests/test_ui_browser.py, whose proposal is chosen, shows it."""
+    from tests.test_ui_browser import start_from_form
+
     markup = "<script>window.__pwned = 1</script>"
     with viewer(launcher, tmp_path) as page:
-        page.select_option("#f-role", "ARCHITECT")
-        page.fill("#f-task", f"Repeat this line exactly, as it is, and nothing else: {markup}")
-        page.click("#start-form summary")
-        page.fill("#f-rounds", "0")
-        page.fill("#f-max-tokens", "48")
-        page.click("#f-submit")
-        page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
-        delib_id = page.evaluate("location.hash.slice(3)")
+        delib_id = start_from_form(page, "ARCHITECT", f"Repeat this line exactly, as it is, and nothing else: {markup}",
+                                   rounds="0", max_tokens="48")
         page.wait_for_selector("#d-events li[data-kind=completed]", timeout=600_000)
         page.wait_for_selector(".card")
         record = httpx.get(f"{launcher.url}/v1/deliberations/{delib_id}", timeout=60,

@@ -263,6 +263,19 @@ def sign_in(page, url: str, token: str) -> None:
     page.wait_for_selector(".council[data-role=DEV]")
 
 
+def start_from_form(page, role: str, task: str, **fields: str) -> str:
+    """Start a deliberation from the page's form (`fields`: tests, rounds, agents, max_tokens as the inputs
+    f-tests, f-rounds, f-agents, f-max-tokens take them); the id the page then shows."""
+    page.select_option("#f-role", role)
+    page.fill("#f-task", task)
+    page.click("#start-form summary")
+    for name, value in fields.items():
+        page.fill(f"#f-{name.replace('_', '-')}", value)
+    page.click("#f-submit")
+    page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
+    return page.evaluate("location.hash.slice(3)")
+
+
 def shown_events(page) -> list[tuple[str, str]]:
     return [tuple(e) for e in
             page.eval_on_selector_all("#d-events li", "els => els.map(e => [e.dataset.eventId, e.dataset.kind])")]
@@ -335,16 +348,7 @@ def test_a_deliberation_from_the_form_live_through_a_cut_stream_and_a_reload(pag
     url, service, gate, wrapper = server
     gate.clear()
     sign_in(page, url, READ_TOKEN)
-    page.select_option("#f-role", "DEV")
-    page.fill("#f-task", TASK)
-    page.click("#start-form summary")
-    page.fill("#f-tests", TESTS)
-    page.fill("#f-rounds", "1")
-    page.fill("#f-agents", "3")
-    page.fill("#f-max-tokens", "200")
-    page.click("#f-submit")
-    page.wait_for_function("() => /^#d=[0-9a-f]{32}$/.test(location.hash)")
-    delib_id = page.evaluate("location.hash.slice(3)")
+    delib_id = start_from_form(page, "DEV", TASK, tests=TESTS, rounds="1", agents="3", max_tokens="200")
     record = service.store.records[delib_id]
     assert (record.request.role, record.request.task, record.request.constraints.tests) == ("DEV", TASK, TESTS)
     assert (record.request.rounds, record.request.num_agents, record.request.max_tokens) == (1, 3, 200)
