@@ -31,9 +31,11 @@ class Generator(Protocol):
 
 class Verifier(Protocol):
     async def verify(
-        self, texts: list[str], request: DeliberationRequest, names: list[str], scoring: ScoringSpec
+        self, texts: list[str], request: DeliberationRequest, names: list[str], scoring: ScoringSpec,
+        examples: list[str] | None = None,
     ) -> list[list[CheckResult]]:
-        """Run the named verifiers on each text (concurrently, off the caller's event loop)."""
+        """Run the named verifiers on each text (concurrently, off the caller's event loop); `examples` are
+        asserts the council's agents wrote for the task (run on code when the request has no tests)."""
         ...
 
 

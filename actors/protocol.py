@@ -6,7 +6,10 @@ with in-process fakes.
 
 Seats: seat i is agent i of the council (the first num_agents of them) and owns proposal i, whose
 versions are its drafts (up to `drafts_per_agent`; with the request's tests, drawn in waves that stop
-once a draft passes them) and the revisions of it.
+once a draft passes them) and the revisions of it. When the answer is code and the request has no tests, seat 0
+also writes asserts for the task beside its first draft (the test-writing step, `test_messages`); every
+candidate runs on their calls and on generated inputs (verifiers/behaviour.py), and scoring.agree weighs
+behaviour groups by them.
 In round k, seat i critiques proposal (i+1) mod N (the version it stands for; where a verifier failed,
 its findings are the critique), then writes a revision of it. Every version is kept and stays a
 candidate; a proposal stands for its best verified version (scoring.displaces).
@@ -67,6 +70,7 @@ PROPOSAL_CHARS = 1200
 CRITIQUE_CHARS = 600
 FINDINGS_CHARS = 600
 RANKED_PROPOSAL_CHARS = 500
+MAX_GENERATED_TESTS = 12  # assert lines kept from the test writer's answer
 # A ranking is a short JSON list of labels.
 RANK_TOKENS_BASE, RANK_TOKENS_PER_ITEM = 12, 6
 
@@ -154,6 +158,21 @@ def propose_messages(agent: AgentSpec, request: DeliberationRequest, nonce: str)
     return _messages(agent, request, (
         "Write your proposal for this task. Be concrete and cover every requirement; "
         "put code or config in fenced blocks tagged with their language."), nonce)
+
+
+def test_messages(agent: AgentSpec, request: DeliberationRequest, nonce: str) -> list[dict[str, str]]:
+    """The test-writing step: asserts with concrete inputs and expected values, as a QA engineer would write."""
+    return _messages(agent, request, (
+        "Before any solution exists, write the tests for this task as a QA engineer would: up to 6 lines, each "
+        "`assert <call of the function the task asks for> == <expected value>`, with concrete inputs including "
+        "edge cases. Answer with the assert lines only, in one ```python block."), nonce)
+
+
+def generated_tests(text: str) -> list[str]:
+    """The assert lines of the test writer's answer (at most MAX_GENERATED_TESTS); verifiers/behaviour.py keeps
+    those it can run: `assert f(<literals>) == <literal>`."""
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("assert ")]
+    return list(dict.fromkeys(lines))[:MAX_GENERATED_TESTS]
 
 
 def findings(checks: list[CheckResult], nonce: str | None = None) -> str:
@@ -343,7 +362,7 @@ class _Stage:
         names = verifier_names(self.council, self.request)
         t0 = time.perf_counter()
         results = await self.all([self.verifier.verify([v.content for v in versions], self.request, names,
-                                                       self.council.scoring)])
+                                                       self.council.scoring, self.record.generated_tests)])
         self.timing.verification_s += time.perf_counter() - t0
         fmt = self.request.constraints.answer_format
         for version, checks in zip(versions, results[0]):
@@ -494,12 +513,17 @@ async def _propose(ctx: _Stage) -> Events:
     """Every agent drafts `drafts_per_agent` versions of its proposal. With the request's tests, or when the
     answer is code, the drafts come in waves (one per agent each) and drafting stops once a draft passes the
     tests, or, without tests, once a behaviour group holds a clear majority of the drafts
-    (scoring.behaviour_majority); otherwise in one batch. Each proposal stands for its best-verified draft."""
+    (scoring.behaviour_majority); otherwise in one batch. Each proposal stands for its best-verified draft.
+    Code without the request's tests: seat 0 writes asserts (test_messages) beside the first wave, counted in its
+    proposal's usage; the wave is verified with them."""
     record, request = ctx.record, ctx.request
     drafts = ctx.council.drafts_per_agent
     tests = _has_tests(request)
-    per_wave = 1 if tests or code_answers(ctx.council, request) else drafts
+    code = code_answers(ctx.council, request)
+    per_wave = 1 if tests or code else drafts
     proposals = [Proposal(author=agent.id, content="") for agent in ctx.members]
+    # One candidate in all (one seat, one draft): nothing to choose between, no tests to write.
+    writer = ctx.members[0] if code and not tests and len(proposals) * drafts > 1 else None
     events: Events = []
     drawn = 0
 
@@ -508,9 +532,17 @@ async def _propose(ctx: _Stage) -> Events:
 
     while drawn < drafts and not (drawn and enough()):
         wave = [(seat, draft) for draft in range(drawn, min(drawn + per_wave, drafts)) for seat in range(len(proposals))]
-        done = await ctx.generations([ctx.generate(ctx.members[seat],
-                                                   propose_messages(ctx.members[seat], request, record.nonce),
-                                                   draft=draft) for seat, draft in wave])
+        write_tests = writer is not None and not drawn
+        calls = [ctx.generate(ctx.members[seat], propose_messages(ctx.members[seat], request, record.nonce),
+                              draft=draft) for seat, draft in wave]
+        if write_tests:  # seeded past every draft of the stage (CEILING_DRAFTS * DRAFT_SEED_STRIDE < SEED_STRIDE)
+            calls.append(ctx.generate(writer, test_messages(writer, request, record.nonce), draft=drafts))
+        done = await ctx.generations(calls)
+        if write_tests:
+            written = done.pop()
+            record.generated_tests = generated_tests(written.text)
+            proposals[0].usage = proposals[0].usage.add(written.usage)
+            events.append(("tests.generated", {"author": writer.id, "asserts": record.generated_tests}))
         versions = [Version(round=0, written_by=ctx.members[seat].id, content=c.text.strip())
                     for (seat, _), c in zip(wave, done)]
         await ctx.verify(versions)

@@ -33,6 +33,8 @@ from .models.requests import Constraints
 
 TESTS_CHECK = "python.tests"
 BEHAVIOUR_CHECK = "generated.behaviour_agreement"  # outputs on generated inputs (verifiers/behaviour.py)
+GENERATED_TESTS_CHECK = "generated.tests"  # asserts the agents wrote, held or not (verifiers/behaviour.py)
+GENERATED = "generated."  # evidence the council derives: weighed by `evidence`, never a static pass or fail
 # Roles whose answers are code unless the council says otherwise (scoring.code_answers).
 CODE_ROLES = frozenset({"DEV", "QA", "DATA"})
 # The verifiers whose checks are about code that runs (as opposed to prose, config or data).
@@ -58,8 +60,9 @@ def answer_is_code(role: str, constraints: Constraints, configured: bool | None 
 
 def score_checks(checks: list[CheckResult]) -> float | None:
     """Weighted share of passed checks among those that applied (skipped ones do not count);
-    None when no check applied. A negative weight counts as 0."""
-    applied = [c for c in checks if c.status != "skipped"]
+    None when no check applied. A negative weight counts as 0. Generated evidence (`generated.*`) is not a
+    static check: it counts only through `evidence_of`."""
+    applied = [c for c in checks if c.status != "skipped" and not c.name.startswith(GENERATED)]
     total = sum(max(c.weight, 0.0) for c in applied)
     if not applied or total <= 0:
         return None
@@ -98,8 +101,13 @@ def _tests_key(checks: list[CheckResult]) -> tuple:
     return (ratio == 1.0, ratio)
 
 
+def _failed(checks: list[CheckResult]) -> list[CheckResult]:
+    """The failed static checks (an agent-written assert that does not hold is evidence, not a failure)."""
+    return [c for c in checks if c.failed and not c.name.startswith(GENERATED)]
+
+
 def _static_key(version: Version) -> tuple:
-    return (-sum(1 for c in version.checks if c.failed), version.score if version.score is not None else 0.0)
+    return (-len(_failed(version.checks)), version.score if version.score is not None else 0.0)
 
 
 def verifier_key(version: Version, code: bool = False) -> tuple:
@@ -115,7 +123,7 @@ def best_version(versions: list[Version], code: bool = False) -> int:
 def displaces(new: Version, current: Version, code: bool = False) -> bool:
     """Whether a revision replaces the version its proposal stands for: never when it fails a check
     the current one passed, nor when it verifies worse."""
-    lost = {c.name for c in current.checks if c.passed} & {c.name for c in new.checks if c.failed}
+    lost = {c.name for c in current.checks if c.passed} & {c.name for c in _failed(new.checks)}
     return not lost and verifier_key(new, code) >= verifier_key(current, code)
 
 
@@ -124,7 +132,7 @@ def all_verified(proposals: list[Proposal]) -> bool:
     content checks applied to each (without an artifact to verify there is nothing to stop on)."""
     for p in proposals:
         checks = p.current.checks
-        if any(c.failed for c in checks):
+        if _failed(checks):
             return False
         if not any(c.passed and not c.name.startswith("content.") for c in checks):
             return False
@@ -195,7 +203,7 @@ def _tests_figure(e: _Entry) -> str:
 
 
 def _static_figure(e: _Entry) -> str:
-    failed = [c.name for c in e.version.checks if c.failed]
+    failed = [c.name for c in _failed(e.version.checks)]
     text = "failed " + ", ".join(failed) if failed else "no failed check"
     return text + (f", score {e.version.score:.2f}" if e.version.score is not None else "")
 
@@ -296,7 +304,7 @@ def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None
         tests = tests_of(e.version.checks)
         verdicts.append(CandidateVerdict(
             proposal=e.proposal.author, version=e.index, written_by=e.version.written_by, rank=rank,
-            score=e.version.score, checks_failed=sum(1 for c in e.version.checks if c.failed),
+            score=e.version.score, checks_failed=len(_failed(e.version.checks)),
             tests_passed=tests[0] if tests else None, tests_total=tests[1] if tests else None,
             answer=e.version.answer, votes=e.votes, borda=e.borda, reason=_describe(e)))
 
@@ -343,12 +351,19 @@ def rank_proposals(proposals: list[Proposal]) -> list[Proposal]:
 
 
 def agree(versions: Iterable[Version]) -> None:
-    """Set each behaviour check's evidence to the number of candidate versions that behave the same (its group):
-    a larger group of agreeing candidates is stronger evidence (execution-based majority)."""
+    """Set each behaviour check's evidence from the candidate versions that behave the same (its group): a larger
+    group of agreeing candidates is stronger evidence (execution-based majority, MBR-exec). Where agents wrote
+    asserts (`generated.tests`), CodeT's dual agreement: group size × (1 + asserts the group holds), so one wrong
+    assert, failed by a large group and held by a lone candidate, cannot overturn the group alone."""
     versions = list(versions)
     sizes = Counter(c.group for v in versions for c in v.checks if c.name == BEHAVIOUR_CHECK and c.group)
     for v in versions:
+        held = next((c.tests_passed or 0 for c in v.checks if c.name == GENERATED_TESTS_CHECK), None)
         for c in v.checks:
             if c.name == BEHAVIOUR_CHECK and c.group:
-                c.evidence = float(sizes[c.group])
-                c.message = c.message.split(" [", 1)[0] + f" [{sizes[c.group]} of {len(versions)} candidate(s) agree]"
+                size = sizes[c.group]
+                c.evidence = float(size * (1 + (held or 0)))
+                note = f"{size} of {len(versions)} candidate(s) agree"
+                if held is not None:
+                    note += f", × (1 + {held} agent-written assert(s) held) = {c.evidence:g}"
+                c.message = c.message.split(" [", 1)[0] + f" [{note}]"

@@ -39,12 +39,13 @@ async def gcs_listening(address: str, timeout_s: float = 1.0) -> bool:
     return True
 
 
-def _verify_one(content: str, request: dict, names: list[str], scoring: dict, allow_unisolated: bool) -> list[dict]:
+def _verify_one(content: str, request: dict, names: list[str], scoring: dict, allow_unisolated: bool,
+                examples: list[str] | None = None) -> list[dict]:
     from .verifiers import run_verifiers
 
     req = DeliberationRequest.model_validate(request)
     checks = run_verifiers(content, req.task, req.constraints, names, ScoringSpec.model_validate(scoring),
-                           allow_unisolated=allow_unisolated)
+                           allow_unisolated=allow_unisolated, examples=examples)
     return [c.model_dump() for c in checks]
 
 
@@ -55,10 +56,10 @@ class LocalVerifier:
         self.allow_unisolated = allow_unisolated  # verification.allow_unisolated_sandbox
 
     async def verify(self, texts: list[str], request: DeliberationRequest, names: list[str],
-                     scoring: ScoringSpec) -> list[list[CheckResult]]:
+                     scoring: ScoringSpec, examples: list[str] | None = None) -> list[list[CheckResult]]:
         req, sc = request.model_dump(mode="json"), scoring.model_dump(mode="json")
-        results = await asyncio.gather(*(asyncio.to_thread(_verify_one, t, req, names, sc, self.allow_unisolated)
-                                         for t in texts))
+        results = await asyncio.gather(*(asyncio.to_thread(_verify_one, t, req, names, sc, self.allow_unisolated,
+                                                           examples) for t in texts))
         return [[CheckResult.model_validate(c) for c in checks] for checks in results]
 
 
@@ -78,10 +79,11 @@ class RayVerifier:
         self.local = LocalVerifier(self.config.allow_unisolated_sandbox)
 
     async def verify(self, texts: list[str], request: DeliberationRequest, names: list[str],
-                     scoring: ScoringSpec) -> list[list[CheckResult]]:
+                     scoring: ScoringSpec, examples: list[str] | None = None) -> list[list[CheckResult]]:
         req, sc = request.model_dump(mode="json"), scoring.model_dump(mode="json")
         allow = self.config.allow_unisolated_sandbox
-        pending = {i: asyncio.ensure_future(self.task.remote(t, req, names, sc, allow)) for i, t in enumerate(texts)}
+        pending = {i: asyncio.ensure_future(self.task.remote(t, req, names, sc, allow, examples))
+                   for i, t in enumerate(texts)}
         results: dict[int, list[CheckResult]] = {}
         while pending:
             await asyncio.wait(pending.values(), timeout=GCS_PROBE_S)
@@ -93,7 +95,7 @@ class RayVerifier:
                 log.warning("GCS at %s is down: verifying %d text(s) in this process", self.gcs_address, len(pending))
                 for future in pending.values():
                     future.cancel()
-                local = await self.local.verify([texts[i] for i in pending], request, names, scoring)
+                local = await self.local.verify([texts[i] for i in pending], request, names, scoring, examples)
                 results.update(zip(pending, local))
                 pending = {}
         return [results[i] for i in range(len(texts))]

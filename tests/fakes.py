@@ -210,7 +210,7 @@ class FakeVerifier:
         self.delay = delay
         self.calls: list[list[str]] = []
 
-    async def verify(self, texts, request, names, scoring) -> list[list[CheckResult]]:
+    async def verify(self, texts, request, names, scoring, examples=None) -> list[list[CheckResult]]:
         self.calls.append(list(texts))
         await asyncio.sleep(self.delay)
         return [self.checks(t, request) for t in texts]

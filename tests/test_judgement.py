@@ -40,7 +40,7 @@ class RecordingVerifier:
     def __init__(self) -> None:
         self.names: list[list[str]] = []
 
-    async def verify(self, texts, request, names, scoring):
+    async def verify(self, texts, request, names, scoring, examples=None):
         self.names.append(list(names))
         out = []
         for text in texts:
@@ -175,14 +175,14 @@ SQUARE_POOL = {
 }
 
 
-def verified_pool(texts: dict[str, str], task: str = SQUARE) -> list[Proposal]:
+def verified_pool(texts: dict[str, str], task: str = SQUARE, examples: list[str] | None = None) -> list[Proposal]:
     from actors.models.councils import ScoringSpec
     from actors.scoring import agree
     from actors.verifiers import run_verifiers
 
     proposals = []
     for author, text in texts.items():
-        checks = run_verifiers(text, task, Constraints(), ["content", "python"], ScoringSpec())
+        checks = run_verifiers(text, task, Constraints(), ["content", "python"], ScoringSpec(), examples=examples)
         v = Version(written_by=author, content=text, checks=checks)
         proposals.append(Proposal(author=author, content=text, versions=[v], checks=checks))
     agree(p.versions[0] for p in proposals)
@@ -217,6 +217,66 @@ def test_a_wrong_generated_assert_of_one_agent_does_not_overturn_a_larger_agreei
                               task=SQUARE + " For example square(2) == 4 and square(3) == 6.")
     decide(proposals, salt="s", code=True)
     assert min(proposals, key=lambda p: p.rank).author.startswith("right-")
+
+
+# An agent's tests for square: the second expects 3 + 3 (wrong), the others hold for x * x and for x + x alike.
+WRITTEN = ["assert square(2) == 4", "assert square(3) == 6", "assert square(0) == 0", "assert square(x) == 1",
+           "assert cube(2) == 8", "print(square(5))"]
+
+
+def test_a_wrong_generated_assert_is_weighed_codet_style_by_the_size_of_the_agreeing_group():
+    texts = {a: SQUARE_POOL[a] for a in ("right-1", "right-2", "right-3", "double")}
+    proposals = verified_pool(texts, examples=WRITTEN)
+    by = {p.author: p.versions[0].checks for p in proposals}
+    written = {a: next(c for c in checks if c.name == "generated.tests") for a, checks in by.items()}
+    # Only the runnable asserts of the function count (not a free variable, another function or a print).
+    assert {a: (c.tests_passed, c.tests_total) for a, c in written.items()} == {
+        "right-1": (2, 3), "right-2": (2, 3), "right-3": (2, 3), "double": (3, 3)}
+    assert "square(3) gave 9, the assert expects 6" in written["right-1"].message
+    evidence = {a: next(c.evidence for c in checks if c.name == "generated.behaviour_agreement")
+                for a, checks in by.items()}
+    assert evidence == {"right-1": 9.0, "right-2": 9.0, "right-3": 9.0, "double": 4.0}  # 3 × (1 + 2), 1 × (1 + 3)
+    for salt in range(6):
+        _, step, why = decide(proposals, salt=f"s{salt}", code=True)
+        assert min(proposals, key=lambda p: p.rank).author.startswith("right-"), why
+        assert step == "generated_evidence" and "generated evidence 9" in why
+    # A failed agent-written assert is evidence, not a failed static check.
+    assert "failed generated.tests" not in why
+    # With groups of equal size, the asserts decide: x + x holds all three.
+    pair = verified_pool({a: SQUARE_POOL[a] for a in ("right-1", "double")}, examples=WRITTEN)
+    decide(pair, salt="s", code=True)
+    assert min(pair, key=lambda p: p.rank).author == "double"
+
+
+async def test_the_test_writer_writes_asserts_beside_the_first_wave_and_every_candidate_runs_them():
+    from actors.verification import LocalVerifier
+
+    council = default_council("DEV", "fake", n_agents=2, rounds=0, max_tokens=64, drafts=2)
+
+    def respond(messages, seed):
+        if "write the tests for this task" in messages[-1]["content"]:
+            return "```python\n" + "\n".join(WRITTEN) + "\n```"
+        return SQUARE_POOL["right-1"] if seed % 2 else SQUARE_POOL["double"]
+
+    gen, sink = FakeGenerator(respond), MemorySink()
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=SQUARE))
+    await deliberate(record, council, gen, sink, LocalVerifier())
+    writes = [c for c in gen.calls if "write the tests" in c["messages"][-1]["content"]]
+    assert len(writes) == 1  # one test writer, in the first wave only
+    assert record.generated_tests == [w for w in WRITTEN if w.startswith("assert ")]
+    assert ("tests.generated", {"author": council.agents[0].id, "asserts": record.generated_tests}) in [
+        (k, d) for k, d in sink.events]
+    for p in record.proposals:
+        for v in p.versions:
+            assert any(c.name == "generated.tests" and c.tests_total == 3 for c in v.checks), v.checks
+    # The writer's tokens count in its seat's proposal, so the proposals still add up to the deliberation.
+    assert record.result.usage.total_tokens == sum(c.usage.total_tokens for c in gen.completions)
+    # One candidate in all: nothing to choose between, no test writer.
+    single = default_council("DEV", "fake", n_agents=1, rounds=0, max_tokens=64, drafts=1)
+    gen = FakeGenerator(respond)
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=SQUARE))
+    await deliberate(record, single, gen, MemorySink(), LocalVerifier())
+    assert len(gen.calls) == 1 and record.generated_tests == []
 
 
 def test_behaviour_inputs_come_from_the_task_and_bad_input_never_fails_the_deliberation():

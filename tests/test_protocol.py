@@ -29,7 +29,11 @@ REQUIREMENTS = ["Retry failed HTTP requests", "Configurable timeout values"]
 
 
 def make_council(n: int = 3, rounds: int = 1):
-    return default_council("DEV", "fake", n_agents=n, rounds=rounds, max_tokens=128)
+    """The stage machinery on a DEV council whose answers are not taken as code (no test-writing step, no
+    waves): the code path of the propose stage is tested in test_judgement.py."""
+    spec = default_council("DEV", "fake", n_agents=n, rounds=rounds, max_tokens=128)
+    spec.scoring.code_answers = False
+    return spec
 
 
 def make_record(**request) -> DeliberationRecord:

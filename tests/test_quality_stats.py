@@ -198,10 +198,10 @@ class CachingVerifier:
 
         self.inner, self.cache = LocalVerifier(), {}
 
-    async def verify(self, texts, request, names, scoring):
-        key = lambda t: (t, request.task, request.constraints.tests, tuple(names))
+    async def verify(self, texts, request, names, scoring, examples=None):
+        key = lambda t: (t, request.task, request.constraints.tests, tuple(names), tuple(examples or ()))
         todo = list(dict.fromkeys(t for t in texts if key(t) not in self.cache))
-        for t, checks in zip(todo, await self.inner.verify(todo, request, names, scoring)):
+        for t, checks in zip(todo, await self.inner.verify(todo, request, names, scoring, examples)):
             self.cache[key(t)] = checks
         return [copy.deepcopy(self.cache[key(t)]) for t in texts]
 

@@ -207,6 +207,9 @@ class DeliberationRecord(Strict):
     # and the working proposals after the last of them: a restarted council resumes here.
     stages_done: list[str] = Field(default_factory=list)
     proposals: list[Proposal] = Field(default_factory=list)
+    # Asserts the council's test writer wrote in the propose stage when the answer is code and the request has no
+    # tests (protocol.test_messages): their calls and expected values are generated evidence, never the user's tests.
+    generated_tests: list[str] = Field(default_factory=list)
     # Critiques of the round in progress, kept between its critique and revise stages.
     pending_critiques: list[str] = Field(default_factory=list)
     # Peer rankings, once the rank stage ran; stages skipped by early stop (every proposal verified).

@@ -200,19 +200,21 @@ def _verifier(name: str) -> Callable[[Job], None]:
 
 
 def run_verifiers(content: str, task: str, constraints: Constraints, names: list[str],
-                  scoring: ScoringSpec, *, allow_unisolated: bool = False) -> list[CheckResult]:
+                  scoring: ScoringSpec, *, allow_unisolated: bool = False,
+                  examples: list[str] | None = None) -> list[CheckResult]:
     """The checks of the verifiers `names` (in that order) on one proposal's `content`.
 
     Never raises for what the proposal or constraints hold: bad text, code or tests become failed or
     skipped checks; a verifier that crashes all the same yields a failed "<verifier>.error" check. A verifier
     that executes code where the sandbox cannot isolate (and `allow_unisolated` is off) runs nothing and
     yields a failed "<verifier>.sandbox" check naming what is missing; with `allow_unisolated` its checks'
-    messages start with "[unisolated sandbox]". Raises ValueError for an unknown verifier name."""
+    messages start with "[unisolated sandbox]". `examples`: asserts the council's agents wrote for the task,
+    run on code without request tests (behaviour.py). Raises ValueError for an unknown verifier name."""
     from . import isolation
 
     validate_names(names)
     job = Job(content=content, task=task, constraints=constraints, scoring=scoring, enabled=frozenset(names),
-              allow_unisolated=allow_unisolated)
+              allow_unisolated=allow_unisolated, examples=list(examples or []))
     for name in dict.fromkeys(names):
         unisolated = name in _SANDBOXED and not isolation.probe().isolated
         if unisolated and not allow_unisolated:

@@ -53,6 +53,7 @@ class Job:
     scoring: ScoringSpec
     enabled: frozenset[str]  # the verifiers that run on it: untagged blocks are guessed among them
     allow_unisolated: bool = False  # the operator's verification.allow_unisolated_sandbox
+    examples: list[str] = field(default_factory=list)  # asserts agents wrote for the task (behaviour.py)
     results: list[CheckResult] = field(default_factory=list)
 
     def sandbox(self, argv: list[str], files: dict[str, str], **options) -> SandboxResult:

@@ -13,14 +13,18 @@ output as plain data, or the exception's type. The checks it yields:
 - `generated.behaviour_agreement`: the outputs, and `group`: a digest of them. Candidates with the same digest
   behave the same on every input; scoring.agree (called by the protocol over all candidates) sets each check's
   `evidence` to the size of its group, so a larger group of agreeing candidates is stronger evidence
-  (execution-based majority, as in MBR-exec and CodeT's dual agreement).
+  (execution-based majority, as in MBR-exec and CodeT's dual agreement);
+- `generated.tests`: when agents wrote asserts for the task (the protocol's test-writing step, `Job.examples`),
+  how many of those whose call is the function's hold on this candidate (`tests_passed` of `tests_total`). Their
+  calls are inputs too, after the task's own. An agent's assert may be wrong: this check never fails a candidate
+  (scoring leaves `generated.*` out of the static checks); scoring.agree weighs it into the group's evidence
+  CodeT-style (group size × (1 + asserts held)), so one wrong assert cannot overturn a larger agreeing group.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import itertools
 import json
 import re
 import sys
@@ -31,7 +35,9 @@ from .base import Job
 from .blocks import CodeBlock
 from .sandbox import SandboxLimits
 
-MAX_INPUTS = 8
+MAX_INPUTS = 8  # generated values per candidate
+MAX_EXAMPLES = 6  # agent-written asserts run per candidate
+TESTS_CHECK = "generated.tests"
 LIMITS = SandboxLimits(output_bytes=256 * 1024)
 _SIGNATURE = re.compile(r"(?:def|function|method)\s+`?([A-Za-z_]\w*)\s*\(([^()]*)\)")
 _ANY_SIGNATURE = re.compile(r"\b([A-Za-z_]\w*)\(([A-Za-z_][^()]*)\)")
@@ -107,9 +113,32 @@ def task_calls(task: str, name: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def inputs_for(task: str, code: str) -> tuple[str, list[str]] | None:
-    """(function name, argument lists as Python source) to call every candidate with; None when there is no
-    function to call."""
+def examples_for(examples: list[str], name: str) -> list[tuple[str, str]]:
+    """(arguments, expected value) of the asserts `assert name(<literals>) == <literal>` among `examples`
+    (source lines an agent wrote); anything else is ignored."""
+    found = []
+    for line in examples:
+        try:
+            node = ast.parse(line.strip()).body[0]
+        except (SyntaxError, ValueError, RecursionError, MemoryError, IndexError):
+            continue
+        if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1
+                and isinstance(node.test.ops[0], ast.Eq)):
+            continue
+        call, expected = node.test.left, node.test.comparators[0]
+        if isinstance(expected, ast.Call) and not isinstance(call, ast.Call):
+            call, expected = expected, call
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == name
+                and not call.keywords and all(py_tests.literal(a)[0] for a in call.args)
+                and py_tests.literal(expected)[0]):
+            continue
+        found.append((", ".join(ast.unparse(a) for a in call.args), ast.unparse(expected)))
+    return list(dict.fromkeys(found))[:MAX_EXAMPLES]
+
+
+def inputs_for(task: str, code: str, examples: list[str] | None = None) -> tuple[str, list[str]] | None:
+    """(function name, argument lists as Python source) to call every candidate with: the task's calls, the
+    calls of the agents' asserts (`examples`), then generated values; None when there is no function to call."""
     signature = task_signature(task)
     own = _function(code)
     if signature is None and own is None:
@@ -118,7 +147,7 @@ def inputs_for(task: str, code: str) -> tuple[str, list[str]] | None:
     if own is not None and signature is None:
         params = own.args.args
     params = [p for p in params if p.arg not in ("self", "cls")]
-    calls = task_calls(task, name)
+    calls = task_calls(task, name) + [args for args, _ in examples_for(examples or [], name)]
     generated = []
     if params:
         kinds = [_kind(p) for p in params]
@@ -126,13 +155,14 @@ def inputs_for(task: str, code: str) -> tuple[str, list[str]] | None:
             generated.append(", ".join(repr(_VALUES[k][(i + j) % MAX_INPUTS]) for j, k in enumerate(kinds)))
     else:
         generated.append("")
-    return name, list(dict.fromkeys(itertools.islice(itertools.chain(calls, generated), MAX_INPUTS)))
+    given = list(dict.fromkeys(calls))[:MAX_INPUTS + MAX_EXAMPLES]
+    return name, given + [g for g in dict.fromkeys(generated) if g not in given][:MAX_INPUTS]
 
 
 def run(job: Job, blocks: list[CodeBlock], runner_source: str) -> None:
     """`python.runs` and `generated.behaviour_agreement` for a proposal without request tests."""
     code = "\n".join(b.code for b in blocks)
-    plan = inputs_for(job.task, code)
+    plan = inputs_for(job.task, code, job.examples)
     if plan is None:
         job.check("python.runs", "skipped", "no function to call: the task names none and the code defines none")
         return
@@ -148,9 +178,10 @@ def run(job: Job, blocks: list[CodeBlock], runner_source: str) -> None:
         why = block_error or (f"{name} is not defined" if r.status == "ok" else f"did not run: {r.message}")
         job.check("python.runs", "failed", f"no function {name} to call: {why}", duration_s=r.duration_s)
         return
-    outputs = []
+    outputs, values = [], []
     for i in range(len(calls)):
         x = results.get(i)
+        value = py_tests.OPAQUE
         if x is None:
             outputs.append(("none", r.message if r.status != "ok" else "no result"))
         elif "error" in x:
@@ -158,6 +189,7 @@ def run(job: Job, blocks: list[CodeBlock], runner_source: str) -> None:
         else:
             value = py_tests.decode(x.get("value"))
             outputs.append(("value", repr(value)[:2000] if value is not py_tests.OPAQUE else "opaque"))
+        values.append(value)
     raised = sum(1 for kind, _ in outputs if kind != "value")
     which = "" if called == name else f" (called {called}: the code defines no {name})"
     if raised == len(calls):
@@ -171,3 +203,21 @@ def run(job: Job, blocks: list[CodeBlock], runner_source: str) -> None:
     shown = "; ".join(f"{name}({c[:30]}) -> {o[1][:30]}" for c, o in list(zip(calls, outputs))[:3])
     result = job.check(CHECK, "passed", f"behaviour {digest} on {len(calls)} generated input(s): {shown}")
     result.group = digest
+    _asserts(job, name, calls, outputs, values)
+
+
+def _asserts(job: Job, name: str, calls: list[str], outputs: list[tuple[str, str]], values: list) -> None:
+    """`generated.tests`: which of the agents' asserts hold on this candidate's outputs (judged here, type-strict)."""
+    asserts = [(args, expected) for args, expected in examples_for(job.examples, name) if args in calls]
+    if not asserts:
+        return
+    held, wrong = 0, []
+    for args, expected in asserts:
+        i = calls.index(args)
+        if py_tests.same(values[i], ast.literal_eval(expected)):
+            held += 1
+        elif not wrong:
+            wrong.append(f"{name}({args[:40]}) gave {outputs[i][1][:40]}, the assert expects {expected[:40]}")
+    job.check(TESTS_CHECK, "passed" if held == len(asserts) else "failed",
+              f"{held} of {len(asserts)} agent-written assert(s) hold" + (f"; {wrong[0]}" if wrong else ""),
+              tests=(held, len(asserts)))

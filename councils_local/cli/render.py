@@ -60,6 +60,7 @@ EVENT_LINES: dict[str, Callable[[dict], str]] = {
     "stage.started": lambda d: f"{d.get('stage')}: started",
     "stage.completed": lambda d: f"{d.get('stage')}: done",
     "proposal": lambda d: f"  proposal by {d.get('author')} ({len(d.get('content', ''))} chars)",
+    "tests.generated": lambda d: f"  {d.get('author')} wrote {len(d.get('asserts', []))} assert(s)",
     "critique": lambda d: f"  {d.get('critic')} critiqued {d.get('target')}'s proposal",
     "revision": revised,
     "stage.skipped": lambda d: f"skipped {', '.join(d.get('stages', []))}: {d.get('reason')}",

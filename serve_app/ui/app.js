@@ -270,6 +270,7 @@ function summary(kind, d) {
       return `proposal by ${d.author} (draft ${d.draft ?? 0})${t ? ` · tests ${t.passed}/${t.total}` : ""}` +
         `${d.checks && d.checks.failed && d.checks.failed.length ? ` · failed: ${d.checks.failed.join(", ")}` : ""}`;
     }
+    case "tests.generated": return `${d.author} wrote ${(d.asserts || []).length} assert(s) for the candidates`;
     case "critique": return `critique of ${d.target} by ${d.critic} (round ${d.round})`;
     case "revision": return `revision of ${d.target} by ${d.author} (round ${d.round}) · ${d.adopted ? "adopted" : "kept the earlier version"}`;
     case "ranking": return `ranking by ${d.reviewer}: ${(d.order || []).join(" > ")}${d.parsed ? "" : " (did not parse)"}`;
