@@ -353,17 +353,20 @@ def rank_proposals(proposals: list[Proposal]) -> list[Proposal]:
 def agree(versions: Iterable[Version]) -> None:
     """Set each behaviour check's evidence from the candidate versions that behave the same (its group): a larger
     group of agreeing candidates is stronger evidence (execution-based majority, MBR-exec). Where agents wrote
-    asserts (`generated.tests`), CodeT's dual agreement: group size × (1 + asserts the group holds), so one wrong
-    assert, failed by a large group and held by a lone candidate, cannot overturn the group alone."""
+    asserts (`generated.tests`), a bounded form of CodeT's dual agreement: group size × (1 + share of the asserts
+    the group holds). A small model's asserts are often wrong, so they can at most double a group's weight: they
+    order groups of equal size, and a group twice as large or more is never overturned by them."""
     versions = list(versions)
     sizes = Counter(c.group for v in versions for c in v.checks if c.name == BEHAVIOUR_CHECK and c.group)
     for v in versions:
-        held = next((c.tests_passed or 0 for c in v.checks if c.name == GENERATED_TESTS_CHECK), None)
+        written = next((c for c in v.checks if c.name == GENERATED_TESTS_CHECK and c.tests_total), None)
         for c in v.checks:
             if c.name == BEHAVIOUR_CHECK and c.group:
                 size = sizes[c.group]
-                c.evidence = float(size * (1 + (held or 0)))
+                share = (written.tests_passed or 0) / written.tests_total if written else 0.0
+                c.evidence = round(size * (1 + share), 3)
                 note = f"{size} of {len(versions)} candidate(s) agree"
-                if held is not None:
-                    note += f", × (1 + {held} agent-written assert(s) held) = {c.evidence:g}"
+                if written:
+                    note += (f" × (1 + {written.tests_passed or 0}/{written.tests_total} agent-written assert(s) held)"
+                             f" = {c.evidence:g}")
                 c.message = c.message.split(" [", 1)[0] + f" [{note}]"

@@ -235,11 +235,11 @@ def test_a_wrong_generated_assert_is_weighed_codet_style_by_the_size_of_the_agre
     assert "square(3) gave 9, the assert expects 6" in written["right-1"].message
     evidence = {a: next(c.evidence for c in checks if c.name == "generated.behaviour_agreement")
                 for a, checks in by.items()}
-    assert evidence == {"right-1": 9.0, "right-2": 9.0, "right-3": 9.0, "double": 4.0}  # 3 × (1 + 2), 1 × (1 + 3)
+    assert evidence == {"right-1": 5.0, "right-2": 5.0, "right-3": 5.0, "double": 2.0}  # 3 × (1 + 2/3), 1 × (1 + 1)
     for salt in range(6):
         _, step, why = decide(proposals, salt=f"s{salt}", code=True)
         assert min(proposals, key=lambda p: p.rank).author.startswith("right-"), why
-        assert step == "generated_evidence" and "generated evidence 9" in why
+        assert step == "generated_evidence" and "generated evidence 5" in why
     # A failed agent-written assert is evidence, not a failed static check.
     assert "failed generated.tests" not in why
     # With groups of equal size, the asserts decide: x + x holds all three.

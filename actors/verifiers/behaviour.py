@@ -18,7 +18,8 @@ output as plain data, or the exception's type. The checks it yields:
   how many of those whose call is the function's hold on this candidate (`tests_passed` of `tests_total`). Their
   calls are inputs too, after the task's own. An agent's assert may be wrong: this check never fails a candidate
   (scoring leaves `generated.*` out of the static checks); scoring.agree weighs it into the group's evidence
-  CodeT-style (group size × (1 + asserts held)), so one wrong assert cannot overturn a larger agreeing group.
+  CodeT-style, bounded (group size × (1 + share of asserts held)), so wrong asserts cannot overturn a group
+  twice as large.
 """
 
 from __future__ import annotations
