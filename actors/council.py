@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import ray
-import valkey as valkey_sync
 
 from . import metrics, topology
 from .backends.base import EngineUnavailable
@@ -28,7 +27,7 @@ from .orchestrate import choose
 from .protocol import DeliberationTimeout, deliberate
 from .models.councils import CouncilSpec
 from .models.records import DeliberationRecord
-from .store import UNREACHABLE, StaleWriter, Store, feed_entry
+from .store import UNREACHABLE, StaleWriter, Store
 from .verification import LocalVerifier, RayVerifier
 
 log = logging.getLogger("councils.council")
@@ -58,10 +57,7 @@ class _StoreSink:
         self.stage_started: dict[tuple[str, str], float] = {}
 
     async def checkpoint(self, record: DeliberationRecord) -> None:
-        if record.finished:
-            # The protocol's last checkpoint (scored, status completed) is stored as in_progress with its
-            # result: Council._completed then finishes it, events and counters included, in one step.
-            record = record.model_copy(update={"status": "in_progress"})
+        # The protocol's last checkpoint holds the result, still in_progress: Store.finish_record ends it.
         await self.store.save_record(record, self.epochs[record.id])
 
     async def event(self, record: DeliberationRecord, kind: str, data: dict[str, Any]) -> None:
@@ -101,15 +97,11 @@ class Council:
         self.sweeper: asyncio.Task | None = None
         self.retired = False
         self.started_at = time.time()
-        # The constructor is synchronous (Ray actors), so read the restore state with a sync client.
-        sync = valkey_sync.from_url(valkey_url, decode_responses=True)
-        try:
-            raw = sync.get(f"{key_prefix}council:{role}")
-            self.spec: CouncilSpec | None = CouncilSpec.model_validate_json(raw) if raw else None
-            self.unfinished: list[str] = sorted(sync.smembers(f"{key_prefix}active:{role}"))
-            self._apply_settings(sync.get(f"{key_prefix}settings"))
-        finally:
-            sync.close()
+        # The constructor is synchronous (Ray actors): the store reads the restore state with a sync client.
+        self.spec: CouncilSpec | None
+        self.unfinished: list[str]
+        self.spec, self.unfinished, settings = self.store.restore_state(role)
+        self._apply_settings(settings)
         log.info("council %s restored: spec v%s, %d unfinished", role,
                  self.spec.version if self.spec else None, len(self.unfinished))
         # Resume without waiting for anyone to call us: queue a call to ourselves, which runs
@@ -192,8 +184,7 @@ class Council:
 
     async def configure(self) -> dict[str, Any]:
         """Re-read the live settings (the ingress's user_config) from Valkey."""
-        raw = await self.store.client.get(self.store.key("settings"))
-        self._apply_settings(raw)
+        self._apply_settings(await self.store.get_settings())
         return {"record_ttl_s": self.store.record_ttl_s}
 
     def _apply_settings(self, raw: str | None) -> None:
@@ -219,7 +210,7 @@ class Council:
             record = await self.store.get_record(delib_id)
             if record and not record.finished:
                 try:  # taken over from whichever runner has it: that one's next write is refused
-                    await self._finish(record, "failed", reason, force=True)
+                    await self._fail(record, reason, force=True)
                 except StaleWriter:  # gone meanwhile
                     continue
                 failed.append(delib_id)
@@ -318,11 +309,11 @@ class Council:
         self.epochs[delib_id] = epoch
         await self.store.hold_lease(delib_id, epoch, self.lease_s)
         if record.request.role != self.role:
-            await self._finish(record, "failed", f"record belongs to council {record.request.role}, not {self.role}")
+            await self._fail(record, f"record belongs to council {record.request.role}, not {self.role}")
             return
         spec = self.spec
         if spec is None:
-            await self._finish(record, "failed", f"council {self.role} does not exist")
+            await self._fail(record, f"council {self.role} does not exist")
             return
         remaining = record.deadline - time.time()
         try:
@@ -336,15 +327,14 @@ class Council:
             if record.result is None:
                 raise RuntimeError("the protocol ended without a result")
         except (DeliberationTimeout, asyncio.TimeoutError) as exc:
-            await self._finish(record, "timeout", f"timed out after {record.request.constraints.timeout_s:g}s: "
-                                                  f"{exc}{self.engines.why_waiting()}")
+            await self._fail(record, f"timed out after {record.request.constraints.timeout_s:g}s: "
+                                     f"{exc}{self.engines.why_waiting()}", status="timeout")
         except EngineUnavailable:
             # The caller reads record.error: a generic sentence and an id; the detail (a remote traceback that
             # names nodes and addresses) is in this council's log under the same id.
             error_id = secrets.token_hex(8)
             log.exception("deliberation %s: engine unavailable (error id %s)", delib_id, error_id)
-            await self._finish(record, "failed", f"engine unavailable (error id {error_id}); the council's log "
-                                                 "has the detail")
+            await self._fail(record, f"engine unavailable (error id {error_id}); the council's log has the detail")
         except (asyncio.CancelledError, StaleWriter):
             raise
         except UNREACHABLE as exc:
@@ -357,8 +347,7 @@ class Council:
         except Exception:  # a bug or a bad engine answer: the record must still end
             error_id = secrets.token_hex(8)
             log.exception("deliberation %s failed (error id %s)", delib_id, error_id)
-            await self._finish(record, "failed", f"internal error (error id {error_id}); the council's log has "
-                                                 "the detail")
+            await self._fail(record, f"internal error (error id {error_id}); the council's log has the detail")
         else:
             # Outside the handlers above: the result is checkpointed, and an error while finishing must not
             # turn it into a failure. If the finish did not get through, the record stays in the active set
@@ -372,37 +361,18 @@ class Council:
                               delib_id)
 
     async def _completed(self, record: DeliberationRecord) -> None:
-        """Finish a record that has its result: record, terminal stage event and feed entry in one step."""
-        result = record.result
-        assert result is not None
-        record.status = "completed"  # also for a record resumed after its result was checkpointed
-        record.finished_at = record.finished_at or time.time()
-        done = await self.store.finish_record(
-            record, self.epochs[record.id],
-            terminal=("completed", {"status": "completed", "winner_id": result.winner_id,
-                                    "score": result.proposals[0].score}),
-            feed=("deliberation.completed", self._outcome(record)))
-        if done:
-            metrics.deliberation_finished(self.role, "completed", result.duration_s)
+        """Finish a record that has its result (Store.finish_record: status, terminal event, feed entry)."""
+        if await self.store.finish_record(record, self.epochs[record.id]):
+            metrics.deliberation_finished(self.role, "completed", record.result.duration_s)
 
-    async def _finish(self, record: DeliberationRecord, status: str, error: str, *, force: bool = False) -> None:
-        """End a record as failed or timeout, in one step with its terminal stage event and its feed entry
-        (a timeout is published as deliberation.failed with status timeout). Fenced on this council's
-        epoch of the record; `force` (retire) takes the record over from whoever runs it instead."""
-        record.status = status  # type: ignore[assignment]
-        record.error = error
-        record.finished_at = time.time()
-        done = await self.store.finish_record(record, None if force else self.epochs[record.id],
-                                              terminal=(status, {"status": status, "error": error}),
-                                              feed=("deliberation.failed", self._outcome(record)))
+    async def _fail(self, record: DeliberationRecord, error: str, *, status: str = "failed",
+                    force: bool = False) -> None:
+        """End a record as failed or timeout (Store.fail_record), fenced on this council's epoch of the record;
+        `force` (retire) takes the record over from whoever runs it instead."""
+        done = await self.store.fail_record(record, None if force else self.epochs[record.id], error, status)
         self.sink.forget(record.id)
         if done:
-            metrics.deliberation_finished(self.role, status,
-                                          record.finished_at - (record.started_at or record.created_at))
-
-    def _outcome(self, record: DeliberationRecord) -> dict[str, Any]:
-        """The payload of deliberation.completed / deliberation.failed on <prefix>events."""
-        return feed_entry(record)
+            metrics.deliberation_finished(self.role, status, record.finished_at - (record.started_at or record.created_at))
 
 
 def council_actor_options(role: str, max_concurrency: int = 64) -> dict[str, Any]:

@@ -391,7 +391,8 @@ async def deliberate(
     *,
     clock: Clock = time.time,
 ) -> DeliberationRecord:
-    """Run (or resume) a deliberation to completion, mutating and returning `record`.
+    """Run (or resume) a deliberation until it has its result, mutating and returning `record`: it comes back
+    `in_progress` with `record.result` set; the caller ends it (Store.finish_record derives the status).
 
     Stages in record.stages_done or record.stages_skipped are skipped, so a record loaded from its
     last checkpoint resumes there. Without a verifier, verification runs in this process
@@ -658,7 +659,7 @@ def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Ev
     for p in ranked:
         usage = usage.add(p.usage)
     winner = ranked[0]
-    record.finished_at = clock()
+    ended = clock()
     record.result = DeliberationResult(
         proposals=ranked,
         winner_id=winner.author,
@@ -668,10 +669,9 @@ def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Ev
         reason=why,
         candidates=verdicts,
         rankings=[r.model_copy() for r in record.rankings],
-        duration_s=max(record.finished_at - (record.started_at or record.finished_at), 0.0),
+        duration_s=max(ended - (record.started_at or ended), 0.0),
         usage=usage,
     )
-    record.status = "completed"
     return [("score", {"author": p.author, "score": p.score, "rank": p.rank, "version": p.chosen,
                        "reason": p.reason, "checks": [c.model_dump() for c in p.checks]})
             for p in ranked]

@@ -73,7 +73,7 @@ class Reconciler:
         store = self.service.store
         while True:
             try:
-                metrics.set_active_councils(int(await store.client.scard(store.key("councils"))))
+                metrics.set_active_councils(await store.council_count())
             except Exception as exc:  # Valkey away for a moment
                 log.debug("active councils metric: %s", exc)
             await asyncio.sleep(interval_s)

@@ -13,7 +13,7 @@ import ray
 from ray.exceptions import ActorDiedError
 
 from actors.council import NAMESPACE, RemoteCouncil, council_actor_name, council_actor_options
-from actors.engine_hosting import engine_actor_name, engine_actor_options, is_engine_actor, replica_actor_names
+from actors.engine_hosting import engine_actor_options, is_engine_actor, replica_actor_names
 from actors.models.councils import EngineSpec
 
 log = logging.getLogger("councils.registry")
@@ -83,12 +83,6 @@ class ActorRegistry:
 
     def kill(self, handle) -> None:
         ray.kill(handle, no_restart=True)
-
-    def existing_engine(self, name: str):
-        try:
-            return ray.get_actor(engine_actor_name(name), namespace=NAMESPACE)
-        except ValueError:
-            return None
 
     async def remove_council(self, role: str, reason: str = "council deleted") -> None:
         self.councils.pop(role, None)

@@ -29,7 +29,7 @@ class ValkeyGuard:
         now = time.time()
         if self._memory is None or now - self._memory[0] > 1.0:
             try:
-                info = await self.store.client.info("memory")
+                info = await self.store.memory_info()
                 used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
             except Exception:  # INFO refused (a managed Valkey): the OOM handler is the backstop
                 used, cap = 0, 0
@@ -45,8 +45,7 @@ class ValkeyGuard:
         if self._persistence and time.time() - self._persistence[0] < 30:
             return self._persistence[1]
         try:
-            info = await asyncio.wait_for(self.store.client.config_get("append*"), 2)
-            info.update(await asyncio.wait_for(self.store.client.config_get("maxmemory*"), 2))
+            info = await asyncio.wait_for(self.store.config_values("append*", "maxmemory*"), 4)
             settings = {k: info.get(k) for k in ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")}
         except Exception as exc:  # CONFIG may be disabled on a managed Valkey
             settings = {"unknown": f"CONFIG GET refused: {type(exc).__name__}"}

@@ -114,9 +114,7 @@ async def test_finished_record_and_its_events_expire_after_the_ttl(valkey_server
         record = DeliberationRecord(request=request())
         await store.create_record(record)
         await store.add_event(record.id, "stage.started", {"stage": "propose"})
-        record.status, record.error = "failed", "boom"
-        await store.save_record(record)
-        await store.add_event(record.id, "failed", {"status": "failed"}, final=True)
+        await store.fail_record(record, None, "boom")  # the terminal event gives the stream the record's TTL
         await store.put_orchestration(record.id, {"choice": 1})
         assert await store.get_record(record.id) is not None
         await asyncio.sleep(2.1)

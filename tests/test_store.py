@@ -73,9 +73,8 @@ async def test_record_lifecycle_active_index_and_ttl(store):
     await store.save_record(rec)
     assert (await store.get_record(rec.id)).stages_done == ["propose"]
     assert await store.client.ttl(store.key("delib", rec.id)) == -1  # unfinished: never expires
-    rec.status = "failed"
-    rec.error = "boom"
-    await store.save_record(rec)
+    assert await store.fail_record(rec, None, "boom")
+    assert (await store.get_record(rec.id)).status == "failed"
     assert await store.active_ids("DEV") == []
     assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
     stats = await store.stats()
@@ -99,8 +98,7 @@ async def test_concurrent_creates_never_overshoot_the_active_limit(store):
     first, _ = created[0]
     again, is_new = await store.create_record(DeliberationRecord(id=first.id, request=first.request), max_active=3)
     assert not is_new and again.id == first.id
-    first.status = "completed"
-    await store.save_record(first)
+    await store.fail_record(first, None, "done with it")
     refused = next(r for r in records if r.id not in stored)
     _, is_new = await store.create_record(refused, max_active=3)
     assert is_new and len(await store.active_ids("QA")) == 3
@@ -112,9 +110,8 @@ async def test_events_are_ordered_and_resumable(store):
     assert [d["n"] for _, _, d in everything] == [0, 1, 2, 3, 4]
     rest = await store.read_events("abc", after=ids[2])
     assert [d["n"] for _, _, d in rest] == [3, 4]
-    await store.publish("deliberation.completed", {"id": "abc"})
-    feed = await store.client.xrange(store.key("events"))
-    assert feed[-1][1]["kind"] == "deliberation.completed"
+    # Stage events are per deliberation; the shared feed only gets terminal entries (the finish writes them).
+    assert await store.feed() == []
 
 
 async def test_record_survives_valkey_restart_from_aof(tmp_path):
@@ -148,8 +145,7 @@ def _record(role: str = "DEV", task: str = "Reverse a list.") -> DeliberationRec
 async def _feed(store, delib_id: str) -> list[str]:
     import json
 
-    return [f["kind"] for _, f in await store.client.xrange(store.key("events"))
-            if json.loads(f["data"])["id"] == delib_id]
+    return [kind for _, kind, data in await store.feed() if data["id"] == delib_id]
 
 
 async def _terminal_events(store, delib_id: str) -> list[str]:
@@ -172,11 +168,11 @@ async def test_a_stale_owner_gets_an_error_and_a_finished_record_is_immutable(st
         await store.save_record(rec, first)
     assert (await store.get_record(rec.id)).stages_done == []  # nothing of the stale write landed
     await store.save_record(rec, second)
-    failed = rec.model_copy(update={"status": "failed", "error": "boom"})
     with pytest.raises(StaleWriter):  # a stale runner cannot finish it either
-        await store.finish_record(failed, first, terminal=("failed", {}), feed=("deliberation.failed", {"id": rec.id}))
-    assert await store.finish_record(failed, second, terminal=("failed", {}),
-                                     feed=("deliberation.failed", {"id": rec.id}))
+        await store.fail_record(rec.model_copy(), first, "boom")
+    assert await store.fail_record(rec.model_copy(), second, "boom")
+    with pytest.raises(ValueError, match="finish_record or fail_record"):  # a checkpoint never ends a record
+        await store.save_record(rec.model_copy(update={"status": "failed"}), second)
     # A late in_progress checkpoint after the finish, by the owner itself or a one-off writer: refused.
     late = rec.model_copy(update={"stages_done": ["propose", "critique-1"]})
     for epoch in (second, None):
@@ -195,17 +191,22 @@ async def test_a_retried_finish_writes_one_event_and_counts_once(store):
     rec = _record()
     await store.create_record(rec)
     epoch = await store.claim_record(rec.id)
-    rec.status = "completed"
     rec.timings = [StageTiming(stage="propose", seconds=0.75), StageTiming(stage="critique-1", seconds=0.25),
                    StageTiming(stage="critique-2", seconds=0.5)]
     rec.result = DeliberationResult(proposals=[Proposal(author="a1", content="x", score=0.5, rank=1)],
                                     winner_id="a1", duration_s=1.25,
                                     usage=Usage(prompt_tokens=10, completion_tokens=4))
-    outcomes = [await store.finish_record(rec, epoch, terminal=("completed", {"status": "completed"}),
-                                          feed=("deliberation.completed", {"id": rec.id})) for _ in range(3)]
+    outcomes = [await store.finish_record(rec.model_copy(), epoch) for _ in range(3)]
     assert outcomes == [True, False, False]
     assert await _feed(store, rec.id) == ["deliberation.completed"]
     assert await _terminal_events(store, rec.id) == ["completed"]
+    # The store derived the status, the terminal event and the feed entry from the record and its result.
+    stored = await store.get_record(rec.id)
+    assert stored.status == "completed" and stored.finished_at is not None
+    (_, _, terminal), = [e for e in await store.read_events(rec.id) if e[1] == "completed"]
+    assert terminal == {"status": "completed", "winner_id": "a1", "score": 0.5}
+    (_, _, entry), = [e for e in await store.feed() if e[2]["id"] == rec.id]
+    assert entry["status"] == "completed" and entry["winner_id"] == "a1" and entry["usage"]["total_tokens"] == 14
     stats = await store.stats()
     assert stats["deliberations.DEV.completed"] == 1 and stats["accepted.DEV"] == 1
     assert stats["tokens.DEV.prompt"] == 10 and stats["tokens.DEV.completion"] == 4
@@ -381,13 +382,12 @@ async def test_valkey_sigkilled_mid_deliberation_keeps_every_acknowledged_write_
         await council.council.submit(rec.id)
         while "propose" not in (await store.get_record(rec.id)).stages_done:
             await asyncio.sleep(0.02)
-        probes = [await store.publish("probe", {"id": "probe", "n": n}) for n in range(20)]
+        probes = [await store.add_event("probe", "probe", {"n": n}) for n in range(20)]
         events = await store.read_events(rec.id, count=10_000)
         checkpoint = await store.get_record(rec.id)
         server.kill()
         server.start()
-        feed = {entry_id for entry_id, _ in await store.client.xrange(store.key("events"))}
-        assert set(probes) <= feed
+        assert [entry_id for entry_id, _, _ in await store.read_events("probe", count=100)] == probes
         assert (await store.read_events(rec.id, count=10_000))[:len(events)] == events
         assert set(checkpoint.stages_done) <= set((await store.get_record(rec.id)).stages_done)
         for _ in range(1500):
