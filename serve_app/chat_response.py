@@ -10,23 +10,20 @@ raises as an APIError.
 
 from __future__ import annotations
 
-import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
 from actors.models.records import DeliberationRecord
-from actors.store import Store
 
 from . import sse
 from .errors import error_body
+from .follow import Closed, Followed, Gone, Heartbeat, StageEvent
 from .openai_compat import openai_error
+from .records import status_code
 
 ANSWER_CHUNK_CHARS = 48  # the winning answer is streamed in pieces of about this size
-HEARTBEAT_S = sse.HEARTBEAT_S
-WAIT_GRACE_S = 30.0  # default time for the council to end a deliberation past its deadline
-TERMINAL_KINDS = sse.TERMINAL_KINDS
 
 
 def _usage(record: DeliberationRecord) -> dict[str, int]:
@@ -43,16 +40,14 @@ def _council_info(record: DeliberationRecord) -> dict[str, Any]:
             "proposals": [{"author": p.author, "rank": p.rank, "score": p.score} for p in result.proposals]}
 
 
-def _ended_badly(record: DeliberationRecord) -> tuple[int, str]:
-    status = {"timeout": 504}.get(record.status, 503)
-    return status, f"deliberation {record.id} ended {record.status}: {record.error or 'no result'}"
+def _ended_badly(record: DeliberationRecord) -> str:
+    return f"deliberation {record.id} ended {record.status}: {record.error or 'no result'}"
 
 
 def completion(record: DeliberationRecord, model: str) -> JSONResponse:
     """The chat.completion of a finished deliberation: the winning proposal, or OpenAI's error if it has none."""
     if record.status != "completed" or record.result is None:
-        status, message = _ended_badly(record)
-        return openai_error(status, message, "server_error", record.status)
+        return openai_error(status_code(record), _ended_badly(record), "server_error", record.status)
     winner = record.result.proposals[0]
     return JSONResponse({
         "id": f"chatcmpl-{record.id}", "object": "chat.completion", "created": int(record.created_at),
@@ -72,10 +67,11 @@ def _progress(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"event": kind, **{k: data[k] for k in PROGRESS_FIELDS if k in data}}
 
 
-async def stream(store: Store, record: DeliberationRecord, model: str, include_usage: bool,
-                 disconnected: Callable[[], Awaitable[bool]], *, grace_s: float = WAIT_GRACE_S, slice_ms: int = 1000,
-                 clock: Callable[[], float] = time.time) -> AsyncIterator[ServerSentEvent]:
-    """The messages of a deliberation's chat stream; `grace_s`: as wait=true, the time past the deadline."""
+async def stream(record: DeliberationRecord, followed: AsyncIterator[Followed], final: Callable[[], Awaitable[
+                 DeliberationRecord | None]], model: str, include_usage: bool) -> AsyncIterator[ServerSentEvent]:
+    """The messages of a deliberation's chat stream, from what the service's `follow` yields (`followed`, which
+    ends at the terminal event, past the deadline and grace, or when the client went away) and the record as it
+    ended (`final`)."""
     base = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": int(record.created_at),
             "model": model, "system_fingerprint": None}
 
@@ -89,45 +85,31 @@ async def stream(store: Store, record: DeliberationRecord, model: str, include_u
         return sse.message(body)
 
     yield chunk({"role": "assistant", "content": ""})
-    after, last_sent, finished_seen = "0-0", clock(), False
-    while True:
-        entries = await store.read_events(record.id, after, block_ms=slice_ms)
-        ended = False
-        for entry_id, kind, data in entries:
-            after = entry_id
-            if kind in TERMINAL_KINDS:
+    ended = False
+    async for item in followed:
+        if isinstance(item, StageEvent):
+            if item.terminal:
                 ended = True
                 break
-            yield chunk({"council": _progress(kind, data)})
-            last_sent = clock()
-        if ended:
-            break
-        if entries:
-            continue
-        if await disconnected():
-            return  # the deliberation goes on; its record keeps the result
-        current = await store.get_record(record.id)
-        if current is None:
+            yield chunk({"council": _progress(item.kind, item.data)})
+        elif isinstance(item, Heartbeat):
+            yield sse.comment("heartbeat")  # OpenAI's client skips comments
+        elif isinstance(item, Gone):
             yield error(503, f"deliberation {record.id} vanished (expired)", "gone")
             return
-        if current.finished:
-            if finished_seen:  # finished, but its terminal event never came: the record is the truth
-                break
-            finished_seen = True
-        elif clock() > record.deadline + grace_s:
-            break
-        if clock() - last_sent >= HEARTBEAT_S:
-            yield sse.comment("heartbeat")  # OpenAI's client skips comments
-            last_sent = clock()
-    final = await store.get_record(record.id)
-    if final is None or final.status != "completed" or final.result is None:
-        status, message = _ended_badly(final or record)
-        yield error(status, message, (final or record).status)
+        elif isinstance(item, Closed):
+            ended = True  # past the deadline and grace: the record says how it stands
+    if not ended:
+        return  # the client went away; the deliberation goes on and its record keeps the result
+    done = await final()
+    if done is None or done.status != "completed" or done.result is None:
+        done = done or record
+        yield error(status_code(done), _ended_badly(done), done.status)
         return
-    content = final.result.proposals[0].content
+    content = done.result.proposals[0].content
     for start in range(0, len(content), ANSWER_CHUNK_CHARS):
         yield chunk({"content": content[start:start + ANSWER_CHUNK_CHARS]})
-    yield chunk({}, "stop", council=_council_info(final))
+    yield chunk({}, "stop", council=_council_info(done))
     if include_usage:
-        yield sse.message({**base, "choices": [], "usage": _usage(final)})
+        yield sse.message({**base, "choices": [], "usage": _usage(done)})
     yield sse.message("[DONE]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -27,8 +28,9 @@ from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
 from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
 
-from . import limits, redact, sse, validation
+from . import chat_response, limits, redact, sse, validation
 from .errors import ApiError
+from .follow import Followed, Gone, follow
 from .records import check_delib_id, idempotent_id, progress, status_code
 from .registry import ActorRegistry
 from .stats import percentiles, role_summary, stage_percentiles
@@ -211,24 +213,22 @@ class CouncilService:
             raise ApiError(429, f"this replica has its maximum of {limit} requests waiting for a deliberation "
                                 "(limits.max_waiters); retry later", headers={"Retry-After": "10"})
 
-    async def wait(self, record: DeliberationRecord, max_wait_s: float | None = None) -> DeliberationRecord:
-        """Follow the record in Valkey (not the actor call), so a council restart does not break the wait. Until it
-        ends, its deadline plus wait_grace_s passes, or max_wait_s (when given) passes."""
-        last_event = "0-0"
-        grace_s = self.settings.wait_grace_s  # past the deadline the council marks it timeout; leave it time
-        until = record.deadline + grace_s
+    def follow(self, record: DeliberationRecord, after: str = "0-0", *, max_wait_s: float | None = None,
+               disconnected: Callable[[], Awaitable[bool]] | None = None,
+               heartbeat_s: float = math.inf) -> AsyncIterator[Followed]:
+        """The deliberation's events after `after` until it ends (serve_app/follow.py), in Valkey, not the actor
+        call, so a council restart breaks no follower; bounded by its deadline plus settings.wait_grace_s (past
+        the deadline the council marks it timeout: leave it that time), or by `max_wait_s` when sooner."""
+        until = record.deadline + self.settings.wait_grace_s
         if max_wait_s is not None:
             until = min(until, time.time() + max_wait_s)
-        while time.time() < until:
-            current = await self.store.get_record(record.id)
-            if current is None:
+        return follow(self.store, record.id, after, until=until, disconnected=disconnected, heartbeat_s=heartbeat_s)
+
+    async def wait(self, record: DeliberationRecord, max_wait_s: float | None = None) -> DeliberationRecord:
+        """The record once it ended, or as it stands when the follow bound passed (`follow`)."""
+        async for item in self.follow(record, max_wait_s=max_wait_s):
+            if isinstance(item, Gone):
                 raise ApiError(404, f"deliberation {record.id} vanished")
-            if current.finished:
-                return current
-            block_ms = max(1, min(1000, int((until - time.time()) * 1000)))
-            events = await self.store.read_events(record.id, last_event, block_ms=block_ms)
-            if events:
-                last_event = events[-1][0]
         current = await self.store.get_record(record.id)
         return current or record
 
@@ -264,7 +264,23 @@ class CouncilService:
             raise ApiError(422, f"Last-Event-ID {after!r} is not an event id (<ms>-<seq>, as sent in `id:`)")
         self.open_stream_slot()
         return self.streams.counted(sse.event_stream(self.store, delib_id, after, disconnected=disconnected,
-                                            deadline=record.deadline + self.settings.wait_grace_s))
+                                                     deadline=record.deadline + self.settings.wait_grace_s))
+
+    async def chat_stream(self, request: DeliberationRequest, idempotency_key: str | None, model: str,
+                          include_usage: bool, disconnected: Callable[[], Awaitable[bool]]
+                          ) -> AsyncIterator[ServerSentEvent]:
+        """A streamed chat completion: a stream slot first (limits.max_sse_connections: a refused stream starts
+        nothing), the deliberation accepted, then its chunks (chat_response.stream over `follow`)."""
+        self.open_stream_slot()
+        try:
+            record = await self.accept(request, idempotency_key)
+        except BaseException:
+            self.streams.release()
+            raise
+        followed = self.follow(record, disconnected=disconnected, heartbeat_s=sse.HEARTBEAT_S)
+        chunks = chat_response.stream(record, followed, lambda: self.store.get_record(record.id), model,
+                                      include_usage)
+        return self.streams.counted(chunks)
 
     async def orchestrate(self, body: OrchestrateRequest) -> dict[str, Any]:
         """Deliberate (waiting for the result), then let an architect choose among the top_k candidates."""

@@ -1,9 +1,9 @@
 """Server-Sent Events for GET /v1/deliberations/{id}/events, read from the deliberation's Valkey stream.
 
-The stream `<prefix>delib:<id>:events` is the only source, so any ingress replica serves any client, and
-a reconnect resumes exactly after the stream entry named by Last-Event-ID: each SSE `id:` is the entry
-id, `event:` its kind, `data:` its JSON. The response ends after the terminal event (completed, failed,
-timeout). XREAD BLOCK runs in short slices so a client that went away is noticed between them.
+The stream `<prefix>delib:<id>:events` is the only source (followed by serve_app/follow.py), so any ingress
+replica serves any client, and a reconnect resumes exactly after the stream entry named by Last-Event-ID: each
+SSE `id:` is the entry id, `event:` its kind, `data:` its JSON. The response ends after the terminal event
+(completed, failed, timeout).
 
 The framing is sse-starlette's (`message` builds each ServerSentEvent, `response` the EventSourceResponse), with
 "\n" line ends and our own `: heartbeat` comment after HEARTBEAT_S of silence (its periodic ping is off); the
@@ -23,12 +23,11 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from actors.models.records import FINISHED
 from actors.store import Store
 
-TERMINAL_KINDS = FINISHED  # a deliberation's last stage event is named by its final status
+from .follow import SLICE_MS, TERMINAL_KINDS, Closed, Gone, Heartbeat, StageEvent, follow
+
 STREAM_ID_PATTERN = re.compile(r"\d{1,20}-\d{1,20}")  # fullmatch: no trailing newline
-SLICE_MS = 1000  # one XREAD BLOCK; also how soon a disconnect is noticed
 HEARTBEAT_S = 15.0  # a comment line after this much silence keeps proxies from closing the response
 RETRY_MS = 2000  # the reconnect delay a browser's EventSource should use
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -97,50 +96,23 @@ async def event_stream(
     deadline: float | None = None,
     wall: Callable[[], float] = time.time,
 ) -> AsyncIterator[ServerSentEvent]:
-    """SSE messages: every event after `after`, live ones as they are added, up to the terminal one.
-
-    If the record is finished but its stream holds no terminal event (the council stopped between
-    saving the record and adding the event), one more slice is waited for it; then a terminal event
-    without an `id:` is synthesized from the record, so the client still gets an end and a resume
-    point that is a real entry. Past `deadline` (wall-clock: the record's deadline plus the grace) a
-    stream that has not ended ends with a `closed` event: no stream on a stuck record lives forever.
-    """
+    """SSE messages of what serve_app/follow.py yields: every event after `after` (its `id:` the stream entry),
+    live ones as they are added, up to the terminal one (synthesized without an `id:` when the stream lacks it);
+    `gone` when the record expired, `closed` past `deadline` (the record's deadline plus the grace), and a
+    heartbeat comment after `heartbeat_s` of silence."""
     yield message(retry=RETRY_MS)
     if after != "0-0":
         resumed_at = await store.get_event(delib_id, after)
         if resumed_at is not None and resumed_at[1] in TERMINAL_KINDS:
             return  # the client already has the end
-    last_sent = clock()
-    finished_seen = False
-    while True:
-        if deadline is not None and wall() >= deadline:
-            record = await store.get_record(delib_id)
-            yield format_event("closed", {"reason": "the deliberation's deadline and grace have passed",
-                                          "status": record.status if record else None})
-            return
-        entries = await store.read_events(delib_id, after, block_ms=slice_ms)
-        for entry_id, kind, data in entries:
-            yield format_event(kind, data, entry_id)
-            after = entry_id
-            last_sent = clock()
-            if kind in TERMINAL_KINDS:
-                return
-        if entries:
-            continue  # more may be queued: read again before anything else
-        if disconnected is not None and await disconnected():
-            return
-        record = await store.get_record(delib_id)
-        if record is None:  # expired (or deleted) while we streamed
-            yield format_event("gone", {"error": f"deliberation {delib_id} expired"})
-            return
-        if record.finished:
-            if finished_seen:
-                data = {"status": record.status, "error": record.error, "synthesized": True}
-                if record.result is not None:
-                    data["winner_id"] = record.result.winner_id
-                yield format_event(record.status, data)
-                return
-            finished_seen = True
-        if clock() - last_sent >= heartbeat_s:
+    async for item in follow(store, delib_id, after, until=deadline, disconnected=disconnected, slice_ms=slice_ms,
+                             heartbeat_s=heartbeat_s, clock=clock, wall=wall):
+        if isinstance(item, StageEvent):
+            yield format_event(item.kind, item.data, item.id)
+        elif isinstance(item, Heartbeat):
             yield comment("heartbeat")
-            last_sent = clock()
+        elif isinstance(item, Gone):
+            yield format_event("gone", {"error": f"deliberation {delib_id} expired"})
+        elif isinstance(item, Closed):
+            yield format_event("closed", {"reason": "the deliberation's deadline and grace have passed",
+                                          "status": item.record.status if item.record else None})

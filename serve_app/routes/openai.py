@@ -39,13 +39,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         if finished is None:  # too many waiters, or max_wait_s passed: 202 with the status URL (it runs on)
             return JSONResponse(accepted(record), status_code=202)
         return chat_response.completion(finished, body.model)
-    service.open_stream_slot()  # a stream slot first (limits.max_sse_connections): a refused stream starts nothing
-    try:
-        record = await service.accept(deliberation, idempotency_key)
-    except BaseException:
-        service.streams.release()
-        raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = chat_response.stream(service.store, record, body.model, include_usage, request.is_disconnected,
-                                  grace_s=service.settings.wait_grace_s)
-    return sse.response(service.streams.counted(chunks))
+    return sse.response(await service.chat_stream(deliberation, idempotency_key, body.model, include_usage,
+                                                  request.is_disconnected))
