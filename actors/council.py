@@ -23,7 +23,7 @@ import ray
 from . import metrics, topology
 from .backends.base import EngineUnavailable
 from .engine_client import AFFINITY, RayEngineGenerator
-from .orchestrate import choose
+from .orchestrate import NotOrchestrable, choose
 from .protocol import DeliberationTimeout, deliberate
 from .models.councils import CouncilSpec
 from .models.records import DeliberationRecord
@@ -245,9 +245,9 @@ class Council:
             return stored
         record = await self.store.get_record(delib_id)
         if record is None:
-            return {"error": f"deliberation {delib_id} not found", "status": 404}
+            raise NotOrchestrable(delib_id)
         if record.status != "completed" or record.result is None:
-            return {"error": f"deliberation {delib_id} is {record.status}, not completed", "status": 409}
+            raise NotOrchestrable(delib_id, record.status)
         # The architect speaks through the council's first agent: its engine, its seed.
         agent = self.spec.agents[0] if self.spec and self.spec.agents else None
         outcome = await choose(delib_id, record.request, record.result.proposals, agent, self.generator,

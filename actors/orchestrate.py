@@ -43,6 +43,19 @@ ARCHITECT_TIMEOUT_S = 120.0
 _FENCED = re.compile(r"^```(?:json)?[ \t]*\n(.*)\n```$", re.DOTALL)
 
 
+class NotOrchestrable(Exception):
+    """orchestrate on a deliberation that is not there (status None: unknown or expired) or not completed."""
+
+    def __init__(self, delib_id: str, status: str | None = None):
+        super().__init__(delib_id, status)
+        self.delib_id, self.status = delib_id, status
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return f"deliberation {self.delib_id} not found"
+        return f"deliberation {self.delib_id} is {self.status}, not completed"
+
+
 class ArchitectParseError(ValueError):
     """The architect's answer is not exactly one valid choice object."""
 

@@ -98,8 +98,8 @@ class Reconciler:
         # Every council in Valkey gets its actor (get-or-create); one whose spec changed reloads it.
         councils = await store.list_councils()
         changed = set(applied.councils_changed)
-        await asyncio.gather(*(registry.call_council(c.role, "reload") for c in councils if c.role in changed))
-        await asyncio.gather(*(registry.call_council(c.role, "info") for c in councils))
+        await asyncio.gather(*(registry.council_calls(c.role).reload() for c in councils if c.role in changed))
+        await asyncio.gather(*(registry.council_calls(c.role).info() for c in councils))
         metrics.set_active_councils(len(councils))
         service.restored = True
         # Every engine gets its actor under its current name and is started; a changed spec rolls over.
@@ -112,7 +112,7 @@ class Reconciler:
             *(declarative.roll_engine(store, registry, spec) for spec in applied.engines_changed),
         )
         if rolling:  # councils open handles to the new actors now, then the old ones drain and go
-            await asyncio.gather(*(registry.call_council(c.role, "reload") for c in councils))
+            await asyncio.gather(*(registry.council_calls(c.role).reload() for c in councils))
         if not applied.stale:
             self.spawn(self._retire_stale_engines())
         service.engines_ready = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Awaitable, Callable
 
 import ray
 from ray.exceptions import ActorDiedError
@@ -19,6 +20,30 @@ from actors.models.councils import EngineSpec
 log = logging.getLogger("councils.registry")
 
 
+class CouncilCalls:
+    """The calls the ingress makes on one council's actor, typed (actors/council.py has the methods), through
+    the registry's kept handles (ActorRegistry.call)."""
+
+    def __init__(self, registry: "ActorRegistry", role: str):
+        self.registry, self.role = registry, role
+
+    async def submit(self, delib_id: str) -> str:
+        """Start (or keep running) a deliberation: "running" or "finished"."""
+        return await self.registry.call(self.role, lambda h: h.submit.remote(delib_id))
+
+    async def reload(self) -> int | None:
+        """Re-read the spec: its version (None: deleted)."""
+        return await self.registry.call(self.role, lambda h: h.reload.remote())
+
+    async def info(self) -> dict[str, Any]:
+        """Resume what is unfinished and say what runs."""
+        return await self.registry.call(self.role, lambda h: h.info.remote())
+
+    async def orchestrate(self, delib_id: str, top_k: int) -> dict[str, Any]:
+        """The architect's choice over a completed deliberation (raises actors.orchestrate.NotOrchestrable)."""
+        return await self.registry.call(self.role, lambda h: h.orchestrate.remote(delib_id, top_k))
+
+
 class ActorRegistry:
     def __init__(self, valkey_url: str, key_prefix: str, record_ttl_s: int, council_max_concurrency: int = 64,
                  verification: dict | None = None):
@@ -27,10 +52,14 @@ class ActorRegistry:
         self.record_ttl_s = record_ttl_s
         self.council_max_concurrency = council_max_concurrency
         self.verification = verification
-        self.councils: dict[str, ray.actor.ActorHandle] = {}  # role -> handle, for call_council
+        self.councils: dict[str, ray.actor.ActorHandle] = {}  # role -> handle, for call
 
-    async def call_council(self, role: str, method: str, *args):
-        """Call a method of the council's actor through a handle kept from an earlier call. Get-or-create asks the
+    def council_calls(self, role: str) -> CouncilCalls:
+        """The council's actor, to call (created on first use if it does not exist)."""
+        return CouncilCalls(self, role)
+
+    async def call(self, role: str, invoke: Callable[[ray.actor.ActorHandle], Awaitable[Any]]) -> Any:
+        """Call the council's actor through a handle kept from an earlier call. Get-or-create asks the
         GCS every time, and while the head restarts that question blocks this replica's event loop; a kept
         handle reaches the actor directly. A handle whose actor is gone for good (the council was deleted, maybe
         created again by another replica) is replaced once by get-or-create."""
@@ -39,7 +68,7 @@ class ActorRegistry:
             if handle is None:  # get-or-create asks the GCS: off the event loop
                 handle = self.councils[role] = await asyncio.to_thread(self.council, role)
             try:
-                return await getattr(handle, method).remote(*args)
+                return await invoke(handle)
             except ActorDiedError:
                 self.councils.pop(role, None)
                 if attempt:

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from sse_starlette import ServerSentEvent
 
 from actors import verifiers
-from actors.orchestrate import OrchestrateRequest
+from actors.orchestrate import NotOrchestrable, OrchestrateRequest
 from actors.models.base import AGENT_ID_PATTERN
 from actors.models.config import AppConfig, RuntimeSettings
 from actors.models.councils import AgentSpec, CouncilSpec, CouncilUpsert
@@ -151,7 +151,7 @@ class CouncilService:
                                                                   self.limits.max_agents_total)
         except RegistryFull as exc:
             raise limits.registry_full_error(exc) from None
-        await self.registry.call_council(stored.role, "reload")
+        await self.registry.council_calls(stored.role).reload()
         return stored, created
 
     # -- deliberations ----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class CouncilService:
                 return record
         try:
             # Bounded: a council that is restarting must not hold the acknowledgement hostage.
-            await asyncio.wait_for(self.registry.call_council(request.role, "submit", record.id), timeout=10)
+            await asyncio.wait_for(self.registry.council_calls(request.role).submit(record.id), timeout=10)
         except Exception as exc:  # the council picks it up from Valkey (restart or sweep)
             log.warning("submit of %s to council %s deferred: %s", record.id, request.role, exc)
         return record
@@ -293,9 +293,10 @@ class CouncilService:
         if record.status != "completed":
             raise ApiError(status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
                            {"id": record.id, "status": record.status})
-        outcome = await self.registry.call_council(request.role, "orchestrate", record.id, body.top_k)
-        if "error" in outcome:
-            raise ApiError(outcome.get("status", 503), outcome["error"])
+        try:
+            outcome = await self.registry.council_calls(request.role).orchestrate(record.id, body.top_k)
+        except NotOrchestrable as exc:  # expired or deleted since it completed
+            raise ApiError(404 if exc.status is None else 409, str(exc)) from None
         return {
             "id": record.id,
             "role": record.request.role,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from types import SimpleNamespace
 
 from actors.engine_hosting import engine_actor_name, replica_actor_names
 from actors.models.config import AppConfig
@@ -96,31 +95,40 @@ class MemoryStore:
         return 0
 
 
-class _Remote:
-    def __init__(self, calls: list, name: str):
-        self.calls, self.name = calls, name
+class MemoryCouncilCalls:
+    """serve_app.registry.CouncilCalls in memory: each call is recorded as ("<ROLE>.<method>", args) and answers
+    at once; submit goes through the registry's `submitted` (a test's registry may run the deliberation there)."""
 
-    def remote(self, *args):
-        self.calls.append((self.name, args))
+    def __init__(self, registry: "MemoryRegistry", role: str):
+        self.registry, self.role = registry, role
 
-        async def done():
-            return None
-        return done()
+    async def submit(self, delib_id: str):
+        self.registry.calls.append((f"{self.role}.submit", (delib_id,)))
+        return await self.registry.submitted(self.role, delib_id)
+
+    async def reload(self):
+        self.registry.calls.append((f"{self.role}.reload", ()))
+
+    async def info(self):
+        self.registry.calls.append((f"{self.role}.info", ()))
+
+    async def orchestrate(self, delib_id: str, top_k: int):
+        self.registry.calls.append((f"{self.role}.orchestrate", (delib_id, top_k)))
 
 
 class MemoryRegistry:
-    """Council handles whose calls are recorded (submit, reload, ...) and answer at once."""
+    """Council calls that are recorded (submit, reload, ...) and answer at once."""
 
     def __init__(self):
         self.calls: list[tuple[str, tuple]] = []
         self.record_ttl_s = 3600
 
-    async def call_council(self, role: str, method: str, *args):
-        return await getattr(self.council(role), method).remote(*args)
+    def council_calls(self, role: str) -> MemoryCouncilCalls:
+        return MemoryCouncilCalls(self, role)
 
-    def council(self, role: str):
-        return SimpleNamespace(**{m: _Remote(self.calls, f"{role}.{m}")
-                                  for m in ("submit", "reload", "info", "configure", "orchestrate")})
+    async def submitted(self, role: str, delib_id: str):
+        """What a submit does beyond being recorded: nothing here."""
+        return None
 
     async def remove_council(self, role: str, reason: str = "council deleted") -> None:
         self.calls.append((f"{role}.remove", (reason,)))

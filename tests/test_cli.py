@@ -34,10 +34,8 @@ class FinishingRegistry(MemoryRegistry):
         super().__init__()
         self.store = None
 
-    async def call_council(self, role: str, method: str, *args):
-        if method != "submit":
-            return await super().call_council(role, method, *args)
-        record = self.store.records[args[0]]
+    async def submitted(self, role: str, delib_id: str):
+        record = self.store.records[delib_id]
         events = [("1-0", "stage.started", {"stage": "propose"}),
                   ("2-0", "proposal", {"author": "agent-dev-001", "content": ANSWER}),
                   ("3-0", "stage.completed", {"stage": "propose"})]

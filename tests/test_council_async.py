@@ -9,6 +9,7 @@ import time
 import pytest
 
 from actors.council import Council
+from actors.orchestrate import NotOrchestrable
 from actors.models.councils import default_council
 from actors.models.records import DeliberationRecord
 from actors.models.requests import Constraints, DeliberationRequest
@@ -140,10 +141,14 @@ async def test_orchestrate_method_is_idempotent(council, store):
     assert await council.orchestrate(record.id, 2) == first  # retried: the stored outcome, no second ask
     assert (await store.stats())["orchestrations.DEV.architect"] == 1
     assert await store.get_orchestration(record.id) == first
-    assert (await council.orchestrate("0" * 32, 3))["status"] == 404
+    with pytest.raises(NotOrchestrable, match="not found") as unknown:
+        await council.orchestrate("0" * 32, 3)
+    assert unknown.value.status is None
     pending = DeliberationRecord(request=request())
     await store.create_record(pending)
-    assert (await council.orchestrate(pending.id, 3))["status"] == 409
+    with pytest.raises(NotOrchestrable, match="is pending, not completed") as refused:
+        await council.orchestrate(pending.id, 3)
+    assert refused.value.status == "pending"
 
 
 async def test_valkey_away_longer_than_the_retries_leaves_the_deliberation_to_the_sweeper(council, store):

@@ -41,14 +41,14 @@ def registry(monkeypatch):
 
 
 async def test_the_handle_is_kept_across_calls(registry):
-    assert await registry.call_council("DEV", "submit", "a") == "running"
-    assert await registry.call_council("DEV", "submit", "b") == "running"
+    assert await registry.council_calls("DEV").submit("a") == "running"
+    assert await registry.council_calls("DEV").submit("b") == "running"
     [(role, handle)] = registry.created
     assert role == "DEV" and handle.calls == [("a",), ("b",)]
 
 
 async def test_a_dead_handle_is_replaced_once(registry):
-    assert await registry.call_council("QA", "submit", "a") == "running"
+    assert await registry.council_calls("QA").submit("a") == "running"
     assert [r for r, _ in registry.created] == ["QA", "QA"]  # the first actor was gone: asked the GCS again
     assert registry.created[0][1].calls == [("a",)] and registry.created[1][1].calls == [("a",)]
 
@@ -56,5 +56,5 @@ async def test_a_dead_handle_is_replaced_once(registry):
 async def test_a_council_that_stays_dead_raises(registry, monkeypatch):
     monkeypatch.setattr(registry, "council", lambda role: Handle(dead=True))
     with pytest.raises(ActorDiedError):
-        await registry.call_council("DEV", "submit", "a")
+        await registry.council_calls("DEV").submit("a")
     assert "DEV" not in registry.councils

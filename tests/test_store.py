@@ -143,8 +143,6 @@ def _record(role: str = "DEV", task: str = "Reverse a list.") -> DeliberationRec
 
 
 async def _feed(store, delib_id: str) -> list[str]:
-    import json
-
     return [kind for _, kind, data in await store.feed() if data["id"] == delib_id]
 
 

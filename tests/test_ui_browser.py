@@ -129,10 +129,8 @@ class RunningRegistry(MemoryRegistry):
         super().__init__()
         self.store, self.gate, self.tasks = store, gate, set()
 
-    async def call_council(self, role: str, method: str, *args):
-        if method != "submit":
-            return await super().call_council(role, method, *args)
-        task = asyncio.get_running_loop().create_task(self.run(args[0]))
+    async def submitted(self, role: str, delib_id: str):
+        task = asyncio.get_running_loop().create_task(self.run(delib_id))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -35,14 +35,9 @@ class StoreBase:
         """Unfinished deliberations of one council: what a restarted council picks up."""
         return self.key("active", role)
 
-    def sync_get(self, *reads: tuple[str, tuple[str, ...]]) -> list[Any]:
-        """Reads with a short-lived synchronous client, for a constructor that cannot await (the council actor's):
-        each read is (command, key parts), "get" or "smembers"."""
-        sync = valkey_sync.from_url(self.url, decode_responses=True)
-        try:
-            return [getattr(sync, command)(self.key(*parts)) for command, parts in reads]
-        finally:
-            sync.close()
+    def sync_client(self) -> valkey_sync.Valkey:
+        """A short-lived synchronous client (close it), for a constructor that cannot await (the council actor's)."""
+        return valkey_sync.from_url(self.url, decode_responses=True)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -203,8 +203,12 @@ class CouncilSpecs(StoreBase):
     def restore_state(self, role: str) -> tuple[CouncilSpec | None, list[str], str | None]:
         """What a council actor's constructor reads (synchronously): its spec, its unfinished deliberations and
         the live settings (JSON)."""
-        raw, unfinished, settings = self.sync_get(("get", ("council", role)), ("smembers", ("active", role)),
-                                                  ("get", ("settings",)))
+        sync = self.sync_client()
+        try:
+            raw, unfinished = sync.get(self.key("council", role)), sync.smembers(self.active_key(role))
+            settings = sync.get(self.key("settings"))
+        finally:
+            sync.close()
         return (CouncilSpec.model_validate_json(raw) if raw else None), sorted(unfinished), settings
 
     async def council_count(self) -> int:

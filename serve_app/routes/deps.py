@@ -3,20 +3,21 @@ document; serve_app/auth.py checks the token before any route runs) and the erro
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
 from ..errors import AUTHENTICATED, error_responses
+from ..service import CouncilService
 
 
-def get_service(request: Request) -> Any:
-    """The CouncilService (or a test's fake) the app was built over (serve_app/api.py: app.state.service)."""
+def get_service(request: Request) -> CouncilService:
+    """The CouncilService the app was built over (serve_app/api.py: app.state.service)."""
     return request.app.state.service
 
 
-Service = Annotated[Any, Depends(get_service)]
+Service = Annotated[CouncilService, Depends(get_service)]
 
 # Documents the token; never refuses (auto_error=False): the auth middleware has already decided.
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
