@@ -5,12 +5,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import AGENT_ID_PATTERN, ENGINE_NAME_PATTERN, ROLE_PATTERN, Strict, now
 from .limits import CEILING_AGENTS, CEILING_DRAFTS, CEILING_ENGINE_REPLICAS, CEILING_MAX_TOKENS, CEILING_ROUNDS
+
+# The verifiers a council may name (actors/verifiers/ maps each to its module and checks it has them all).
+VERIFIER_NAMES: tuple[str, ...] = ("content", "python", "shell", "json", "yaml", "kubernetes", "dockerfile", "sql")
+
+
+def validate_names(names: list[str]) -> None:
+    """ValueError naming any verifier that does not exist."""
+    unknown = [n for n in names if n not in VERIFIER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown verifier(s): {', '.join(map(repr, unknown))}; known: {', '.join(VERIFIER_NAMES)}")
 
 
 class EngineSpec(Strict):
@@ -74,8 +85,6 @@ class ScoringSpec(Strict):
     @classmethod
     def _known_verifiers(cls, names: list[str] | None) -> list[str] | None:
         if names is not None:
-            from ..verifiers import validate_names  # the verifiers import this module
-
             validate_names(names)
         return names
     min_chars: int = Field(20, ge=0)
@@ -84,8 +93,6 @@ class ScoringSpec(Strict):
     @field_validator("weights")
     @classmethod
     def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
-        import math
-
         for name, w in weights.items():
             if not math.isfinite(w) or abs(w) > 1e6:  # inf would make every score NaN
                 raise ValueError(f"weight of {name!r} must be a finite number within ±1e6")

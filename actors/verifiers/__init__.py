@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from ..models.councils import ScoringSpec
+from ..models.councils import VERIFIER_NAMES, ScoringSpec, validate_names
 from ..models.records import CheckResult
 from ..models.requests import Constraints
 from .base import Job
@@ -37,7 +37,7 @@ _VERIFIERS: dict[str, tuple[str, str]] = {
     "dockerfile": ("dockerfile", "verify"),
     "sql": ("sql", "verify"),
 }
-VERIFIER_NAMES: tuple[str, ...] = tuple(_VERIFIERS)
+assert tuple(_VERIFIERS) == VERIFIER_NAMES, "actors/models/councils.py VERIFIER_NAMES and _VERIFIERS differ"
 
 # Per role, the verifiers of the artifacts it is asked for. Any other role gets the general set.
 _ROLE_DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -139,12 +139,6 @@ def unrunnable(role: str, configured: list[str] | None, constraints: Constraints
             problems.append((field, "tests_unrunnable",
                              f"no verifier can run these tests: the {name!r} verifier runs Python tests, and {why}"))
     return problems
-
-
-def validate_names(names: list[str]) -> None:
-    unknown = [n for n in names if n not in _VERIFIERS]
-    if unknown:
-        raise ValueError(f"unknown verifier(s): {', '.join(map(repr, unknown))}; known: {', '.join(VERIFIER_NAMES)}")
 
 
 def check_installed(names: list[str] | None = None, *, allow_unisolated: bool = False) -> None:
