@@ -28,7 +28,7 @@ PATHS = ["service", "engine_actor", "bare", "concurrent", "original"]
 LONG_PATHS = ["service", "bare", "concurrent"]  # the original design is left out: ~3x longer, nothing new to learn
 LONG_CONTEXT_TOKENS = 1500
 # Source files of this repository the long-context tasks review, one per repetition.
-LONG_FILES = ["actors/scoring.py", "actors/store.py", "serve_app/service.py", "actors/engine_client.py",
+LONG_FILES = ["actors/scoring.py", "actors/store/records.py", "serve_app/service.py", "actors/engine_client.py",
               "actors/council.py"]
 LONG_TASK = "Review the module in the context: name its most serious defect and show the fix as code."
 
