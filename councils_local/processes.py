@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 
+import httpx
 import psutil
 
 
@@ -66,13 +66,12 @@ def kill_tree(pid: int, timeout_s: float = 20, marker: str | None = None) -> Non
 
 
 def http_get(url: str, timeout: float = 3, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """GET `url`: its status and body (an error status too), or 0 and why when nothing answered."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except Exception as e:
+        r = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=True)
+    except Exception as e:  # not reachable, not a URL: the callers ask again
         return 0, str(e)
+    return r.status_code, r.text
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval: float = 1.0, on_wait=None) -> None:

@@ -29,13 +29,15 @@ DRIVER = textwrap.dedent("""
 
     import actors.model_prep
     import councils_local.launcher as L
-    from councils_local.processes import OWNER_ENV
+    from councils_local.launch import start as S
+    from councils_local.processes import OWNER_ENV, log
+    from councils_local.ray_nodes import RayHead, RayWorker
 
     actors.model_prep.ensure_dev_model = lambda: "(stand-in model)"
     TAG = os.environ["FAKE_HEAD_TAG"]
 
 
-    class FakeHead(L.RayHead):
+    class FakeHead(RayHead):
         def _start(self):
             env = {**os.environ, OWNER_ENV: getattr(self, "marker", "")}
             self.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", TAG], env=env,
@@ -45,12 +47,12 @@ DRIVER = textwrap.dedent("""
             return True
 
         def stop(self, timeout_s=20):
-            L.log("stand-in head: stopping slowly")
+            log("stand-in head: stopping slowly")
             time.sleep(float(os.environ.get("FAKE_HEAD_STOP_S", "0")))
             super().stop(timeout_s)
 
 
-    class FakeWorker(L.RayWorker):  # make run's worker node (docs/topology.md), a stand-in too
+    class FakeWorker(RayWorker):  # make run's worker node (docs/topology.md), a stand-in too
         def _start(self):
             FakeHead._start(self)
 
@@ -58,10 +60,10 @@ DRIVER = textwrap.dedent("""
             return True
 
 
-    L.RayHead = FakeHead
-    L.RayWorker = FakeWorker
-    L.alive_nodes = lambda head: 99
-    L.serve_deploy = lambda *args, **kwargs: L.log("stand-in deploy")
+    S.RayHead = FakeHead
+    S.RayWorker = FakeWorker
+    S.alive_nodes = lambda head: 99
+    S.serve_deploy = lambda *args, **kwargs: log("stand-in deploy")
     sys.exit(L.main(sys.argv[1:]))
 """)
 
@@ -241,3 +243,33 @@ def test_restarts_back_off_exponentially_up_to_a_cap_and_say_why():
     assert [alive.next_delay(0), alive.next_delay(1)] == [0.0, 1.0]
     alive.started(2)
     assert alive.next_delay(100) == 0.0
+
+
+def test_options_default_to_the_environment_and_the_command_line_wins(capsys):
+    from councils_local.launch.options import DEFAULT_CONFIG, DEFAULT_DATA_DIR, parse
+    from serve_app.settings import EnvSettings
+
+    plain = parse([], EnvSettings.from_env({}))
+    assert (plain.config, plain.data_dir, plain.valkey_port, plain.ray_port, plain.dashboard_port,
+            plain.metrics_port, plain.http_port, plain.namespace, plain.num_cpus, plain.ready_timeout,
+            plain.ray_auth) == (DEFAULT_CONFIG, DEFAULT_DATA_DIR, 6389, 6380, 8265, 8080, None, "councils-local",
+                                None, 900, "token")
+    env = EnvSettings.from_env({"COUNCILS_DATA_DIR": "/srv/councils", "COUNCILS_VALKEY_PORT": "7001",
+                                "COUNCILS_METRICS_PORT": "9100", "COUNCILS_GCS_NAMESPACE": "ns",
+                                "COUNCILS_RAY_AUTH": "disabled"})
+    from_env = parse([], env)
+    assert (from_env.data_dir, from_env.valkey_port, from_env.metrics_port, from_env.namespace,
+            from_env.ray_auth) == (Path("/srv/councils"), 7001, 9100, "ns", "disabled")
+    given = parse(["--data-dir", "d", "--valkey-port", "7002", "--metrics-port", "0", "--namespace=other",
+                   "--ray-auth", "token", "--http-port", "8001", "--num-cpus", "2", "--ready-timeout", "1.5",
+                   "--config", "c.yaml"], env)
+    assert (given.data_dir, given.valkey_port, given.metrics_port, given.namespace, given.ray_auth, given.http_port,
+            given.num_cpus, given.ready_timeout, given.config) == (Path("d"), 7002, 0, "other", "token", 8001, 2,
+                                                                   1.5, Path("c.yaml"))
+    for bad in (["--ray-auth", "none"], ["--valkey-port", "x"], ["--no-such-option"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse(bad, env)
+        assert exit_.value.code == 2, bad
+    with pytest.raises(SystemExit) as exit_:
+        parse(["--help"], env)
+    assert exit_.value.code == 0 and "--ray-auth" in capsys.readouterr().out

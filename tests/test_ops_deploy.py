@@ -21,9 +21,9 @@ import ray
 import yaml
 
 from actors.models.councils import EngineSpec
-from serve_app.declarative import rolled_actor_name
-from councils_local.launcher import serve_failures
+from councils_local.launch.readiness import serve_failures
 from councils_local.processes import http_get
+from serve_app.declarative import rolled_actor_name
 from tests.fake_engine import FakeEngine
 from tests.ray_cluster import ROLES, LocalCluster, running_cluster, wait_until
 

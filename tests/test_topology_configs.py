@@ -124,7 +124,7 @@ def test_actors_and_tasks_request_the_topology_resources():
 
 
 def test_cluster_yaml_kuberay_and_make_run_describe_the_same_topology():
-    from councils_local import launcher
+    from councils_local.launch import start
 
     # cluster.yaml: a head with no CPU and no councils_* resources; the worker types offer all three between them.
     raw = load("cluster.yaml")
@@ -155,7 +155,7 @@ def test_cluster_yaml_kuberay_and_make_run_describe_the_same_topology():
     # make run: the head offers nothing and no CPU, the worker offers all three.
     import inspect
 
-    src = inspect.getsource(launcher.main)
+    src = inspect.getsource(start.ray_nodes)
     assert "num_cpus=0" in src and "resources=topology.node_resources()" in src
 
 
