@@ -19,6 +19,7 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from . import auth, limits, redact
 from .errors import ApiError, error_body, internal_error, new_error_id, validation_message
 from .routes import councils, deliberations, events, health, openai, status, ui
+from .service import CouncilService
 
 log = logging.getLogger("councils.ingress")
 
@@ -26,7 +27,7 @@ ROUTERS = (health.router, councils.router, deliberations.router, events.router, 
            ui.api_router, ui.router)
 
 
-def build_api(service: Any, tokens: auth.TokenAuth | None = None) -> FastAPI:
+def build_api(service: CouncilService, tokens: auth.TokenAuth | None = None) -> FastAPI:
     """The app: `service` is what the routes call (serve_app/service.py's CouncilService, or a fake); `tokens`:
     the replica's (default: read from the environment now)."""
     api = FastAPI(title="Councils on Ray", version="0.1.0",
