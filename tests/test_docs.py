@@ -72,3 +72,11 @@ def test_every_relative_link_resolves_inside_the_repository(page: Path):
 def test_the_link_check_sees_links():
     # A guard against a regex that silently matches nothing.
     assert any(t == "docs/api.md" for _, t in _links(ROOT / "README.md"))
+
+
+def test_security_doc_covers_each_item():
+    doc = (ROOT / "docs" / "security.md").read_text()
+    for needle in ("Threat model", "open by default", "allow_unauthenticated", "COUNCILS_ADMIN_TOKEN_FILE",
+                   "max_councils", "max_agents_total", "max_active_total", "max_sse_connections", "maxmemory",
+                   "appendfsync", "RAY_AUTH_MODE", "dashboard", "/proc", "public_docs", "--token-file"):
+        assert needle in doc, needle
