@@ -1,6 +1,6 @@
 """The caps kept in Valkey, against a real valkey-server: the per-council and the global active caps, checked in
 the Lua script that stores the record, and the council caps, checked in the transaction that writes the council.
-Bursts never overshoot them and a refused write leaves nothing behind (docs/security.md#limits)."""
+Bursts never overshoot them and a refused write leaves nothing behind (docs/security.md, Limits)."""
 
 from __future__ import annotations
 
