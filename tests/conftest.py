@@ -15,9 +15,25 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+# The markers a test using one of these fixtures must carry (docs/testing.md): `make test-fast` (-m "not ray and not
+# slow") never starts a Ray cluster or loads vLLM, and a `unit` test starts no valkey-server.
+FIXTURE_MARKERS = {"cluster": {"ray"}, "launcher": {"ray"}, "dev_engine": {"slow"}, "valkey_server": {"valkey", "ray"}}
+
+
+def unmarked_needs(items) -> list[str]:
+    """Each test that uses a fixture of FIXTURE_MARKERS (directly or through another fixture) without its marker."""
+    return [f"{item.nodeid} uses {fixture} but is not marked {' or '.join(sorted(markers))}"
+            for item in items for fixture, markers in FIXTURE_MARKERS.items()
+            if fixture in getattr(item, "fixturenames", ()) and not markers & {m.name for m in item.iter_markers()}]
+
+
 def pytest_collection_modifyitems(config, items):
-    """test_topology_make_run.py runs right before test_e2e_make_run.py: they share one `make run` launcher
-    (tests/test_e2e_make_run.py, shared_launcher), whose start takes ~50 s."""
+    """Every test carries the marker of what its fixtures start (FIXTURE_MARKERS). test_topology_make_run.py runs
+    right before test_e2e_make_run.py: they share one `make run` launcher (tests/test_e2e_make_run.py,
+    shared_launcher), whose start takes ~50 s."""
+    wrong = unmarked_needs(items)
+    if wrong:
+        raise pytest.UsageError("tests without the marker of what they start:\n" + "\n".join(wrong))
     first, second = "test_topology_make_run.py", "test_e2e_make_run.py"
     moved = [item for item in items if item.path.name == first]
     rest = [item for item in items if item.path.name != first]

@@ -1,13 +1,16 @@
 """The `councils` command in-process (councils_local/cli), no Ray: main() against the real routes and CouncilService on
 the in-memory store (tests/memory_store.py), served over HTTP by uvicorn in a thread, with a council that finishes a
 deliberation as soon as it is submitted. Each command's output (plain and --json), bad usage (exit 2), HTTP errors
-as one line without a traceback (exit 1), the token each command sends, and the options before or after the command."""
+as one line without a traceback (exit 1), the token each command sends and where it reads it, the options before or
+after the command, `up` and `down` by PID file (on a stand-in launcher), and output that is safe on a terminal."""
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
+import textwrap
 import threading
 import time
 
@@ -20,6 +23,7 @@ from councils_local.cli import main
 from serve_app.api import build_api
 from serve_app.auth import ADMIN, READ, TokenAuth
 from tests.memory_store import MemoryRegistry, memory_service
+from tests.ray_cluster import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -224,3 +228,84 @@ def test_up_waits_for_readyz_then_down_stops_it(cli, server, tmp_path, monkeypat
     assert code == 1 and err.startswith("councils: error: the launcher exited with 3:\n")  # and the log's tail
     assert err.endswith("\nno config\n")
     assert not (tmp_path / "data" / "councils.pid").exists()
+
+
+# -- up / down by PID file --------------------------------------------------------------------------------
+FAKE_LAUNCHER = textwrap.dedent("""
+    import signal, sys, time
+    # As the real launcher does: Ctrl-C is handled whatever SIGINT disposition was inherited (a shell's
+    # background job, nohup and `make test &` start it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("fake launcher up", flush=True)
+    try:
+        while True:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("fake launcher stopping", flush=True)
+        sys.exit(0)
+""")
+
+
+def test_cli_up_and_down_by_pid_file(tmp_path, monkeypatch, capsys):
+    from councils_local import cli
+    from councils_local.cli import commands_local
+
+    script = tmp_path / "fake_launcher.py"
+    script.write_text(FAKE_LAUNCHER)
+    monkeypatch.setattr(commands_local, "launcher_command", lambda *args: [sys.executable, str(script)])
+    data = str(tmp_path / "data")
+    # Started the way `make test &` starts everything: with SIGINT ignored, which a child inherits.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    info = json.loads((tmp_path / "data" / commands_local.PID_FILE).read_text())
+    assert commands_local.read_pid(tmp_path / "data" / commands_local.PID_FILE)["pid"] == info["pid"]
+    assert cli.main(["up", "--data-dir", data, "--no-wait"]) == 1  # one at a time
+    assert "already running" in capsys.readouterr().err
+    wait_until(lambda: "fake launcher up" in (tmp_path / "data" / commands_local.LOG_FILE).read_text(), 30, 0.1,
+               what="fake launcher started")
+    assert cli.main(["down", "--data-dir", data, "--timeout", "20"]) == 0
+    assert f"stopped (pid {info['pid']})" in capsys.readouterr().out
+    assert not (tmp_path / "data" / commands_local.PID_FILE).exists()
+    assert "fake launcher stopping" in (tmp_path / "data" / commands_local.LOG_FILE).read_text()
+    assert cli.main(["--json", "down", "--data-dir", data]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stopped": False, "running": False}
+    # A stale PID file (a process that is not the one we started) is never signalled.
+    (tmp_path / "data" / commands_local.PID_FILE).write_text(json.dumps({"pid": 1, "create_time": 0}))
+    assert cli.main(["down", "--data-dir", data]) == 0 and "not running" in capsys.readouterr().out
+
+
+# -- terminal-safe output, the token's sources -------------------------------------------------------------
+def test_cli_output_is_terminal_safe(capsys):
+    from councils_local.cli import render
+
+    evil = "def f():\n\treturn 1\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\x9b31m\u202eok\r"
+    record = {"id": "d" * 32, "status": "completed", "result": {
+        "winner_id": "a\x1b[31m1", "duration_s": 1.0, "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        "proposals": [{"rank": 1, "author": "a\x1b[31m1", "score": 1.0, "content": evil, "checks": []}]}}
+    render.print_result(record)
+    render.out(render.describe("failed", {"error": "boom\x1b[5m"}))
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed and "\u202e" not in printed
+    assert "def f():\n\treturn 1" in printed and "click" in printed
+
+
+def test_cli_reads_its_token_from_a_file_or_the_environment(tmp_path):
+    from councils_local.cli.client import CliError, resolve_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-123\n")
+    admin_file = tmp_path / "admin"
+    admin_file.write_text("admin-token-456\n")
+    assert resolve_token(None, str(token_file), environ={}) == "file-token-123"
+    assert resolve_token("given", str(token_file), environ={}) == "given"
+    assert resolve_token(None, None, environ={"COUNCILS_API_TOKEN_FILE": str(token_file)}) == "file-token-123"
+    assert resolve_token(None, None, environ={"COUNCILS_API_TOKEN": "env-token"}) == "env-token"
+    env = {"COUNCILS_API_TOKEN_FILE": str(token_file), "COUNCILS_ADMIN_TOKEN_FILE": str(admin_file)}
+    assert resolve_token(None, None, admin=True, environ=env) == "admin-token-456"  # create, delete
+    assert resolve_token(None, None, environ=env) == "file-token-123"
+    assert resolve_token(None, None, environ={}) is None
+    with pytest.raises(CliError, match="cannot be read"):
+        resolve_token(None, None, environ={"COUNCILS_API_TOKEN_FILE": str(tmp_path / "nope")})

@@ -1,11 +1,16 @@
-"""actors/models/councils.py: the council specs, the PUT body and the default councils. No Ray, no Valkey."""
+"""actors/models/: the council specs, the PUT body and the default councils; a request's metadata must be storable
+and scoring weights finite. No Ray, no Valkey."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import pytest
 from pydantic import ValidationError
 
-from actors.models.councils import CouncilSpec, CouncilUpsert, default_council
+from actors.models.councils import CouncilSpec, CouncilUpsert, ScoringSpec, default_council
+from actors.models.requests import Constraints
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +41,22 @@ def test_put_still_rejects_unknown_fields():
     body["agentz"] = body.pop("agents")
     with pytest.raises(ValidationError, match="agentz"):
         CouncilUpsert.model_validate(body)
+
+
+@pytest.mark.parametrize("metadata,needle", [
+    ({"x": math.nan}, "plain JSON"),
+    ({"x": "\udfff"}, "plain JSON"),
+    ({"x": "y" * 20_000}, "over"),
+    (json.loads("[" * 9 + "1" + "]" * 9) and {"deep": json.loads("[" * 9 + "1" + "]" * 9)}, "deeper"),
+])
+def test_metadata_must_be_storable(metadata, needle):
+    with pytest.raises(ValidationError, match=needle):
+        Constraints(metadata=metadata)
+    Constraints(metadata={"task_id": "T-1", "nested": {"a": [1, 2, {"b": None}]}})
+
+
+def test_scoring_weights_are_finite():
+    for bad in (math.inf, -math.inf, math.nan, 1e7):
+        with pytest.raises(ValidationError, match="finite"):
+            ScoringSpec(weights={"syntax": bad})
+    assert ScoringSpec(weights={"syntax": 2.0, "length": -1}).weights["syntax"] == 2.0

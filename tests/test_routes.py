@@ -5,6 +5,7 @@ service. No Valkey, no Ray."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from actors.models.councils import default_council
 from actors.models.records import DeliberationRecord, DeliberationResult, Proposal, Usage
 from actors.models.requests import DeliberationRequest
 from serve_app.api import build_api
-from serve_app.errors import ApiError
+from serve_app.errors import ApiError, error_body
 from tests.memory_store import memory_app, memory_service
 
 pytestmark = pytest.mark.unit
@@ -380,3 +381,11 @@ def test_openapi_documents_the_error_model_on_every_route(client):
     assert "202" in paths["/v1/deliberations"]["post"]["responses"]
     assert {"201", "403", "409", "422"} <= set(paths["/v1/councils/{role}"]["put"]["responses"])
     assert "Retry-After" in paths["/v1/chat/completions"]["post"]["responses"]["429"]["headers"]
+
+
+# -- the error body --------------------------------------------------------------------------------------
+def test_error_bodies_are_always_encodable_json():
+    body = error_body(422, "role '\ud800' is invalid", [{"input": math.nan, "loc": ["body", "\udfff"], "ctx": {"e": ValueError("x")}}])
+    text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+    text.encode("utf-8")
+    assert "\ufffd" in body["error"]["message"] and body["error"]["detail"][0]["input"] == "nan"

@@ -1,10 +1,12 @@
-"""The SSE event stream (serve_app/sse.py) against a real Valkey, in-process: the messages it yields, and their wire
-format as an SSE client (httpx-sse) reads it."""
+"""The SSE event stream (serve_app/sse.py) against a real Valkey, in-process: the messages it yields, their wire
+format as an SSE client (httpx-sse) reads it, a stream on a stuck record ending at its deadline, and the per-replica
+stream slots released however a stream ends."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from httpx_sse import EventSource
 
 from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
-from serve_app.sse import event_stream, format_event, valid_stream_id
+from serve_app.sse import StreamSlots, event_stream, format_event, valid_stream_id
 
 pytestmark = pytest.mark.valkey
 
@@ -115,3 +117,38 @@ async def test_expired_record_ends_the_stream(store):
     await store.client.delete(store.key("delib", record.id))
     events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=20)), 10)
     assert [e["event"] for e in events] == ["proposal", "gone"]
+
+
+# -- a stream's deadline, the connection slots ------------------------------------------------------------
+async def test_an_sse_stream_on_a_stuck_record_ends_at_its_deadline(store):
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task="t", constraints={"timeout_s": 1}),
+                                status="in_progress", created_at=time.time() - 100)
+    await store.create_record(record)
+    await store.add_event(record.id, "stage.started", {"stage": "propose"})
+    started = time.time()
+    events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=50,
+                                                             deadline=record.deadline + 30)), 10)
+    assert time.time() - started < 5
+    assert [e["event"] for e in events] == ["closed"] and events[-1]["data"]["status"] == "in_progress"
+    # Before the deadline it streams what there is (and would wait for more).
+    live = event_stream(store, record.id, slice_ms=50, deadline=time.time() + 60)
+    assert "stage.started" in [(await live.__anext__()).event for _ in range(2)]
+    await live.aclose()
+
+
+async def test_sse_slots_per_replica_are_released_however_a_stream_ends():
+    slots = StreamSlots()
+    assert slots.open == 0
+    assert slots.try_open(2) and slots.try_open(2) and not slots.try_open(2)
+
+    async def chunks():
+        yield "a"
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        async for _ in slots.counted(chunks()):
+            pass
+    assert slots.open == 1 and slots.try_open(2)
+    slots.release()
+    slots.release()
+    assert slots.open == 0

@@ -81,29 +81,6 @@ async def test_record_lifecycle_active_index_and_ttl(store):
     assert stats["deliberations.DEV.failed"] == 1 and stats["accepted.DEV"] == 1
 
 
-async def test_concurrent_creates_never_overshoot_the_active_limit(store):
-    from actors.store import CouncilBusy
-
-    records = [DeliberationRecord(request=DeliberationRequest(role="QA", task=f"t{i}")) for i in range(12)]
-    outcomes = await asyncio.gather(*(store.create_record(r, max_active=3) for r in records), return_exceptions=True)
-    created = [o for o in outcomes if not isinstance(o, BaseException)]
-    busy = [o for o in outcomes if isinstance(o, CouncilBusy)]
-    assert len(created) == 3 and len(busy) == 9, outcomes
-    assert all(b.active == 3 for b in busy)
-    assert len(await store.active_ids("QA")) == 3
-    # No half-written state: the refused records were never stored.
-    stored = [r.id for r in records if await store.get_record(r.id) is not None]
-    assert sorted(stored) == sorted(r.id for r, _ in created)
-    # A retry of an accepted id is still idempotent at the limit, and a finished one frees a slot.
-    first, _ = created[0]
-    again, is_new = await store.create_record(DeliberationRecord(id=first.id, request=first.request), max_active=3)
-    assert not is_new and again.id == first.id
-    await store.fail_record(first, None, "done with it")
-    refused = next(r for r in records if r.id not in stored)
-    _, is_new = await store.create_record(refused, max_active=3)
-    assert is_new and len(await store.active_ids("QA")) == 3
-
-
 async def test_events_are_ordered_and_resumable(store):
     ids = [await store.add_event("abc", "proposal", {"n": i}) for i in range(5)]
     everything = await store.read_events("abc")

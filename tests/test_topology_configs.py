@@ -28,6 +28,8 @@ from actors.engine_hosting import engine_actor_options
 from actors.models.config import VerificationConfig
 from actors.models.councils import EngineSpec
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
 RAYSERVICE_SCHEMA = ROOT / "tests" / "schemas" / "rayservice-v1.schema.json"

@@ -3,8 +3,9 @@
 The launcher starts a head (GCS, dashboard, Serve controller; num-cpus 0, none of the councils_* resources) and
 a worker node (a second raylet on this machine) that offers them: every council and engine actor, and the
 ingress replica, run on the worker. SIGKILL of the head's GCS and raylet together, or of the GCS alone, with a
-deliberation in flight, costs seconds: the worker's engine keeps its PID (no model reload), the deliberation ends
-`completed`, a new one succeeds and every council is back.
+deliberation in flight: the worker's engine keeps its PID (no model reload), the deliberation ends `completed`, a
+new one succeeds and every council is back. These tests bound no time (each wait allows minutes; the time they
+take is printed); the seconds a recovery costs are measured in docs/benchmarks.md#8-time-to-recover.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def kill_head_mid_deliberation(launcher, which: set[str]) -> None:
     assert "Ray head died" in launcher.log.read_bytes()[log_offset:].decode(errors="replace")
 
 
-def test_head_gcs_and_raylet_sigkilled_mid_deliberation_costs_seconds(launcher):
+def test_head_gcs_and_raylet_sigkilled_mid_deliberation_the_worker_keeps_its_engine_and_councils(launcher):
     kill_head_mid_deliberation(launcher, {"gcs_server", "raylet"})
 
 
