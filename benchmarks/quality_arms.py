@@ -11,9 +11,10 @@ Arms, each the real protocol (actors/protocol.py) with the real verifiers on the
   self_consistency  N independent samples (an N-agent council of the same role: one draft each, no rounds, no peer
                     ranking), N as many as fit in the council's total tokens on that task; its answer is picked
                     here, not by the council's rule: with visible tests the first sample that passes them, without
-                    tests the largest behaviour group (generated.behaviour_agreement digests, sized by
-                    scoring.agree) on the same generated inputs (verifiers/behaviour.py), on exact answers the
-                    majority answer.
+                    tests the largest behaviour group (generated.behaviour_agreement digests, weighed by
+                    scoring.agree: size × (1 + share of the written asserts held), its council running the same
+                    test-writing step) on the same generated inputs (verifiers/behaviour.py), on exact answers
+                    the majority answer.
 Every arm's agents carry make run's seeds, offset per repetition (REP_SEED_STRIDE), so a repetition is a fresh,
 reproducible draw.
 """

@@ -32,6 +32,10 @@ HOW = (
     "counting each sample at one agent's tokens on it; its pick: with visible tests the first sample that passes "
     "them, without tests the largest group of samples that behave the same on the same generated inputs "
     "(`actors/verifiers/behaviour.py`, grouped by `scoring.agree`), on exact answers the majority answer. "
+    "Without visible tests, the council and self-consistency both run the protocol's test-writing step (the "
+    "first agent writes asserts beside the first drafts; its tokens count in their totals) and weigh behaviour "
+    "groups by the share of those asserts they hold, so the peer is as strong as the idea allows; one agent "
+    "draws a single candidate and writes none. "
     "Agents carry `make run`'s seeds, offset per repetition. No tuned council was run.")
 
 
