@@ -321,10 +321,19 @@ def test_without_tests_the_candidates_are_run_and_architect_runs_the_tests_it_is
             assert b["group"] and b["evidence"] >= 1 and "agree" in b["message"]
             behaviour.append(b)
     groups = {b["group"] for b in behaviour}
+    # The test writer's asserts: every candidate that ran was checked against those that call square.
+    from actors.verifiers.behaviour import examples_for
+
+    written = examples_for(rec["generated_tests"], "square")
+    for v in versions:
+        checks = {c["name"]: c for c in v["checks"]}
+        if written and checks.get("python.runs", {}).get("status") == "passed":
+            assert checks["generated.tests"]["tests_total"] == len(written), checks["generated.tests"]
     outcomes = {str(outcome(Version.model_validate(v))) for v in versions}
     if behaviour and len(outcomes) > 1:  # the execution evidence separated the winner from another outcome
         assert res["decided_by"] in ("verifiers", "generated_evidence"), res["reason"]
-    print(f"DEV without tests: {len(versions)} versions, {len(behaviour)} ran, {len(groups)} behaviour group(s), "
+    print(f"DEV without tests: {len(rec['generated_tests'])} assert(s) written ({len(written)} runnable), "
+          f"{len(versions)} versions, {len(behaviour)} ran, {len(groups)} behaviour group(s), "
           f"decided_by {res['decided_by']}: {res['reason']}")
 
     r = http.post("/v1/deliberations", params={"wait": "true"}, json={
