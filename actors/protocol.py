@@ -352,6 +352,7 @@ class _Stage:
         done = await self.all(calls)
         self.timing.generation_s += time.perf_counter() - t0
         self.timing.calls += len(done)
+        self.timing.batches += 1
         self.timing.prompt_tokens += sum(c.prompt_tokens for c in done)
         self.timing.cached_prompt_tokens += sum(c.cached_tokens for c in done)
         self.timing.completion_tokens += sum(c.completion_tokens for c in done)

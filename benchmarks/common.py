@@ -56,9 +56,10 @@ def settings() -> dict[str, Any]:
         "fanout_reps": 3,
         "agents": 3,  # agents of the benchmark council
         "rounds": 1,  # peer-review rounds: propose, critique-1, revise-1, score
-        "max_tokens": 32,  # per generation, every deliberation benchmark
+        "max_tokens": 32,  # per generation, the benchmark council's (paths; throughput: throughput_max_tokens)
         "throughput_concurrency": [1, 4, 16],
-        "throughput_reps": {"1": 3, "4": 2, "16": 2},  # waves per concurrency (a 16-wave is ~1.5 min)
+        "throughput_reps": {"1": 3, "4": 2, "16": 2},  # waves per concurrency (a 16-wave was ~2.5 min at 32 tokens)
+        "throughput_max_tokens": None,  # None: the default councils' own (configs/local.yaml default_councils)
         "restore_spec_counts": [5, 1000],  # councils whose specs are loaded from Valkey
         "restore_spec_reps": 3,
         "restore_actor_reps": {"5": 3, "30": 2},  # councils whose actors are created from specs: repetitions
@@ -70,7 +71,8 @@ def settings() -> dict[str, Any]:
     if os.environ.get(QUICK_ENV) == "1":
         s.update(fault_reps=1, overhead_reps=1, long_context_reps=1, fanout_agents=[1, 3], fanout_max_tokens=[8],
                  fanout_reps=1, max_tokens=8,
-                 throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, restore_spec_counts=[5, 50],
+                 throughput_concurrency=[1, 4], throughput_reps={"1": 1, "4": 1}, throughput_max_tokens=8,
+                 restore_spec_counts=[5, 50],
                  restore_spec_reps=1, restore_actor_reps={"2": 1, "4": 1}, quality_limit=3, quality_max_tokens=32, quality_reps=1)
     return s
 

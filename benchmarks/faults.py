@@ -36,6 +36,7 @@ from councils_local.supervisor import Backoff
 from councils_local.valkey_server import free_port
 
 from .common import machine_lock, median, save_run, settings, start_launcher, stop_launcher, wait_launcher_ready
+from .shapes import council_shape
 
 FAULTS = ["council", "ingress", "gcs", "head", "valkey", "engine"]
 BODY = {"role": "DEV", "task": "Say hello.", "rounds": 0, "max_tokens": 16}
@@ -104,6 +105,16 @@ def deliberate(client: httpx.Client) -> float | None:
     return round(time.time() - t0, 2) if r.status_code == 200 and r.json()["status"] == "completed" else None
 
 
+def request_shape(client: httpx.Client) -> dict:
+    """The shape BODY runs with on make run's council of its role (benchmarks/shapes.py), for the record."""
+    from actors.models.councils import CouncilSpec
+    from actors.models.requests import DeliberationRequest
+
+    resp = client.get(f"/v1/councils/{BODY['role']}")
+    resp.raise_for_status()
+    return council_shape(CouncilSpec.model_validate(resp.json()), DeliberationRequest.model_validate(BODY))
+
+
 def until_deliberation(client: httpx.Client) -> tuple[float, int]:
     """Keep trying until a deliberation succeeds: (its wall time, attempts that failed first)."""
     failed, deadline = 0, time.time() + GIVE_UP_S
@@ -165,6 +176,7 @@ def main() -> None:
                 for fault in args.faults:
                     rows = [measure(stack, client, fault, last_kill) for _ in range(args.reps)]
                     out["faults"][fault] = {"reps": rows, **summarise(rows)}
+                out["shape"] = request_shape(client)  # the stack answered since the last kill: its council is there
         finally:
             stop_launcher(proc)
     print(f"wrote {save_run('faults', out)}")

@@ -33,6 +33,7 @@ async def run() -> dict:
         for max_tokens in s["fanout_max_tokens"]:
             fanout = await propose_fanout.measure(gen, s["fanout_agents"], max_tokens, s["fanout_reps"])
             out["fanout"][str(max_tokens)] = {"max_tokens": max_tokens, "reps": s["fanout_reps"],
+                                              "shape": propose_fanout.shape(s["fanout_agents"], max_tokens),
                                               "results": {str(k): v for k, v in fanout.items()}}
     finally:
         await engine.shutdown()

@@ -23,6 +23,7 @@ import httpx
 
 from .common import (BENCH_ROLE, ROOT, TASKS, WARMUP_TASK, SequentialGenerator, bench_council, bench_request,
                      settings, timed_deliberation)
+from .shapes import council_shape
 
 PATHS = ["service", "engine_actor", "bare", "concurrent", "original"]
 LONG_PATHS = ["service", "bare", "concurrent"]  # the original design is left out: ~3x longer, nothing new to learn
@@ -120,8 +121,10 @@ async def compare(paths: Paths) -> dict:
         await paths.run(name, bench_request(WARMUP_TASK), bench_council())
     short = [bench_request(TASKS[i % len(TASKS)]) for i in range(s["overhead_reps"])]
     out = {"short": await interleaved(paths, PATHS, short, "deliberation")}
+    out["short"]["shape"] = council_shape(bench_council(), short[0])
     long = [long_request(tokenizer, i) for i in range(s["long_context_reps"])]
     out["long"] = await interleaved(paths, LONG_PATHS, long, "long-context deliberation")
+    out["long"]["shape"] = council_shape(bench_council(), long[0])
     out["long"]["context_tokens"] = LONG_CONTEXT_TOKENS
     out["long"]["files"] = [LONG_FILES[i % len(LONG_FILES)] for i in range(len(long))]
     return out

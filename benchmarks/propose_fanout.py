@@ -13,21 +13,33 @@ import argparse
 import asyncio
 
 from actors.protocol import deliberate
-from actors.models.councils import default_council
+from actors.models.councils import CouncilSpec, default_council
 from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
 
 from .common import EngineGenerator, NullSink, machine_lock, median, on_bench_engine, save
+from .shapes import council_shape, merged
 
 TASK = "Write a Python function that merges two sorted lists into one sorted list."
+
+
+def fanout_deliberation(n: int, max_tokens: int) -> tuple[CouncilSpec, DeliberationRequest]:
+    """The council (N agents, one draft each) and the request (no rounds) whose propose stage is measured."""
+    council = default_council("DEV", "bench", n_agents=n, rounds=0, max_tokens=max_tokens)
+    return council, DeliberationRequest(role="DEV", task=TASK, rounds=0, max_tokens=max_tokens)
+
+
+def shape(agents: list[int], max_tokens: int) -> dict:
+    """The councils' shape over every N (benchmarks/shapes.py), for the record."""
+    return merged([council_shape(*fanout_deliberation(n, max_tokens)) for n in agents])
 
 
 async def propose_once(gen: EngineGenerator, n: int, max_tokens: int) -> tuple[float, int]:
     """The propose stage's generation time and tokens (its StageTiming): the agents' concurrent calls, batched by
     the engine. Not the deliberation's wall time: with rounds=0 it also ranks the proposals when there are several,
     and the stage also verifies each proposal (N times the sandboxed checks), neither of which is fan-out."""
-    council = default_council("DEV", "bench", n_agents=n, rounds=0, max_tokens=max_tokens)
-    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=TASK, rounds=0, max_tokens=max_tokens))
+    council, request = fanout_deliberation(n, max_tokens)
+    record = DeliberationRecord(request=request)
     await deliberate(record, council, gen, NullSink())
     (propose,) = [t for t in record.timings if t.stage == "propose"]
     return propose.generation_s, propose.completion_tokens

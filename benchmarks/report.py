@@ -114,7 +114,7 @@ def service_paths(stack: dict) -> dict | None:
     vs_orig = table["original"]["service_over_this"]["median"]
     vs_bare = table["bare"]["service_over_this"]["median"]
     vs_actor = table["engine_actor"]["service_over_this"]["median"]
-    summary = {"paths": table, "rows": p["rows"], "order": p["order"],
+    summary = {"paths": table, "rows": p["rows"], "order": p["order"], "shape": p.get("shape"),
                "service_vs_peer": vs_peer, "service_vs_peer_met": vs_peer <= TARGETS["service_vs_peer"],
                "service_vs_original": vs_orig, "service_vs_original_met": vs_orig <= TARGETS["council_vs_original"],
                "overhead_vs_bare": round(vs_bare - 1, 3), "overhead_vs_engine_actor": round(vs_actor - 1, 3),
@@ -144,6 +144,7 @@ def long_context(stack: dict) -> dict | None:
     hits = table["service"]["cache_hit_by_stage"]
     later = [v for k, v in hits.items() if k in ("critique", "revise")]
     summary = {"paths": table, "rows": p["rows"], "context_tokens": p["context_tokens"], "files": p["files"],
+               "shape": p.get("shape"),
                "service_vs_peer": table["concurrent"]["service_over_this"]["median"],
                "critique_revise_hit_rate": min(later) if later else None}
     summary["hit_rate_met"] = None if not later else min(later) >= TARGETS["critique_revise_cache_hit"]
@@ -155,7 +156,9 @@ def throughput(stack: dict) -> dict | None:
     t = ((stack or {}).get("throughput") or {}).get("results")
     if not t:
         return None
-    summary = {"by_concurrency": t, "councils": stack["throughput"]["councils"]}
+    run = stack["throughput"]
+    summary = {"by_concurrency": t, "councils": run["councils"], "shape": run.get("shape"),
+               "matched": run.get("baseline") == "matched", "saturation": saturation(t)}
     save("throughput", {"model": MODEL_LABEL, **summary})
     plt = _plt()
     fig, ax = plt.subplots(figsize=FIG["figsize"])
@@ -167,13 +170,23 @@ def throughput(stack: dict) -> dict | None:
     for i, c in enumerate(cs):
         ax.annotate(f"{t[c]['deliberations_per_min']:.1f}/min\nx{t[c]['ratio_to_engine']:.2f}",
                     (i - w / 2, t[c]["tokens_per_s"]), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(list(x), [f"{c} deliberations\n({t[c]['engine_concurrent_calls']} calls)" for c in cs])
+    calls = "{:g} in flight" if summary["matched"] else "{} calls"
+    ax.set_xticks(list(x), [f"{c} deliberations\n({calls.format(t[c]['engine_concurrent_calls'])})" for c in cs])
     ax.set_ylabel("generated tokens / s (median)")
     ax.set_title("Throughput: deliberations vs the engine alone")
     ax.legend(fontsize=7, loc="upper left")
     ax.margins(y=0.25)
     summary["png"] = _savefig(fig, "throughput")
     return summary
+
+
+def saturation(by_concurrency: dict) -> dict:
+    """The most deliberations per hour of any concurrency measured, and whether that was the largest one tried
+    (then the service may not be saturated yet)."""
+    per_hour = {c: r.get("deliberations_per_hour", 60 * r["deliberations_per_min"]) for c, r in by_concurrency.items()}
+    best = max(per_hour, key=per_hour.get)
+    return {"concurrency": best, "deliberations_per_hour": round(per_hour[best], 1),
+            "largest_tried": int(best) == max(map(int, per_hour))}
 
 
 def restore(stack: dict) -> dict | None:
@@ -204,7 +217,7 @@ def recovery(faults: dict | None) -> dict | None:
     if not faults or not faults.get("faults"):
         return None
     summary = {"request": faults["request"], "stack_ready_s": faults.get("stack_ready_s"), "run_on": faults["machine"],
-               "note": faults.get("note", ""),
+               "note": faults.get("note", ""), "shape": faults.get("shape"),
                "faults": {k: {x: v[x] for x in ("median_s", "min_s", "max_s", "n", "healthy_deliberation_s")}
                           for k, v in faults["faults"].items()}}
     save("faults", {"model": MODEL_LABEL, **summary})
@@ -216,7 +229,8 @@ def main() -> dict:
     suite = load_run("suite")
     summaries = {"fanout": fanout(inproc), "service_paths": service_paths(stack), "long_context": long_context(stack),
                  "throughput": throughput(stack),
-                 "restore": restore(stack), "recovery": recovery(load_run("faults"))}
+                 "restore": restore(stack), "recovery": recovery(load_run("faults")),
+                 "quality_shape": (load_run("quality") or {}).get("shape")}
     DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries

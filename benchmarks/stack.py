@@ -7,10 +7,11 @@
               design); then the same with a ~1,500-token context (benchmarks/paths.py);
   idle CPU    the stack's own processes by component, once the other engines are gone;
   throughput  1, 4 and 16 concurrent deliberations spread round-robin over the five default councils
-              (DEV, QA, ARCHITECT, DEVOPS, DATA), then the engine's own throughput at the same
-              concurrency: the same number of concurrent raw `generate` calls (3 per deliberation: the
-              calls its stages keep in flight), made from this driver straight to the engine actor
-              with prompts of the same kinds (propose, critique, revise) taken from those deliberations;
+              (DEV, QA, ARCHITECT, DEVOPS, DATA) as shipped (their agents, drafts, rounds, max_tokens), then
+              the engine's own throughput at matched concurrency: for each wave, as many raw `generate` calls
+              as its deliberations made, of the same kinds and lengths, at most as many in flight as they kept
+              on average (read from their records' stage timings: benchmarks/matched.py), made from this
+              driver straight to the engine actor with prompts built from those deliberations;
   restore     N council specs written under a fresh key prefix of the stack's Valkey, then the ingress's
               reconcile, timed: Store.list_councils + get-or-create of every council actor (its real
               constructor reads its spec, unfinished records and settings from Valkey) + its info().
@@ -26,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,10 +35,12 @@ import httpx
 from councils_local.valkey_server import free_port
 
 from . import paths
+from .common import (TASKS, bench_request, machine_lock, median, save_run, settings, start_launcher, stop_launcher,
+                     wait_launcher_ready)
 from .idle import idle_cpu
+from .matched import Matched, matched
 from .restore import restore
-from .common import (TASKS, bench_council, bench_request, machine_lock, median, save_run, settings, start_launcher,
-                     stop_launcher, wait_launcher_ready)
+from .shapes import council_shape, merged
 
 DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 
@@ -44,8 +48,15 @@ DEFAULT_ROLES = ["DEV", "QA", "ARCHITECT", "DEVOPS", "DATA"]
 # ---------------------------------------------------------------- throughput
 
 
+def shipped_request(task: str, role: str):
+    """A throughput request that leaves the shape to the council: `make run`'s default councils as shipped (their
+    agents, drafts, rounds and max_tokens; settings()["throughput_max_tokens"] caps max_tokens in quick mode)."""
+    return bench_request(task, role=role).model_copy(
+        update={"rounds": None, "num_agents": None, "max_tokens": settings()["throughput_max_tokens"]})
+
+
 async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tuple[dict, list[dict]]:
-    requests = [bench_request(TASKS[(wave * c + j) % len(TASKS)], role=DEFAULT_ROLES[j % len(DEFAULT_ROLES)])
+    requests = [shipped_request(TASKS[(wave * c + j) % len(TASKS)], DEFAULT_ROLES[j % len(DEFAULT_ROLES)])
                 for j in range(c)]
     t0 = time.perf_counter()
     done = await asyncio.gather(*(paths.post_wait(client, r) for r in requests))
@@ -53,48 +64,74 @@ async def deliberation_wave(client: httpx.AsyncClient, c: int, wave: int) -> tup
     records = [rec for _, rec in done]
     tokens = sum(r["result"]["usage"]["completion_tokens"] for r in records)
     return {"wall_s": round(wall, 3), "deliberations": c, "completion_tokens": tokens,
-            "deliberations_per_min": round(60 * c / wall, 2), "tokens_per_s": round(tokens / wall, 2),
-            "median_latency_s": median([w for w, _ in done])}, records
+            "deliberations_per_min": round(60 * c / wall, 2), "deliberations_per_hour": round(3600 * c / wall, 1),
+            "tokens_per_s": round(tokens / wall, 2), "median_latency_s": median([w for w, _ in done])}, records
 
 
-def raw_calls(records: list[dict], k: int) -> list[tuple[list[dict], float]]:
-    """k (messages, temperature) of the kinds a deliberation makes, from finished deliberations:
-    call j is a propose, critique or revise prompt (j mod 3) of seat j // 3 of record j // 3.
-    Unseeded: a raw call need not reproduce the deliberation's answer, only its kind and length."""
-    from actors.protocol import critique_messages, propose_messages, revise_messages
+@dataclass(frozen=True)
+class RawCall:
+    messages: list[dict]
+    temperature: float
+    max_tokens: int
+    json_schema: dict | None = None
+
+
+def raw_calls(records: list[dict], plan: Matched, councils: dict) -> list[RawCall]:
+    """The engine-alone calls matched to a wave (benchmarks/matched.py): as many of each kind as its deliberations
+    made, in stage order, each built by that kind's prompt builder (actors/protocol.py) from the wave's records
+    (call i of a kind from record i mod len(records), seat i // len(records)) and the councils' agents, max_tokens at
+    the kind's mean answer length in the wave. The propose stage's count includes the test writer's call (its timing
+    does not tell them apart): all are built as proposals. Unseeded: a raw call need not reproduce the
+    deliberation's answer, only its kind and lengths."""
     from actors.models.records import Proposal
     from actors.models.requests import DeliberationRequest
+    from actors.protocol import (critique_messages, labels, propose_messages, rank_messages, ranking_schema,
+                                 revise_messages)
 
     out = []
-    for j in range(k):
-        record = records[(j // 3) % len(records)]
-        request = DeliberationRequest.model_validate(record["request"])
-        council = bench_council(role=request.role)
-        agent = council.agents[(j // 3) % len(council.agents)]
-        proposal = record["result"]["proposals"][(j // 3) % len(record["result"]["proposals"])]
-        target = Proposal(author=proposal["author"], content=proposal["content"])
-        revisions = proposal["versions"][1:]
-        critique = revisions[0]["critique"] if revisions else ""
-        nonce = record["nonce"]
-        kind = j % 3
-        if kind == 0:
-            messages = propose_messages(agent, request, nonce)
-        elif kind == 1:
-            messages = critique_messages(agent, request, target, nonce)
-        else:
-            messages = revise_messages(agent, request, target, critique, nonce)
-        out.append((messages, agent.temperature))
+    for kind, calls in plan.by_kind.items():
+        max_tokens = max(1, round(calls.completion_per_call))
+        for i in range(calls.calls):
+            record = records[i % len(records)]
+            request = DeliberationRequest.model_validate(record["request"])
+            council, nonce = councils[request.role], record["nonce"]
+            proposals = [Proposal.model_validate(p) for p in record["result"]["proposals"]]
+            seat = (i // len(records)) % len(proposals)
+            own, target = proposals[seat], proposals[(seat + 1) % len(proposals)]
+            agent = next((a for a in council.agents if a.id == own.author), council.agents[0])
+            schema = None
+            if kind == "propose":
+                messages = propose_messages(agent, request, nonce)
+            elif kind == "critique":
+                messages = critique_messages(agent, request, target, nonce)
+            elif kind == "revise":
+                critique = next((v.critique for v in target.versions if v.critique), "")
+                messages = revise_messages(agent, request, target, critique, nonce)
+            elif kind == "rank":
+                others = [p for p in proposals if p.author != own.author]
+                messages, schema = rank_messages(agent, request, others, nonce), ranking_schema(labels(len(others)))
+            else:
+                raise ValueError(f"no raw call for a {kind} stage")
+            out.append(RawCall(messages, agent.temperature, max_tokens, schema))
     return out
 
 
-async def engine_wave(engine, calls, max_tokens: int) -> dict:
+async def engine_wave(engine, calls: list[RawCall], concurrency: int) -> dict:
+    """The calls straight to the engine actor, at most `concurrency` in flight (a slot refilled as a call returns)."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(call: RawCall) -> dict:
+        async with slots:
+            return await engine.generate.remote(call.messages, temperature=call.temperature,
+                                                max_tokens=call.max_tokens, seed=None, json_schema=call.json_schema)
+
     t0 = time.perf_counter()
-    outs = await asyncio.gather(*(engine.generate.remote(m, temperature=t, max_tokens=max_tokens, seed=None)
-                                  for m, t in calls))
+    outs = await asyncio.gather(*(one(c) for c in calls))
     wall = time.perf_counter() - t0
     tokens = sum(o["completion_tokens"] for o in outs)
-    return {"wall_s": round(wall, 3), "calls": len(calls), "completion_tokens": tokens,
-            "tokens_per_s": round(tokens / wall, 2)}
+    return {"wall_s": round(wall, 3), "calls": len(calls), "concurrency": concurrency, "completion_tokens": tokens,
+            "prompt_tokens_per_call": round(sum(o["prompt_tokens"] for o in outs) / len(outs), 1),
+            "completion_tokens_per_call": round(tokens / len(outs), 1), "tokens_per_s": round(tokens / wall, 2)}
 
 
 async def default_councils(client: httpx.AsyncClient) -> list[dict]:
@@ -108,32 +145,44 @@ async def default_councils(client: httpx.AsyncClient) -> list[dict]:
 
 
 async def throughput(client: httpx.AsyncClient, engine) -> dict:
+    """Waves of c concurrent deliberations on the default councils as shipped; then, for each wave, the engine
+    alone on the calls that wave made, at the mean concurrency it kept them in flight (benchmarks/matched.py)."""
+    from actors.models.councils import CouncilSpec
+
     s = settings()
-    councils = await default_councils(client)
+    specs = await default_councils(client)
+    councils = {spec["role"]: CouncilSpec.model_validate(spec) for spec in specs}
+    shape = merged([council_shape(councils[role], shipped_request(TASKS[0], role)) for role in DEFAULT_ROLES])
     out: dict = {}
     for c in s["throughput_concurrency"]:
         reps = s["throughput_reps"][str(c)]
-        waves, wave_records = [], []
+        waves, wave_records, plans = [], [], []
         for w in range(reps):
             row, recs = await deliberation_wave(client, c, w)
+            plan = matched(recs, row["wall_s"])
+            row["matched"] = plan.as_dict()
             waves.append(row)
             wave_records.append(recs)
+            plans.append(plan)
             print(f"{c} concurrent deliberations, wave {w + 1}: {row}", flush=True)
-        k = 3 * c  # the generate calls c deliberations keep in flight (3 agents per stage)
         raw = []
-        for w in range(reps):  # wave w's prompts come from deliberation wave w's records
-            row = await engine_wave(engine, raw_calls(wave_records[w], k), s["max_tokens"])
+        for w, plan in enumerate(plans):  # wave w's calls come from deliberation wave w's records
+            row = await engine_wave(engine, raw_calls(wave_records[w], plan, councils), plan.concurrency)
             raw.append(row)
-            print(f"engine, {k} concurrent generate calls, wave {w + 1}: {row}", flush=True)
+            print(f"engine, {plan.calls} generate calls, at most {plan.concurrency} in flight (the deliberations' "
+                  f"mean {plan.in_flight:.2f}), wave {w + 1}: {row}", flush=True)
         delib_tps = median([r["tokens_per_s"] for r in waves])
         engine_tps = median([r["tokens_per_s"] for r in raw])
         out[str(c)] = {
-            "deliberation_waves": waves, "engine_waves": raw, "engine_concurrent_calls": k,
+            "deliberation_waves": waves, "engine_waves": raw,
+            "engine_concurrent_calls": median([p.concurrency for p in plans]),
+            "engine_calls": median([p.calls for p in plans]),
             "deliberations_per_min": median([r["deliberations_per_min"] for r in waves]),
+            "deliberations_per_hour": median([r["deliberations_per_hour"] for r in waves]),
             "tokens_per_s": delib_tps, "engine_tokens_per_s": engine_tps,
             "ratio_to_engine": round(delib_tps / engine_tps, 3) if engine_tps else None,
         }
-    return {"councils": councils, "results": out}
+    return {"councils": specs, "shape": shape, "baseline": "matched", "results": out}
 
 
 # ---------------------------------------------------------------- the phase

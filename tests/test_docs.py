@@ -18,6 +18,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # [text](target) and ![alt](target), outside code; an optional "title" after the target.
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
+EXPLICIT_ANCHOR = re.compile(r'<a\s+(?:id|name)="([^"]+)"')
 
 
 def _links(page: Path) -> list[tuple[int, str]]:
@@ -34,7 +35,8 @@ def _links(page: Path) -> list[tuple[int, str]]:
 
 
 def _anchors(page: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    """GitHub's heading anchors (lower case, punctuation dropped, spaces to hyphens) and explicit ones
+    (`<a id="...">`, as docs/benchmarks.md's generator writes before a heading that names what the section ran)."""
     anchors, fenced = set(), False
     for line in page.read_text().splitlines():
         if FENCE.match(line):
@@ -42,6 +44,8 @@ def _anchors(page: Path) -> set[str]:
         elif not fenced and line.startswith("#"):
             text = line.lstrip("#").strip().lower()
             anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+        elif not fenced:
+            anchors.update(EXPLICIT_ANCHOR.findall(line))
     return anchors
 
 

@@ -566,6 +566,7 @@ async def test_drafts_come_in_waves_and_stop_once_one_passes_the_tests():
     sink = MemorySink()
     record = await run(record_with_tests(), council, gen, sink, FakeVerifier())
     assert len(gen.calls) == 6  # two waves of one draft per agent; no rounds, no ranking
+    assert [(t.calls, t.batches) for t in record.timings if t.stage == "propose"] == [(6, 2)]
     assert [len(p.versions) for p in record.proposals] == [2, 2, 2]
     assert [(e["author"], e["draft"]) for e in sink.of_kind("proposal")] == [
         (a.id, d) for d in (0, 1) for a in council.agents]
@@ -585,6 +586,7 @@ async def test_drafts_without_tests_come_in_one_batch_when_the_answer_is_not_cod
     record = await run(architect, council, FakeGenerator(), MemorySink(), verifier)
     assert [len(p.versions) for p in record.proposals] == [3, 3, 3]
     assert [len(texts) for texts in verifier.calls] == [9]  # one wave, one verification batch
+    assert [(t.calls, t.batches) for t in record.timings if t.stage == "propose"] == [(9, 1)]
     assert record.result.usage.total_tokens == sum(p.usage.total_tokens for p in record.proposals)
 
 

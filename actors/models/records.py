@@ -191,6 +191,9 @@ class StageTiming(Strict):
     verification_s: float = 0.0
     checkpoint_s: float = 0.0
     calls: int = 0
+    # The batches the calls went in: each sent at once and awaited whole before the next (the propose stage's draft
+    # waves). 0 in records written before batches were counted.
+    batches: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # of prompt_tokens, found in the engine's prefix cache (not prefilled again)
     completion_tokens: int = 0
