@@ -63,12 +63,18 @@ def expected_kinds(record: dict) -> list[str]:
     """The stage events of a finished record of one round: a proposal that passed every verifier at once
     is not critiqued or revised (the fake engine's answers differ by persona), so the critique and
     revision events are as many as the revisions in the record."""
+    from actors.models.requests import Constraints
+    from actors.scoring import answer_is_code
+
     proposals = record["result"]["proposals"]
     agents, revised = len(proposals), sum(len(p["versions"]) - 1 for p in proposals)
+    # A code task without tests: the test writer's asserts come first (every council here has several agents).
+    writer = ["tests.generated"] if answer_is_code(record["request"]["role"],
+                                                   Constraints.model_validate(record["request"]["constraints"])) else []
     kinds = []
     for item, count in (("proposal", agents), ("critique", revised), ("revision", revised),
                         ("ranking", agents if agents >= 3 else 0), ("score", agents)):
-        kinds += ["stage.started"] + [item] * count + ["stage.completed"]
+        kinds += ["stage.started"] + (writer if item == "proposal" else []) + [item] * count + ["stage.completed"]
     return kinds + ["completed"]
 
 
