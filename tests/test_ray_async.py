@@ -142,8 +142,9 @@ def test_sse_streams_every_stage_event_in_order_and_resumes_exactly(http):
     assert r.status_code == 202
     events_url = r.json()["events_url"]
     # Live: read the first events as they happen, then drop the connection.
-    status, first = read_sse(http, events_url, stop_after=5)
-    assert status == 200 and [e["event"] for e in first] == ["stage.started"] + ["proposal"] * 3 + ["stage.completed"]
+    status, first = read_sse(http, events_url, stop_after=6)
+    assert status == 200 and [e["event"] for e in first] == (["stage.started", "tests.generated"] + ["proposal"] * 3
+                                                             + ["stage.completed"])
     # Reconnect with Last-Event-ID: the rest, exactly once, ending with the terminal event.
     status, rest = read_sse(http, events_url, headers={"Last-Event-ID": first[-1]["id"]})
     assert status == 200
