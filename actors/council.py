@@ -26,7 +26,7 @@ from .engine_client import AFFINITY, RayEngineGenerator
 from .orchestrate import NotOrchestrable, choose
 from .protocol import DeliberationTimeout, deliberate
 from .models.councils import CouncilSpec
-from .models.records import DeliberationRecord
+from .models.records import DeliberationRecord, FailStatus
 from .store import UNREACHABLE, StaleWriter, Store
 from .verification import LocalVerifier, RayVerifier
 
@@ -365,7 +365,7 @@ class Council:
         if await self.store.finish_record(record, self.epochs[record.id]):
             metrics.deliberation_finished(self.role, "completed", record.result.duration_s)
 
-    async def _fail(self, record: DeliberationRecord, error: str, *, status: str = "failed",
+    async def _fail(self, record: DeliberationRecord, error: str, *, status: FailStatus = "failed",
                     force: bool = False) -> None:
         """End a record as failed or timeout (Store.fail_record), fenced on this council's epoch of the record;
         `force` (retire) takes the record over from whoever runs it instead."""

@@ -16,7 +16,7 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError as ValkeyResponseError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from . import auth, limits, redact
+from . import actor_errors, auth, limits, redact
 from .errors import ApiError, error_body, internal_error, new_error_id, validation_message
 from .routes import councils, deliberations, events, health, openai, status, ui
 from .service import CouncilService
@@ -53,6 +53,18 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
         return _json(exc.status, exc.message, exc.detail, exc.headers, exc.error_id)
+
+    async def _actor_error(request: Request, exc: Exception):
+        # The store's and the actors' typed exceptions (caps, a full registry, orchestrate on a gone deliberation):
+        # serve_app/actor_errors.py says what each answers. The MRO finds the class through Ray's wrapper of an
+        # actor's exception too (a subclass of RayTaskError and of the original).
+        service = request.app.state.service
+        answer = next(h for cls, h in actor_errors.HANDLERS.items() if isinstance(exc, cls))
+        error = await answer(actor_errors.cause(exc), service.store, service.limits)
+        return _json(error.status, error.message, error.detail, error.headers)
+
+    for exc_class in actor_errors.HANDLERS:
+        api.add_exception_handler(exc_class, _actor_error)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):

@@ -19,16 +19,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from sse_starlette import ServerSentEvent
 
 from actors import verifiers
-from actors.orchestrate import NotOrchestrable, OrchestrateRequest
+from actors.orchestrate import OrchestrateRequest
 from actors.models.base import AGENT_ID_PATTERN
 from actors.models.config import AppConfig, RuntimeSettings
 from actors.models.councils import AgentSpec, CouncilSpec, CouncilUpsert
 from actors.models.limits import Limits
 from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
-from actors.store import CouncilBusy, RegistryFull, ServiceBusy, Store
+from actors.store import Store
 
-from . import chat_response, limits, redact, sse, validation
+from . import chat_response, redact, sse, validation
 from .errors import ApiError
 from .follow import Followed, Gone, follow
 from .records import check_delib_id, idempotent_id, progress, status_code
@@ -146,11 +146,8 @@ class CouncilService:
         # Within max_councils and max_agents_total, checked and written atomically: a refused write leaves
         # nothing behind and creates no actor.
         await self.valkey.check_room()
-        try:
-            stored, created = await self.store.put_council_capped(spec, self.limits.max_councils,
-                                                                  self.limits.max_agents_total)
-        except RegistryFull as exc:
-            raise limits.registry_full_error(exc) from None
+        stored, created = await self.store.put_council_capped(spec, self.limits.max_councils,
+                                                              self.limits.max_agents_total)
         await self.registry.council_calls(stored.role).reload()
         return stored, created
 
@@ -166,14 +163,10 @@ class CouncilService:
         if idempotency_key is not None:
             record.id = idempotent_id(request.role, idempotency_key, await self.idempotency_secret())
         # Durable before acknowledged: once this returns, a restarted council will find the record.
-        # 429 beyond max_active_per_council, counted and written atomically (no race for the last slot).
-        try:
-            record, created = await self.store.create_record(record, max_active=self.limits.max_active_per_council,
-                                                             max_active_total=self.limits.max_active_total)
-        except CouncilBusy as exc:
-            raise await limits.busy_error(self.store, request.role, exc.active, self.limits) from None
-        except ServiceBusy as exc:  # all councils together (limits.max_active_total)
-            raise limits.service_busy_error(exc.active, self.limits) from None
+        # Beyond max_active_per_council or max_active_total, counted and written atomically (no race for the last
+        # slot), CouncilBusy or ServiceBusy rise: 429 (serve_app/actor_errors.py).
+        record, created = await self.store.create_record(record, max_active=self.limits.max_active_per_council,
+                                                         max_active_total=self.limits.max_active_total)
         if not created:  # the same Idempotency-Key again
             if record.request != request:  # not naming the record: it may be another client's
                 raise ApiError(409, "Idempotency-Key already used with a different request; use a new key for a "
@@ -293,10 +286,8 @@ class CouncilService:
         if record.status != "completed":
             raise ApiError(status_code(record), f"deliberation {record.id} ended {record.status}: {record.error}",
                            {"id": record.id, "status": record.status})
-        try:
-            outcome = await self.registry.council_calls(request.role).orchestrate(record.id, body.top_k)
-        except NotOrchestrable as exc:  # expired or deleted since it completed
-            raise ApiError(404 if exc.status is None else 409, str(exc)) from None
+        # NotOrchestrable (expired or deleted since it completed) rises: 404 or 409 (serve_app/actor_errors.py).
+        outcome = await self.registry.council_calls(request.role).orchestrate(record.id, body.top_k)
         return {
             "id": record.id,
             "role": record.request.role,

@@ -51,9 +51,7 @@ async def wait_finished(store: Store, delib_id: str, timeout_s: float = 10) -> D
 
 
 async def feed(store: Store) -> list[tuple[str, dict]]:
-    import json
-
-    return [(f["kind"], json.loads(f["data"])) for _, f in await store.client.xrange(store.key("events"))]
+    return [(kind, data) for _, kind, data in await store.feed()]
 
 
 async def stage_kinds(store: Store, delib_id: str) -> list[str]:
@@ -68,9 +66,9 @@ async def test_stuck_record_past_its_deadline_becomes_timeout(council, store):
     done = await wait_finished(store, record.id)
     assert done.status == "timeout" and "deadline passed before the deliberation could run" in done.error
     assert await store.active_ids("DEV") == []
-    assert 0 < await store.client.ttl(store.key("delib", record.id)) <= 60
+    assert 0 < await store.ttl_s("delib", record.id) <= 60
     assert await stage_kinds(store, record.id) == ["timeout"]
-    assert 0 < await store.client.ttl(store.key("delib", record.id, "events")) <= 60
+    assert 0 < await store.ttl_s("delib", record.id, "events") <= 60
     [(kind, data)] = await feed(store)
     assert kind == "deliberation.failed" and set(data) == FEED_FIELDS
     assert data["status"] == "timeout" and data["id"] == record.id and data["task_id"] == "T-7"
@@ -125,7 +123,7 @@ async def test_finished_record_and_its_events_expire_after_the_ttl(valkey_server
         # An unfinished record never expires.
         pending = DeliberationRecord(request=request())
         await store.create_record(pending)
-        assert await store.client.ttl(store.key("delib", pending.id)) == -1
+        assert await store.ttl_s("delib", pending.id) == -1
     finally:
         await store.close()
 

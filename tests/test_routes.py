@@ -336,6 +336,45 @@ def test_a_waiter_under_the_caps_gets_the_finished_record(client, service, monke
     assert service.waiters.open == 0
 
 
+def test_the_typed_exceptions_of_the_store_and_the_actors_answer_their_status(client, service, monkeypatch):
+    """serve_app/actor_errors.py is the one place they become HTTP; the service lets them rise."""
+    from ray.exceptions import RayTaskError
+
+    from actors.orchestrate import NotOrchestrable
+    from actors.store import ServiceBusy
+
+    full = len(service.store.councils)
+    service.apply_settings(RuntimeSettings(limits={"max_active_per_council": 1, "max_councils": full}))
+    assert client.post("/v1/deliberations", json={"role": "DEV", "task": "one"}).status_code == 202
+    r = client.post("/v1/deliberations", json={"role": "DEV", "task": "two"})  # CouncilBusy
+    assert r.status_code == 429 and "council DEV is busy: 1 deliberations" in message(r)
+    assert r.headers["retry-after"] == "3"  # the council's median deliberation (the store's sample: 3.0 s)
+    got = client.get("/v1/councils/DEV").json()
+    r = client.put("/v1/councils/PERF", json={**got, "role": "PERF"})  # RegistryFull
+    assert r.status_code == 422 and "limits.max_councils" in message(r) and "PERF" not in service.store.councils
+
+    async def all_busy(record, **caps):
+        raise ServiceBusy(7)
+
+    monkeypatch.setattr(service.store, "create_record", all_busy)
+    r = client.post("/v1/deliberations", json={"role": "DEV", "task": "three"})
+    assert r.status_code == 429 and "the service is busy: 7" in message(r) and r.headers["retry-after"] == "10"
+
+    record = finished_deliberation(service)
+
+    async def accept(request, idempotency_key=None):
+        return record
+
+    async def gone(delib_id, top_k):  # as Ray re-raises an actor's exception: its class and RayTaskError's
+        raise RayTaskError("orchestrate", "Traceback: File /srv/councils/actors/council.py on 10.0.0.7",
+                           NotOrchestrable(delib_id)).as_instanceof_cause()
+
+    monkeypatch.setattr(service, "accept", accept)
+    monkeypatch.setattr(service.registry.council_calls("DEV").__class__, "orchestrate", lambda self, i, k: gone(i, k))
+    r = client.post("/v1/orchestrate", json={"role": "DEV", "task": "Plan."})
+    assert r.status_code == 404 and message(r) == f"deliberation {record.id} not found"  # no remote traceback
+
+
 # -- routes over a fake service -----------------------------------------------------------------------------
 class DownService:
     """A service whose every call fails as the real one does when Valkey or a council is away."""

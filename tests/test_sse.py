@@ -15,6 +15,7 @@ from httpx_sse import EventSource
 from actors.models.records import DeliberationRecord
 from actors.models.requests import DeliberationRequest
 from serve_app.sse import StreamSlots, event_stream, format_event, valid_stream_id
+from tests.valkey_raw import raw
 
 pytestmark = pytest.mark.valkey
 
@@ -91,7 +92,7 @@ async def test_finished_record_without_terminal_event_gets_a_synthesized_one(sto
     last = await store.add_event(record.id, "stage.completed", {"stage": "score"})
     await store.fail_record(record, None, "boom")
     (terminal, _, _), = [e for e in await store.read_events(record.id) if e[1] == "failed"]
-    await store.client.xdel(store.key("delib", record.id, "events"), terminal)  # lost: trimmed, or an old record
+    await raw(store).xdel(store.key("delib", record.id, "events"), terminal)  # lost: trimmed, or an old record
     events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=30)), 10)
     assert [e.get("id") for e in events] == [last, None]  # the synthesized one has no resume id
     assert events[-1]["event"] == "failed" and events[-1]["data"]["synthesized"] and events[-1]["data"]["error"] == "boom"
@@ -114,7 +115,7 @@ async def test_heartbeat_on_silence_and_disconnect_ends_the_stream(store):
 async def test_expired_record_ends_the_stream(store):
     record = await new_record(store)
     await store.add_event(record.id, "proposal", {})
-    await store.client.delete(store.key("delib", record.id))
+    await raw(store).delete(store.key("delib", record.id))
     events = await asyncio.wait_for(collect(event_stream(store, record.id, slice_ms=20)), 10)
     assert [e["event"] for e in events] == ["proposal", "gone"]
 

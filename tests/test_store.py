@@ -6,8 +6,10 @@ import asyncio
 
 from actors.models.councils import EngineSpec, default_council
 from actors.models.records import DeliberationRecord
-from actors.models.requests import DeliberationRequest
 import pytest
+
+from actors.models.requests import DeliberationRequest
+from tests.valkey_raw import raw
 
 pytestmark = pytest.mark.valkey
 
@@ -30,7 +32,7 @@ async def test_shared_secret_is_generated_once_and_shared(store):
     """The idempotency HMAC's fallback key (issue 23): the first replica to ask generates it, every other gets it."""
     got = await asyncio.gather(*(store.shared_secret("idempotency") for _ in range(5)))
     assert len(set(got)) == 1 and len(got[0]) == 64
-    assert await store.client.ttl(store.key("secret", "idempotency")) == -1  # no TTL: ids stay stable
+    assert await store.ttl_s("secret", "idempotency") == -1  # no TTL: ids stay stable
     assert await store.shared_secret("other") != got[0]
 
 
@@ -72,11 +74,11 @@ async def test_record_lifecycle_active_index_and_ttl(store):
     rec.stages_done = ["propose"]
     await store.save_record(rec)
     assert (await store.get_record(rec.id)).stages_done == ["propose"]
-    assert await store.client.ttl(store.key("delib", rec.id)) == -1  # unfinished: never expires
+    assert await store.ttl_s("delib", rec.id) == -1  # unfinished: never expires
     assert await store.fail_record(rec, None, "boom")
     assert (await store.get_record(rec.id)).status == "failed"
     assert await store.active_ids("DEV") == []
-    assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+    assert 0 < await store.ttl_s("delib", rec.id) <= 60
     stats = await store.stats()
     assert stats["deliberations.DEV.failed"] == 1 and stats["accepted.DEV"] == 1
 
@@ -155,7 +157,7 @@ async def test_a_stale_owner_gets_an_error_and_a_finished_record_is_immutable(st
             await store.save_record(late, epoch)
     stored = await store.get_record(rec.id)
     assert stored.status == "failed" and stored.stages_done == ["propose"]
-    assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+    assert 0 < await store.ttl_s("delib", rec.id) <= 60
     assert await store.active_ids("DEV") == []
     assert await store.claim_record(rec.id) is None  # nothing left to run
 
@@ -188,9 +190,9 @@ async def test_a_retried_finish_writes_one_event_and_counts_once(store):
     assert await store.durations("DEV") == [1.25]
     assert await store.duration_samples("DEV") == [
         {"s": 1.25, "stages": [["propose", 0.75], ["critique", 0.25], ["critique", 0.5]]}]
-    await store.client.rpush(store.key("durations", "DEV"), "2.5")  # a sample written before stage timings
+    await raw(store).rpush(store.key("durations", "DEV"), "2.5")  # a sample written before stage timings
     assert await store.durations("DEV") == [1.25, 2.5]
-    assert 0 < await store.client.ttl(store.key("delib", rec.id, "events")) <= 60
+    assert 0 < await store.ttl_s("delib", rec.id, "events") <= 60
 
 
 class _InProcessCouncil:
@@ -234,7 +236,7 @@ async def test_two_runners_of_one_deliberation_finish_it_once(valkey_server, key
         final = await store.get_record(rec.id)
         assert final.status == "completed"
         assert final.model_dump(mode="json") == done
-        assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+        assert 0 < await store.ttl_s("delib", rec.id) <= 60
         assert await store.active_ids("DEV") == []
         assert await _feed(store, rec.id) == ["deliberation.completed"]
         assert await _terminal_events(store, rec.id) == ["completed"]
@@ -281,7 +283,7 @@ async def test_a_crash_between_result_and_completion_still_publishes_once(valkey
         assert await _terminal_events(store, rec.id) == ["completed"]
         assert (await store.stats())["deliberations.DEV.completed"] == 1
         assert restarted.council.generator.calls == []  # nothing ran again: the result was durable
-        assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+        assert 0 < await store.ttl_s("delib", rec.id) <= 60
     finally:
         if restarted is not None:
             await restarted.close()
@@ -308,11 +310,10 @@ async def test_deleting_a_council_fails_its_deliberations_and_removes_its_keys(v
             assert stored.status == "failed" and stored.error == "council deleted"
             assert await _feed(store, rec.id) == ["deliberation.failed"]
             assert await _terminal_events(store, rec.id) == ["failed"]
-            assert 0 < await store.client.ttl(store.key("delib", rec.id)) <= 60
+            assert 0 < await store.ttl_s("delib", rec.id) <= 60
         await asyncio.wait_for(asyncio.shield(task), 10)  # its runner stopped at its next write
         assert (await store.get_record(running.id)).status == "failed"
-        assert not await store.client.exists(store.key("active", "DEV"), store.key("durations", "DEV"),
-                                              store.key("council", "DEV"))
+        assert not await store.present(("active", "DEV"), ("durations", "DEV"), ("council", "DEV"))
         assert {k for k in await store.stats() if ".DEV" in k} == set()
         assert (await store.stats())["accepted.QA"] == 1 and await store.active_ids("QA") == [other.id]
     finally:
@@ -334,7 +335,7 @@ async def test_a_council_actor_created_after_its_delete_retires_itself(valkey_se
         assert stored.status == "failed" and stored.error == "council DEV was deleted"
         assert await _feed(store, late.id) == ["deliberation.failed"]
         assert zombie.council.generator.calls == []
-        assert not await store.client.exists(store.key("active", "DEV"))
+        assert not await store.present(("active", "DEV"))
         assert {k for k in await store.stats() if ".DEV" in k} == set()
     finally:
         await zombie.close()

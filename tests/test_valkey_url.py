@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app import redact
+from tests.valkey_raw import raw
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +49,7 @@ def test_rediss_url_uses_tls():
     from actors.store import Store
 
     store = Store("rediss://councils:pw@valkey.example:6380/0?ssl_cert_reqs=required", "councils:")
-    assert store.client.connection_pool.connection_class is AsyncSSLConnection
+    assert raw(store).connection_pool.connection_class is AsyncSSLConnection
     sync = valkey_sync.from_url("rediss://councils:pw@valkey.example:6380/0")
     assert sync.connection_pool.connection_class is SSLConnection
 

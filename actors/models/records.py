@@ -16,6 +16,7 @@ from .base import Strict, now
 from .requests import DeliberationRequest
 
 Status = Literal["pending", "in_progress", "completed", "failed", "timeout"]
+FailStatus = Literal["failed", "timeout"]  # how unfinished work ends (Store.fail_record)
 FINISHED_STATUSES = ("completed", "failed", "timeout")  # also the kinds of a deliberation's last stage event
 FINISHED: frozenset[str] = frozenset(FINISHED_STATUSES)
 

@@ -60,5 +60,14 @@ class StoreBase:
             found.update(await self.client.config_get(pattern))
         return found
 
+    async def ttl_s(self, *parts: str) -> int:
+        """Seconds before the key of these parts expires: -1 kept without a TTL, -2 absent (the retention of
+        docs/operations.md's key table, as the tests read it)."""
+        return await self.client.ttl(self.key(*parts))
+
+    async def present(self, *keys: tuple[str, ...]) -> int:
+        """How many of these keys (each given by its parts) exist."""
+        return await self.client.exists(*(self.key(*parts) for parts in keys))
+
     async def close(self) -> None:
         await self.client.aclose()

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Any
 
-from ..models.records import DeliberationRecord, Usage, stage_kind
+from ..models.records import DeliberationRecord, FailStatus, Usage, stage_kind
 from . import scripts
 from .base import StoreBase
 from .errors import REFUSED, CouncilBusy, ServiceBusy, StaleWriter
@@ -119,7 +119,7 @@ class Records(StoreBase):
                                ("deliberation.completed", feed_entry(record)))
 
     async def fail_record(self, record: DeliberationRecord, epoch: int | None, error: str,
-                          status: Literal["failed", "timeout"] = "failed") -> bool:
+                          status: FailStatus = "failed") -> bool:
         """End an unfinished record as `failed` or `timeout` with `error`, as owner `epoch` (None: take it over
         from whichever runner has it; that one's next write is refused). Its terminal stage event and its
         `deliberation.failed` feed entry (a timeout too, with its status) are derived here. True / False / StaleWriter
