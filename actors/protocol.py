@@ -43,14 +43,16 @@ from typing import Awaitable, Callable
 
 from . import answers
 from .ports import Generator, RecordSink, Verifier
-from .scoring import (agree, all_verified, answer_is_code, behaviour_majority, best_version, decide, displaces,
-                      rank_proposals, score_checks, settled, tests_of, undecided)
+from .scoring import (agree, all_verified, answer_is_code, behaviour_group, behaviour_majority, best_version, decide,
+                      displaces, distinguishing, judgement_points, rank_proposals, score_checks, settled, tests_of,
+                      tied_groups, undecided)
 from .models.councils import AgentSpec, CouncilSpec
 from .models.records import (
     CheckResult,
     Completion,
     DeliberationRecord,
     DeliberationResult,
+    Judgement,
     PeerRanking,
     Proposal,
     StageTiming,
@@ -73,6 +75,8 @@ RANKED_PROPOSAL_CHARS = 500
 MAX_GENERATED_TESTS = 12  # assert lines kept from the test writer's answer
 # A ranking is a short JSON list of labels.
 RANK_TOKENS_BASE, RANK_TOKENS_PER_ITEM = 12, 6
+JUDGE_TOKENS_BASE, JUDGE_TOKENS_PER_INPUT = 12, 4
+JUDGED = ("X", "Y")  # the two outputs' labels in a judgement
 
 # Seeds of later stages are offset so a revision does not replay the sampling of the proposal;
 # drafts of one agent are offset within the propose stage (CEILING_DRAFTS * DRAFT_SEED_STRIDE < SEED_STRIDE).
@@ -271,6 +275,37 @@ def borda(rankings: list[PeerRanking]) -> dict[str, float]:
         for place, author in enumerate(r.order):
             points[author] = points.get(author, 0.0) + (k - 1 - place)
     return points
+
+
+def judge_messages(agent: AgentSpec, request: DeliberationRequest, differing: list[tuple[str, str, str]],
+                   nonce: str) -> list[dict[str, str]]:
+    """Distinguishing inputs (S*): two programs written for the task ran on the same inputs and gave different
+    outputs; the judge says, per input, which output the task asks for. Outputs are run results, fenced."""
+    example = json.dumps({"choices": ["X"] * len(differing)})
+    listing = "\n\n".join(f"Input {i}: {call}\nX: {x}\nY: {y}" for i, (call, x, y) in enumerate(differing, 1))
+    return _messages(agent, request, (
+        "Two programs written for this task were run on the same inputs and gave different outputs:\n\n"
+        + fence(listing, "OUTPUTS", nonce, 1200) + "\n\n"
+        "For each input, which output is correct for the task? Answer with JSON only: "
+        f'{example}, one "X" or "Y" per input, in order.'), nonce)
+
+
+def judge_schema(n: int) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": ["choices"],
+            "properties": {"choices": {"type": "array", "items": {"type": "string", "enum": list(JUDGED)},
+                                       "minItems": n, "maxItems": n}}}
+
+
+def parse_judgement(text: str, n: int) -> list[str] | None:
+    """The judge's "X"/"Y" per input ("" where it gave none), or None when the answer is no JSON choice list."""
+    try:
+        data = json.loads(text.strip())
+        choices = data["choices"] if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(choices, list) or not any(c in JUDGED for c in choices):
+        return None
+    return [c if c in JUDGED else "" for c in choices[:n]] + [""] * (n - len(choices[:n]))
 
 
 # ---------------------------------------------------------------- the protocol
@@ -624,7 +659,51 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
 
 
 async def _rank(ctx: _Stage) -> Events:
-    """Each agent ranks the other proposals (at least two of them), anonymized and shuffled."""
+    """When two behaviour groups tie at the top, each agent first judges their outputs on the inputs where they
+    differ (`_judge`); if that separates them, no peer ranking is needed. Otherwise each agent ranks the other
+    proposals (at least two of them), anonymized and shuffled."""
+    ctx.record.rankings = []
+    events = await _judge(ctx)
+    points = judgement_points(ctx.record.judgements)
+    if points and len(set(points.values())) > 1:
+        return events
+    return events + await _peer_rank(ctx)
+
+
+async def _judge(ctx: _Stage) -> Events:
+    """S*-style: the best versions of the two tied behaviour groups (scoring.tied_groups) differ on some inputs;
+    every agent says, per input, which of the two outputs is right. Which group is X is drawn per judge, seeded by
+    the deliberation id (a resumed stage shows the same), so a judge's bias for the first option cancels out."""
+    record = ctx.record
+    record.judgements = []
+    pair = tied_groups(record.proposals, _votes(record), code_answers(ctx.council, record.request))
+    if pair is None:
+        return []
+    groups = [behaviour_group(v) or "" for v in pair]
+    differing = distinguishing(*pair)
+    calls, shown = [], []
+    for agent in ctx.members:
+        flip = random.Random(f"{record.id}:{agent.id}:judge").random() < 0.5
+        order = groups[::-1] if flip else groups
+        shown.append(order)
+        listed = [(call, b, a) if flip else (call, a, b) for call, a, b in differing]
+        calls.append(ctx.generate(agent, judge_messages(agent, ctx.request, listed, record.nonce),
+                                  max_tokens=JUDGE_TOKENS_BASE + JUDGE_TOKENS_PER_INPUT * len(differing),
+                                  json_schema=judge_schema(len(differing))))
+    done = await ctx.generations(calls)
+    events: Events = []
+    for agent, own, order, c in zip(ctx.members, record.proposals, shown, done):
+        own.usage = own.usage.add(c.usage)
+        choices = parse_judgement(c.text, len(differing))
+        judgement = Judgement(judge=agent.id, groups=groups, inputs=[call for call, _, _ in differing],
+                              choices=[order[JUDGED.index(x)] if x else "" for x in (choices or [])],
+                              raw=c.text.strip()[:500], parsed=choices is not None)
+        record.judgements.append(judgement)
+        events.append(("judgement", judgement.model_dump()))
+    return events
+
+
+async def _peer_rank(ctx: _Stage) -> Events:
     record, nonce = ctx.record, ctx.record.nonce
     shown = [ranking_order(record, p.author, [o for o in record.proposals if o.author != p.author])
              for p in record.proposals]
@@ -653,7 +732,8 @@ def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Ev
     votes = _votes(record)
     points = borda(record.rankings) if record.rankings else None
     verdicts, decided_by, why = decide(record.proposals, salt=record.id, votes=votes, borda=points,
-                                       code=code_answers(council, record.request))
+                                       code=code_answers(council, record.request),
+                                       judged=judgement_points(record.judgements))
     # record.proposals stays in seat order; the result holds its own ranked copies.
     ranked = rank_proposals(record.proposals)
     usage = Usage()
@@ -670,6 +750,7 @@ def _score(record: DeliberationRecord, council: CouncilSpec, clock: Clock) -> Ev
         reason=why,
         candidates=verdicts,
         rankings=[r.model_copy() for r in record.rankings],
+        judgements=[j.model_copy() for j in record.judgements],
         duration_s=max(ended - (record.started_at or ended), 0.0),
         usage=usage,
     )

@@ -12,8 +12,11 @@ The rule is a list of criteria (CRITERIA), in order; each only breaks the ties t
    the slot of the checks the council derives when the request has no tests (`generated.*`, e.g. agreement of
    behaviour on generated inputs); always below the user's own tests and the static checks;
 5. votes (exact-answer tasks): how many candidates gave an equivalent final answer;
-6. peer rank: the Borda points the proposal's version earned from the other agents;
-7. a stable tie-break that is not seat order: a hash of the deliberation id and the candidate.
+6. distinguishing inputs (S*-style): when two behaviour groups tie on all of the above, the agents judged their
+   concrete outputs on the inputs where they differ (`tied_groups`, `distinguishing`); a version's figure is the
+   number of those judgements its group won;
+7. peer rank: the Borda points the proposal's version earned from the other agents;
+8. a stable tie-break that is not seat order: a hash of the deliberation id and the candidate.
 
 `decided_by` is the first criterion that separates the winner from the best candidate with a different *outcome*
 (`outcome`: another test result, answer, check status or evidence), not from the runner-up, which may be a copy
@@ -28,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .models.records import CandidateVerdict, CheckResult, DecidedBy, Proposal, Version
+from .models.records import CandidateVerdict, CheckResult, DecidedBy, Judgement, Proposal, Version
 from .models.requests import Constraints
 
 TESTS_CHECK = "python.tests"
@@ -42,6 +45,7 @@ CODE_LANGUAGES = ("python", "shell", "sql")
 # A failed check of these means the code does not run: it does not parse, or it raised when run.
 # `python.runs` is the name reserved for a check that imports the code (runs it without calling anything).
 NOT_RUNNING = frozenset({"python.parse", "python.runs", "shell.parse", "sql.parse", "sql.execute"})
+MAX_JUDGED_INPUTS = 3  # distinguishing inputs shown to each judge of two tied behaviour groups
 _FENCE = re.compile(r"```|~~~")
 
 
@@ -187,6 +191,7 @@ class _Entry:
     borda: float | None
     tie: str
     code: bool
+    judged: int | None = None
 
     @property
     def label(self) -> str:
@@ -225,8 +230,8 @@ class Criterion:
     figure: Callable[[_Entry], str]
 
 
-# The decision order: user tests > running code and static failures > generated evidence > votes > peer rank >
-# stable tie-break. A new kind of evidence goes in its slot here (or carries `evidence` on its checks).
+# The decision order: user tests > running code and static failures > generated evidence > votes > distinguishing
+# inputs > peer rank > stable tie-break. A new kind of evidence goes in its slot here (or carries `evidence` on its checks).
 CRITERIA: tuple[Criterion, ...] = (
     Criterion("user tests", "verifiers", lambda e: _tests_key(e.version.checks), _tests_figure),
     Criterion("running code", "verifiers", lambda e: e.code and runs(e.version.checks),
@@ -235,6 +240,8 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("generated evidence", "generated_evidence", lambda e: evidence_of(e.version.checks),
               lambda e: f"generated evidence {evidence_of(e.version.checks):g}"),
     Criterion("votes", "votes", lambda e: e.votes or 0, _votes_figure),
+    Criterion("distinguishing inputs", "distinguishing_inputs", lambda e: e.judged or 0,
+              lambda e: f"{e.judged or 0} judgement(s) of its outputs on distinguishing inputs"),
     Criterion("peer rank", "peer_rank", lambda e: e.borda or 0.0, lambda e: f"peer Borda {e.borda or 0:g}"),
     Criterion("tie-break", "tie_break", lambda e: e.tie, lambda e: "a stable hash"),
 )
@@ -267,6 +274,8 @@ def _describe(e: _Entry) -> str:
         parts.append(f"generated evidence {evidence_of(e.version.checks):g}")
     if e.votes is not None:
         parts.append(_votes_figure(e))
+    if e.judged is not None:
+        parts.append(f"{e.judged} judgement(s) won on distinguishing inputs")
     if e.borda is not None:
         parts.append(f"peer Borda {e.borda:g}")
     return "; ".join(parts)
@@ -279,11 +288,13 @@ def _versus(crit: Criterion, a: _Entry, b: _Entry) -> str:
 
 
 def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None = None,
-           borda: dict[str, float] | None = None, code: bool = False) -> tuple[list[CandidateVerdict], DecidedBy, str]:
+           borda: dict[str, float] | None = None, code: bool = False,
+           judged: dict[str, int] | None = None) -> tuple[list[CandidateVerdict], DecidedBy, str]:
     """Rank every version of every proposal by the rule above.
 
     votes: answer -> number of candidates that gave it (None: not an exact-answer task);
     borda: proposal author -> Borda points of the version it stood for when peers ranked it;
+    judged: behaviour group -> judgements it won on distinguishing inputs (`judgement_points`; None: none ran);
     code: the answer is code (`answer_is_code`): a version without code that runs ranks below one with it.
     Sets each proposal's `chosen` to its best-ranked version (and content/checks/score with it),
     its `rank` and `reason`, and reorders nothing: returns the verdicts, the criterion that separated
@@ -296,7 +307,8 @@ def decide(proposals: list[Proposal], *, salt: str, votes: dict[str, int] | None
                 proposal=p, index=i, version=v,
                 votes=_votes_for(v, votes),
                 borda=None if borda is None else borda.get(p.author, 0.0) if i == p.chosen else 0.0,
-                tie=_tie(salt, p.author, i), code=code))
+                tie=_tie(salt, p.author, i), code=code,
+                judged=None if judged is None else judged.get(behaviour_group(v) or "", 0)))
     entries.sort(key=_key, reverse=True)
 
     verdicts = []
@@ -370,3 +382,47 @@ def agree(versions: Iterable[Version]) -> None:
                     note += (f" × (1 + {written.tests_passed or 0}/{written.tests_total} agent-written assert(s) held)"
                              f" = {c.evidence:g}")
                 c.message = c.message.split(" [", 1)[0] + f" [{note}]"
+
+
+# -- distinguishing inputs (S*): two tied behaviour groups, judged on the inputs where their outputs differ ------
+def behaviour_group(version: Version) -> str | None:
+    return next((c.group for c in version.checks if c.name == BEHAVIOUR_CHECK and c.group), None)
+
+
+def _outputs(version: Version) -> dict[str, str]:
+    check = next((c for c in version.checks if c.name == BEHAVIOUR_CHECK and c.outputs), None)
+    return {call: out for call, out in check.outputs} if check else {}
+
+
+def distinguishing(a: Version, b: Version, limit: int = MAX_JUDGED_INPUTS) -> list[tuple[str, str, str]]:
+    """(call, a's output, b's output) on the inputs both ran where their outputs differ, at most `limit`."""
+    ob = _outputs(b)
+    return [(call, out, ob[call]) for call, out in _outputs(a).items() if call in ob and ob[call] != out][:limit]
+
+
+def tied_groups(proposals: list[Proposal], votes: dict[str, int] | None = None,
+                code: bool = False) -> tuple[Version, Version] | None:
+    """The best versions of the two best behaviour groups, when nothing before the judgement separates them (the
+    request's tests, running code, static checks, generated evidence, votes) and some input tells them apart;
+    None otherwise. Groups are taken in a stable order (their ids), so a resumed stage judges the same pair."""
+    best: dict[str, tuple[tuple, Version]] = {}
+    for v in (v for p in proposals for v in p.versions):
+        group = behaviour_group(v)
+        if group is None:
+            continue
+        key = (verifier_key(v, code), evidence_of(v.checks), _votes_for(v, votes) or 0)
+        if group not in best or key > best[group][0]:
+            best[group] = (key, v)
+    ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]), reverse=True)
+    if len(ranked) < 2 or ranked[0][1][0] != ranked[1][1][0]:
+        return None
+    a, b = sorted([ranked[0], ranked[1]], key=lambda item: item[0])
+    return (a[1][1], b[1][1]) if distinguishing(a[1][1], b[1][1]) else None
+
+
+def judgement_points(judgements: list[Judgement]) -> dict[str, int] | None:
+    """Behaviour group -> the judgements of single inputs it won (None when no judge answered)."""
+    if not any(j.parsed for j in judgements):
+        return None
+    points = Counter(choice for j in judgements if j.parsed for choice in j.choices if choice)
+    return {group: points.get(group, 0) for j in judgements for group in j.groups}

@@ -294,3 +294,84 @@ def test_behaviour_inputs_come_from_the_task_and_bad_input_never_fails_the_delib
     no_function = verified_pool({"script": "```python\nprint(6 * 7)\n```"}, task="Print six times seven.")
     skipped = next(c for c in no_function[0].versions[0].checks if c.name == "python.runs")
     assert skipped.status == "skipped" and "no function" in skipped.message
+
+
+# -- distinguishing inputs (S*): two tied behaviour groups, judged on concrete outputs --------------------------
+def test_two_tied_behaviour_groups_are_judged_on_the_inputs_where_their_outputs_differ():
+    from actors.scoring import behaviour_group, distinguishing, judgement_points, tied_groups
+    from actors.models.records import Judgement
+
+    proposals = verified_pool({a: SQUARE_POOL[a] for a in ("right-1", "double", "raises")})
+    by = {p.author: p.versions[0] for p in proposals}
+    pair = tied_groups(proposals, code=True)
+    assert pair is not None and {v.written_by for v in pair} == {"right-1", "double"}
+    shown = distinguishing(*pair)
+    assert shown and all(x != y for _, x, y in shown)
+    assert all(call.startswith("square(") for call, _, _ in shown)
+    assert "square(2)" not in [call for call, _, _ in shown]  # 2 * 2 == 2 + 2: it tells nothing apart
+    right, double = behaviour_group(by["right-1"]), behaviour_group(by["double"])
+    # Without a judgement only the hash separates them; with one, the judged group wins and the reason says so.
+    _, step, _ = decide(proposals, salt="s", code=True)
+    assert step == "tie_break"
+    judgements = [Judgement(judge=f"j{i}", groups=[right, double], inputs=[c for c, _, _ in shown],
+                            choices=[right, right, double][: len(shown)] if i else [""] * len(shown),
+                            raw="{}", parsed=bool(i)) for i in range(3)]
+    points = judgement_points(judgements)
+    assert points[right] > points[double]
+    for salt in range(6):
+        _, step, why = decide(proposals, salt=f"s{salt}", code=True, judged=points, borda={"double": 9.0})
+        assert min(proposals, key=lambda p: p.rank).author == "right-1", why
+        assert step == "distinguishing_inputs" and "judgement(s) of its outputs on distinguishing inputs" in why
+    # A larger group is not put to the judges: nothing ties.
+    assert tied_groups(verified_pool({a: SQUARE_POOL[a] for a in ("right-1", "right-2", "double")}), code=True) is None
+
+
+def _judging(messages) -> str:
+    """A judge that runs x * x in its head: per input of the prompt, the output that is the square."""
+    import ast
+    import json
+    import re
+
+    choices = []
+    for x, out_x, _ in re.findall(r"Input \d+: square\(([^)]*)\)\nX: (.*)\nY: (.*)", messages[-1]["content"]):
+        choices.append("X" if out_x == repr(ast.literal_eval(x) ** 2) else "Y")
+    return json.dumps({"choices": choices})
+
+
+async def test_the_rank_stage_judges_tied_groups_first_and_needs_no_peer_ranking_when_that_decides():
+    from actors.verification import LocalVerifier
+
+    council = default_council("DEV", "fake", n_agents=3, rounds=0, max_tokens=64, drafts=1)
+    texts = [SQUARE_POOL["right-1"], SQUARE_POOL["double"], SQUARE_POOL["raises"]]
+
+    from actors.models.councils import PERSONAS
+
+    def respond(messages, seed, json_schema=None):
+        user = messages[-1]["content"]
+        if json_schema is not None and "choices" in json_schema["properties"]:
+            return _judging(messages) if judges_answer else "I think both are fine."
+        if json_schema is not None:
+            return '{"ranking": []}'
+        if "write the tests for this task" in user:
+            return "No tests."
+        return next(t for persona, t in zip(PERSONAS, texts) if persona in user)
+
+    for judges_answer in (True, False):
+        gen, sink = FakeGenerator(respond), MemorySink()
+        record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=SQUARE))
+        await deliberate(record, council, gen, sink, LocalVerifier())
+        judged = [c for c in gen.calls if c["json_schema"] and "choices" in c["json_schema"]["properties"]]
+        ranked = [c for c in gen.calls if c["json_schema"] and "ranking" in c["json_schema"]["properties"]]
+        assert len(judged) == 3 and len(record.result.judgements) == 3
+        assert {k for k, _ in sink.events} >= {"judgement"}
+        prompt = judged[0]["messages"][-1]["content"]
+        assert f"<<<OUTPUTS {record.nonce}>>>" in prompt and "Input 1: square(" in prompt
+        if judges_answer:
+            assert not ranked  # the judgement separated the groups: no peer ranking
+            assert record.result.decided_by == "distinguishing_inputs", record.result.reason
+            assert record.result.winner_id == council.agents[0].id
+            assert all(j.parsed for j in record.result.judgements)
+        else:  # the judges said nothing usable: peer ranking, as before
+            assert len(ranked) == 3 and record.result.decided_by != "distinguishing_inputs"
+            assert not any(j.parsed for j in record.result.judgements)
+        assert record.result.usage.total_tokens == sum(c.usage.total_tokens for c in gen.completions)

@@ -69,8 +69,10 @@ class CheckResult(Strict):
     # on generated inputs): a number, bigger is stronger. The decision sums it per candidate and ranks by it
     # after the static checks and before the votes (actors/scoring.py); None on every other check.
     evidence: float | None = None
-    # Behaviour on generated inputs (generated.behaviour_agreement): candidates with the same group behaved the same.
+    # Behaviour on generated inputs (generated.behaviour_agreement): candidates with the same group behaved the same,
+    # and what it did on each input, [call, output] (clipped): where two groups differ, the agents judge the outputs.
     group: str | None = None
+    outputs: list[list[str]] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +147,18 @@ class PeerRanking(Strict):
     parsed: bool  # False: the answer did not parse and `order` is the shuffled order it was shown
 
 
+class Judgement(Strict):
+    """One agent's verdict on the inputs where two tied behaviour groups differ (S*-style): per input, which
+    group's output is right. Judged outputs are concrete values from running the candidates, not their texts."""
+
+    judge: str
+    groups: list[str]  # the two behaviour groups, as compared
+    inputs: list[str]  # the calls on which they differ
+    choices: list[str]  # per input, the group whose output the judge chose ("" when the answer did not say)
+    raw: str  # the judge's answer as generated
+    parsed: bool
+
+
 class CandidateVerdict(Strict):
     """Where one version ranked in the decision, and why."""
 
@@ -162,7 +176,8 @@ class CandidateVerdict(Strict):
     reason: str
 
 
-DecidedBy = Literal["verifiers", "generated_evidence", "votes", "peer_rank", "tie_break", "only_candidate"]
+DecidedBy = Literal["verifiers", "generated_evidence", "votes", "distinguishing_inputs", "peer_rank", "tie_break",
+                    "only_candidate"]
 
 
 class DeliberationResult(Strict):
@@ -174,6 +189,7 @@ class DeliberationResult(Strict):
     reason: str | None = None
     candidates: list[CandidateVerdict] = Field(default_factory=list)  # every version, ranked
     rankings: list[PeerRanking] = Field(default_factory=list)
+    judgements: list[Judgement] = Field(default_factory=list)
     duration_s: float
     usage: Usage
 
@@ -218,6 +234,8 @@ class DeliberationRecord(Strict):
     pending_critiques: list[str] = Field(default_factory=list)
     # Peer rankings, once the rank stage ran; stages skipped by early stop (every proposal verified).
     rankings: list[PeerRanking] = Field(default_factory=list)
+    # The rank stage's judgements of distinguishing inputs, when two behaviour groups tied at the top.
+    judgements: list[Judgement] = Field(default_factory=list)
     stages_skipped: list[str] = Field(default_factory=list)
     # One entry per stage run (a stage replayed after a restart appears again).
     timings: list[StageTiming] = Field(default_factory=list)

@@ -39,6 +39,7 @@ from .sandbox import SandboxLimits
 MAX_INPUTS = 8  # generated values per candidate
 MAX_EXAMPLES = 6  # agent-written asserts run per candidate
 TESTS_CHECK = "generated.tests"
+SHOWN_CHARS = 120  # of each call and output kept on the behaviour check (what a judge of two groups is shown)
 LIMITS = SandboxLimits(output_bytes=256 * 1024)
 _SIGNATURE = re.compile(r"(?:def|function|method)\s+`?([A-Za-z_]\w*)\s*\(([^()]*)\)")
 _ANY_SIGNATURE = re.compile(r"\b([A-Za-z_]\w*)\(([A-Za-z_][^()]*)\)")
@@ -204,7 +205,14 @@ def run(job: Job, blocks: list[CodeBlock], runner_source: str) -> None:
     shown = "; ".join(f"{name}({c[:30]}) -> {o[1][:30]}" for c, o in list(zip(calls, outputs))[:3])
     result = job.check(CHECK, "passed", f"behaviour {digest} on {len(calls)} generated input(s): {shown}")
     result.group = digest
+    result.outputs = [[f"{name}({c})"[:SHOWN_CHARS], _shown(o)] for c, o in zip(calls, outputs)]
     _asserts(job, name, calls, outputs, values)
+
+
+def _shown(output: tuple[str, str]) -> str:
+    """An output as a judge sees it: the value's repr, or what went wrong."""
+    kind, text = output
+    return {"value": "", "raised": "raised "}.get(kind, "no result: ") + text[:SHOWN_CHARS]
 
 
 def _asserts(job: Job, name: str, calls: list[str], outputs: list[tuple[str, str]], values: list) -> None:

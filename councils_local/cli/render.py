@@ -64,6 +64,8 @@ EVENT_LINES: dict[str, Callable[[dict], str]] = {
     "critique": lambda d: f"  {d.get('critic')} critiqued {d.get('target')}'s proposal",
     "revision": revised,
     "stage.skipped": lambda d: f"skipped {', '.join(d.get('stages', []))}: {d.get('reason')}",
+    "judgement": lambda d: f"  {d.get('judge')} judged {len(d.get('inputs', []))} distinguishing input(s)"
+                           + ("" if d.get("parsed") else " (did not parse)"),
     "ranking": lambda d: f"  {d.get('reviewer')} ranked: {' > '.join(d.get('order', []))}",
     "score": lambda d: f"  {d.get('author')}: score {fmt_score(d.get('score'))}, rank {d.get('rank')}",
     "completed": lambda d: f"completed: winner {d.get('winner_id')}",

@@ -273,6 +273,7 @@ function summary(kind, d) {
     case "tests.generated": return `${d.author} wrote ${(d.asserts || []).length} assert(s) for the candidates`;
     case "critique": return `critique of ${d.target} by ${d.critic} (round ${d.round})`;
     case "revision": return `revision of ${d.target} by ${d.author} (round ${d.round}) · ${d.adopted ? "adopted" : "kept the earlier version"}`;
+    case "judgement": return `${d.judge} judged ${(d.inputs || []).length} distinguishing input(s)${d.parsed ? "" : " (did not parse)"}`;
     case "ranking": return `ranking by ${d.reviewer}: ${(d.order || []).join(" > ")}${d.parsed ? "" : " (did not parse)"}`;
     case "score": return `${d.author}: rank ${d.rank}, score ${d.score === null || d.score === undefined ? "–" : Number(d.score).toFixed(2)}`;
     case "completed": return `completed · winner ${d.winner_id}`;

@@ -144,6 +144,7 @@ export const DECIDED_BY = {
   verifiers: "the verifiers decided: it passes more of the checks (the request's tests weigh most)",
   generated_evidence: "evidence from running the candidates decided: its behaviour agrees with the most others",
   votes: "the vote decided: most versions gave its answer",
+  distinguishing_inputs: "the agents judged the two tied behaviour groups' outputs on the inputs where they differ",
   peer_rank: "the agents' peer ranking decided (most Borda points)",
   tie_break: "a deterministic tie-break decided: nothing else told the candidates apart",
   only_candidate: "it was the only candidate",
