@@ -6,6 +6,8 @@ and docs/benchmarks.md (with the targets and whether each was met), a generated 
 
 from __future__ import annotations
 
+from collections import Counter
+
 from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, save
 from .report_doc import DOC, TARGETS, markdown
 
@@ -224,12 +226,33 @@ def recovery(faults: dict | None) -> dict | None:
     return summary
 
 
+def latency(run: dict | None) -> dict | None:
+    """The default deliberation (benchmarks/latency.py): median wall with its spread, each stage's median seconds."""
+    if not run or not run.get("rows"):
+        return None
+    rows = run["rows"]
+    walls = [r["wall_s"] for r in rows]
+    stages: dict[str, list[float]] = {}
+    for r in rows:
+        for stage, seconds, *_ in r["stages"]:
+            stages.setdefault(stage, []).append(seconds)
+    summary = {"task": run["task"], "role": run["role"], "n": len(rows), "median_s": median(walls),
+               "min_s": min(walls), "max_s": max(walls), "target_s": run["target_s"],
+               "met": median(walls) <= run["target_s"], "shape": run.get("shape"), "date": run["machine"]["date"],
+               "stages": {k: {"median_s": median(v), "ran": len(v)} for k, v in stages.items()},
+               "decided_by": dict(Counter(r["decided_by"] for r in rows)),
+               "skipped": dict(Counter(s for r in rows for s in r["stages_skipped"]))}
+    save("latency", summary)
+    return summary
+
+
 def main() -> dict:
     inproc, stack = load_run("inprocess"), load_run("stack")
     suite = load_run("suite")
     summaries = {"fanout": fanout(inproc), "service_paths": service_paths(stack), "long_context": long_context(stack),
                  "throughput": throughput(stack),
                  "restore": restore(stack), "recovery": recovery(load_run("faults")),
+                 "latency": latency(load_run("latency")),
                  "quality_shape": (load_run("quality") or {}).get("shape")}
     DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")

@@ -293,6 +293,10 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
     if idle:
         total = idle["total_cpu_pct_of_one_core"]
         out.append(f"| idle stack ≤ 15 % of one core | {total:.1f} % | {_met(total <= TARGETS['idle_cpu_pct'])} |")
+    lat = s.get("latency")
+    if lat:
+        out.append(f"| the default deliberation (`make run`'s DEV council, no tests) ≤ {lat['target_s']:.0f} s over "
+                   f"HTTP | {lat['median_s']:.1f} s | {_met(lat['met'])} |")
     ratio = _throughput_target(s.get("throughput"))
     if ratio is not None:
         out.append(f"| throughput: the service ≥ {TARGETS['throughput_ratio']} × the engine alone at matched "
@@ -381,8 +385,24 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
 
     if s.get("recovery"):
         out += recovery_markdown(s["recovery"])
+    if lat:
+        out += latency_markdown(lat)
     out += _outside(stack)
     return "\n".join(out)
+
+
+def latency_markdown(lat: dict) -> list[str]:
+    stages = ", ".join(f"{k} {v['median_s']:.1f} s" + ("" if v["ran"] == lat["n"] else f" (ran in {v['ran']})")
+                       for k, v in lat["stages"].items())
+    skipped = ", ".join(f"{k} ×{n}" for k, n in lat["skipped"].items()) or "none"
+    decided = ", ".join(f"{k} ×{n}" for k, n in lat["decided_by"].items())
+    return [*heading(9, "The default deliberation", shape_label(lat.get("shape"))),
+            f"`make run` as shipped (`python -m benchmarks.latency`, run on {lat['date']}): \"{lat['task']}\" to the "
+            f"{lat['role']} council, no tests, the council's own shape, `POST /v1/deliberations?wait=true` over HTTP, "
+            f"one at a time after an untimed warm-up. Wall time, median of {lat['n']}: **{lat['median_s']:.1f} s** "
+            f"({lat['min_s']:.1f}–{lat['max_s']:.1f}); target ≤ {lat['target_s']:.0f} s: {_met(lat['met'])}.", "",
+            f"Each stage's median (from the records' `timings`): {stages}. Stages skipped: {skipped}. "
+            f"Decided by: {decided}.", ""]
 
 
 def _outside(stack: dict | None) -> list[str]:

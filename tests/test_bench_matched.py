@@ -182,3 +182,27 @@ def test_a_run_from_before_the_matched_baseline_says_so():
     assert _headings(page)["6"] == NOT_RECORDED
     assert "not at matched concurrency" in page and "3 per deliberation" not in page
     assert "| throughput:" not in page  # no target line on a baseline that was not matched
+
+
+def test_the_default_deliberation_section_says_met_or_not_with_its_spread_and_stages(monkeypatch):
+    """benchmarks/report.py's latency summary and its section: the median against the 25 s target (not met at 30 s),
+    the spread, each stage's median and in how many repetitions it ran. Hand-made rows, no time measured here."""
+    from benchmarks import report
+    from benchmarks.report_doc import latency_markdown
+
+    monkeypatch.setattr(report, "save", lambda name, payload: None)
+    rows = [{"wall_s": w, "council_duration_s": w - 0.5, "decided_by": d, "stages_skipped": skipped,
+             "completion_tokens": 100, "stages": stages}
+            for w, d, skipped, stages in [
+                (20.0, "generated_evidence", ["critique-1", "revise-1"], [["propose", 15.0, 12.0, 3.0, 13, 1]]),
+                (30.0, "distinguishing_inputs", [], [["propose", 18.0, 14.0, 4.0, 13, 1], ["rank", 4.0, 4.0, 0, 3, 1]]),
+                (40.0, "peer_rank", [], [["propose", 21.0, 16.0, 5.0, 13, 1], ["rank", 8.0, 8.0, 0, 3, 1]])]]
+    run = {"task": "t", "role": "DEV", "target_s": 25.0, "rows": rows, "machine": {"date": "2026-12-08"},
+           "shape": {"agents": 3, "drafts": 4, "rounds": 1, "max_tokens": 96}}
+    lat = report.latency(run)
+    assert (lat["median_s"], lat["min_s"], lat["max_s"], lat["met"]) == (30.0, 20.0, 40.0, False)
+    assert lat["stages"] == {"propose": {"median_s": 18.0, "ran": 3}, "rank": {"median_s": 6.0, "ran": 2}}
+    text = "\n".join(latency_markdown(lat))
+    assert "**30.0 s** (20.0–40.0); target ≤ 25 s: **not met**" in text
+    assert "rank 6.0 s (ran in 2)" in text and "critique-1 ×1" in text and "3 agents, up to 4 drafts" in text
+    assert report.latency({**run, "rows": []}) is None
