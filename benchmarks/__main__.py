@@ -7,6 +7,7 @@ the cores:
   inprocess  one in-process vLLM engine: the propose-stage fan-out at two token budgets
   stack      the `make run` stack, a stock vLLM OpenAI server and a bare engine in the driver: the service path
              interleaved with its peers (short and long-context tasks), idle CPU, throughput, restore
+  ray_floor  a bare two-node Ray cluster, nothing of ours: the idle floor the stack's idle CPU is read against
   latency    the `make run` stack: the default deliberation as shipped, over HTTP (issue 22's 25 s target)
   quality    one in-process vLLM engine: one agent vs self-consistency vs the council (docs/quality.md)
   faults     the `make run` stack: time from each fault's SIGKILL to the next successful deliberation
@@ -26,7 +27,7 @@ import time
 from . import report
 from .common import ROOT, RUNS, load_run, machine_lock, save_run
 
-PHASES = ["inprocess", "stack", "latency", "quality", "faults"]
+PHASES = ["inprocess", "stack", "ray_floor", "latency", "quality", "faults"]
 
 
 def main() -> int:

@@ -54,15 +54,16 @@ def _cpu_by_pid(root: int) -> dict[int, tuple[str, float, int]]:
     return out
 
 
-async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15) -> dict:
-    """CPU the stack's own processes use while no deliberation runs, by kind, as % of one core; and the
-    nice value of each kind (Ray starts its workers, the engine included, at RAY_worker_niceness=15).
-    Measured `settle_s` after the last request, so no answer still being finished is counted."""
+async def idle_cpu(*roots: int, seconds: float = 30, settle_s: float = 15) -> dict:
+    """CPU the processes under `roots` (the launcher's tree: the stack's own processes) use while no deliberation
+    runs, by kind, as % of one core; and the nice value of each kind (Ray starts its workers, the engine included,
+    at RAY_worker_niceness=15). Measured `settle_s` after the last request, so no answer still being finished is
+    counted."""
     await asyncio.sleep(settle_s)
-    before = _cpu_by_pid(launcher_pid)
+    before = {pid: v for root in roots for pid, v in _cpu_by_pid(root).items()}
     t0 = time.perf_counter()
     await asyncio.sleep(seconds)
-    after = _cpu_by_pid(launcher_pid)
+    after = {pid: v for root in roots for pid, v in _cpu_by_pid(root).items()}
     dt = time.perf_counter() - t0
     kinds: dict[str, dict] = {}
     procs = []
@@ -79,7 +80,7 @@ async def idle_cpu(launcher_pid: int, seconds: float = 30, settle_s: float = 15)
         k["cpu_pct_of_one_core"] = round(k["cpu_pct_of_one_core"], 1)
         k["nice"] = sorted(k["nice"])
     total = round(sum(k["cpu_pct_of_one_core"] for k in kinds.values()), 1)
-    print(f"idle stack: {total}% of one core over {seconds:.0f}s: {kinds}", flush=True)
+    print(f"idle: {total}% of one core over {seconds:.0f}s: {kinds}", flush=True)
     top = sorted(procs, key=lambda p: -p["cpu_pct_of_one_core"])[:12]
     return {"seconds": seconds, "settle_s": settle_s, "total_cpu_pct_of_one_core": total, "by_kind": kinds,
             "processes": len(procs), "top_processes": top}

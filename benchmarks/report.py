@@ -246,13 +246,20 @@ def latency(run: dict | None) -> dict | None:
     return summary
 
 
+def ray_floor(run: dict | None) -> dict | None:
+    """A bare two-node Ray cluster's idle CPU (benchmarks/ray_floor.py): the floor the idle stack is read against."""
+    if not run or not run.get("idle_cpu"):
+        return None
+    return {**run["idle_cpu"], "date": run["machine"]["date"], "cluster": run["cluster"]}
+
+
 def main() -> dict:
     inproc, stack = load_run("inprocess"), load_run("stack")
     suite = load_run("suite")
     summaries = {"fanout": fanout(inproc), "service_paths": service_paths(stack), "long_context": long_context(stack),
                  "throughput": throughput(stack),
                  "restore": restore(stack), "recovery": recovery(load_run("faults")),
-                 "latency": latency(load_run("latency")),
+                 "latency": latency(load_run("latency")), "ray_floor": ray_floor(load_run("ray_floor")),
                  "quality_shape": (load_run("quality") or {}).get("shape")}
     DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")

@@ -17,7 +17,8 @@
               constructor reads its spec, unfinished records and settings from Valkey) + its info().
               Engines are not involved (councils resolve them lazily), so engine load is excluded.
 
-    python -m benchmarks.stack        # writes benchmarks/results/runs/stack.json
+    python -m benchmarks.stack                     # writes benchmarks/results/runs/stack.json
+    python -m benchmarks.stack --parts paths idle  # a part of it: runs/stack_paths_idle.json
 """
 
 from __future__ import annotations
@@ -188,7 +189,11 @@ async def throughput(client: httpx.AsyncClient, engine) -> dict:
 # ---------------------------------------------------------------- the phase
 
 
-async def run(ports: dict[str, int], url: str, data: Path, launcher_pid: int, peer_port: int, stop_peer) -> dict:
+PARTS = ("paths", "idle", "throughput", "restore")
+
+
+async def run(ports: dict[str, int], url: str, data: Path, launcher_pid: int, peer_port: int, stop_peer,
+              parts: tuple[str, ...] = PARTS) -> dict:
     import ray
 
     from actors.engine import Engine
@@ -222,28 +227,40 @@ async def run(ports: dict[str, int], url: str, data: Path, launcher_pid: int, pe
             async def resolve(_name: str) -> list[str]:
                 return [actor]
 
-            bare = Engine(bench_engine_spec())  # this driver's own AsyncLLM: the engine without Ray
-            await bare.start()
-            peer = await peer_engine(peer_port)
-            try:
-                out["paths"] = await paths.compare(paths.Paths(
-                    client, RayEngineGenerator("councils", resolve=resolve), EngineGenerator(bare),
-                    EngineGenerator(peer)))
-            finally:
-                await peer.shutdown()
-                await bare.shutdown()
-                stop_peer()
-            out["idle_cpu"] = await idle_cpu(launcher_pid)
-            out["throughput"] = await throughput(client, engine)
-            out["restore"] = await restore(valkey_url)
+            if "paths" in parts:
+                bare = Engine(bench_engine_spec())  # this driver's own AsyncLLM: the engine without Ray
+                await bare.start()
+                peer = await peer_engine(peer_port)
+                try:
+                    out["paths"] = await paths.compare(paths.Paths(
+                        client, RayEngineGenerator("councils", resolve=resolve), EngineGenerator(bare),
+                        EngineGenerator(peer)))
+                finally:
+                    await peer.shutdown()
+                    await bare.shutdown()
+            stop_peer()
+            if "idle" in parts:
+                out["idle_cpu"] = await idle_cpu(launcher_pid)
+            if "throughput" in parts:
+                out["throughput"] = await throughput(client, engine)
+            if "restore" in parts:
+                out["restore"] = await restore(valkey_url)
         finally:
             ray.shutdown()  # disconnects this driver only; the cluster is the launcher's to stop
     return out
 
 
 def main() -> None:
+    import argparse
+
     from .peer_server import start_server, stop_server, wait_ready
 
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="what to measure (default: all); a partial run is saved as stack_<parts>.json, so the "
+                         "page (which reads stack.json) keeps the last whole run")
+    args = ap.parse_args()
+    parts = tuple(args.parts)
     data = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     ports = {k: free_port() for k in ("valkey", "ray", "dashboard", "http", "peer")}
     url = f"http://127.0.0.1:{ports['http']}"
@@ -256,13 +273,14 @@ def main() -> None:
             print(f"vLLM server ready in {wait_ready(server, ports['peer'], data / 'vllm-server.log')}s", flush=True)
             ready_s = wait_launcher_ready(proc, data)
             print(f"stack ready in {ready_s}s (data {data})", flush=True)
-            out = asyncio.run(run(ports, url, data, proc.pid, ports["peer"], lambda: stop_server(server)))
+            out = asyncio.run(run(ports, url, data, proc.pid, ports["peer"], lambda: stop_server(server), parts))
             out["stack_ready_s"] = ready_s
             out["peer_server_command"] = [Path(c).name if c == sys.executable else c for c in server_cmd]
         finally:
             stop_server(server)
             stop_launcher(proc)
-    print(f"wrote {save_run('stack', out)}")
+    name = "stack" if parts == PARTS else "stack_" + "_".join(parts)
+    print(f"wrote {save_run(name, out)}")
 
 
 if __name__ == "__main__":
