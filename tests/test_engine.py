@@ -144,3 +144,28 @@ async def test_a_call_whose_engine_is_shut_down_meanwhile_is_unavailable_not_a_b
     backend.llm, backend.tokenizer = _HangingLLM(backend), _Tokenizer()
     with pytest.raises(EngineUnavailable, match="is dead|went away"):
         await asyncio.wait_for(backend.generate(TASK, 0.0, 8, None), 120)
+
+
+def test_a_cpu_engine_core_is_reniced_to_yield_the_cores_and_never_lowered():
+    """On a CPU node the engine core gets CPU_ENGINE_CORE_NICENESS (19), so the councils and the ingress (Ray workers
+    at 15) are not queued behind its model threads; a process already nicer is left as it is. As any user may."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from actors.backends.vllm import CPU_ENGINE_CORE_NICENESS, raise_niceness
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = psutil.Process(child.pid)
+        assert proc.nice() < CPU_ENGINE_CORE_NICENESS
+        raise_niceness([proc], CPU_ENGINE_CORE_NICENESS)
+        assert proc.nice() == CPU_ENGINE_CORE_NICENESS
+        raise_niceness([proc], 5)
+        assert proc.nice() == CPU_ENGINE_CORE_NICENESS  # never lowered
+        child.kill()
+        child.wait()
+        raise_niceness([proc], CPU_ENGINE_CORE_NICENESS)  # gone: left as it is, no error
+    finally:
+        child.kill()
