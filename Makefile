@@ -35,7 +35,9 @@ test: model
 test-fast: install
 	$(PY) -m pytest -q -m "not ray and not slow"
 
-# Every benchmark in one run (~20 min on 2 cores, plus the install on a fresh clone, under the test-cluster lock): JSON + PNG in benchmarks/results/, docs/benchmarks.md.
+# Every benchmark in one run, under the test-cluster lock: JSON + PNG in benchmarks/results/, docs/benchmarks.md and
+# docs/quality.md. About 5 h on 2 cores, most of it the quality phase (both task splits, 2 repetitions: ~4 h); one
+# phase alone: `.venv/bin/python -m benchmarks --phases stack` (see benchmarks/__main__.py).
 bench: model
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -e ".[bench]"
 	$(PY) -m benchmarks

@@ -428,5 +428,8 @@ def _outside(stack: dict | None) -> list[str]:
     out = ["## Measured outside `make bench`", "",
            "**`make bench` on a fresh clone**, `make install` included (warm pip cache), took **22.6 min** on "
            "2026-11-26 (install 2.7 min, the phases 19.7 min), measured once by hand, before the stack phase took on "
-           "the peer server, the bare engine and the long-context tasks (its phase alone now takes about 22 min).", ""]
+           "the peer server, the bare engine and the long-context tasks (its phase alone now takes about 22 min). "
+           "That figure is history: the quality phase now runs both task splits with 2 repetitions (the held-out "
+           "split alone took 2 h 39 min on 2026-12-07), so a whole `make bench` takes about 5 h; it has not been "
+           "timed as one run since.", ""]
     return out
