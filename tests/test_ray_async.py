@@ -71,10 +71,16 @@ def expected_kinds(record: dict) -> list[str]:
     # A code task without tests: the test writer's asserts come first (every council here has several agents).
     writer = ["tests.generated"] if answer_is_code(record["request"]["role"],
                                                    Constraints.model_validate(record["request"]["constraints"])) else []
+    # The rank stage: judgements of two tied behaviour groups' distinguishing inputs first, if any, then the peers'
+    # rankings unless the judgements decided.
+    judged = ["judgement"] * len(record["result"]["judgements"])
+    ranked = 0 if agents < 3 or record["result"]["decided_by"] == "distinguishing_inputs" else agents
+    assert len(record["result"]["rankings"]) == ranked, record["result"]["reason"]
     kinds = []
     for item, count in (("proposal", agents), ("critique", revised), ("revision", revised),
-                        ("ranking", agents if agents >= 3 else 0), ("score", agents)):
-        kinds += ["stage.started"] + (writer if item == "proposal" else []) + [item] * count + ["stage.completed"]
+                        ("ranking", len(record["result"]["rankings"])), ("score", agents)):
+        extra = writer if item == "proposal" else judged if item == "ranking" else []
+        kinds += ["stage.started"] + extra + [item] * count + ["stage.completed"]
     return kinds + ["completed"]
 
 
