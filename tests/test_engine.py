@@ -140,6 +140,8 @@ async def test_a_call_whose_engine_is_shut_down_meanwhile_is_unavailable_not_a_b
     from actors.backends.vllm import VllmBackend
 
     monkeypatch.setattr(backend_module, "DEATH_POLL_S", 0.05)
+    import vllm  # noqa: F401  imported before the hang guard below starts: on a loaded machine it took minutes
+
     backend = VllmBackend(EngineSpec(name="e", model="m"))
     backend.llm, backend.tokenizer = _HangingLLM(backend), _Tokenizer()
     with pytest.raises(EngineUnavailable, match="is dead|went away"):
