@@ -54,7 +54,7 @@ def main() -> int:
                     (RUNS / f"{phase}.json").unlink(missing_ok=True)  # never report a stale run as this one's
         save_run("suite", {"phases_s": phases_s, "total_s": round(sum(phases_s.values()), 1),
                            "wall_s": round(time.time() - t0, 1), "failed": failed})
-    report.main()
+    report.main(phases=None if args.report_only else [p for p in args.phases if p not in failed])
     if failed:
         print(f"FAILED phases: {failed}", file=sys.stderr)
         return 1

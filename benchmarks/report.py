@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .common import MODEL_LABEL, RESULTS, ROOT, load_run, median, save
+from . import bench_history
+from .common import MODEL_LABEL, RESULTS, ROOT, load_run, machine, median, save
 from .report_doc import DOC, TARGETS, markdown
 
 FIG = {"figsize": (5.2, 3.0), "dpi": 80}
@@ -253,7 +254,9 @@ def ray_floor(run: dict | None) -> dict | None:
     return {**run["idle_cpu"], "date": run["machine"]["date"], "cluster": run["cluster"]}
 
 
-def main() -> dict:
+def main(phases: list[str] | None = None) -> dict:
+    """Rebuild the JSON summaries, plots and docs/benchmarks.md from the raw runs; `phases`: the phases this run
+    just ran, whose Targets rows are appended to the history (None: a re-render, nothing appended)."""
     inproc, stack = load_run("inprocess"), load_run("stack")
     suite = load_run("suite")
     summaries = {"fanout": fanout(inproc), "service_paths": service_paths(stack), "long_context": long_context(stack),
@@ -261,7 +264,9 @@ def main() -> dict:
                  "restore": restore(stack), "recovery": recovery(load_run("faults")),
                  "latency": latency(load_run("latency")), "ray_floor": ray_floor(load_run("ray_floor")),
                  "quality_shape": (load_run("quality") or {}).get("shape")}
-    DOC.write_text(markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip() + "\n")
+    page = markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip()
+    entries = bench_history.append(machine()["date"], page, phases) if phases else bench_history.load()
+    DOC.write_text(page + "\n\n" + "\n".join(bench_history.markdown(entries)).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries
 
