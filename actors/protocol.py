@@ -516,7 +516,8 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
     Early stop, before a critique or revise stage: a version passes the request's tests, or every proposal
     passes every verifier that applied; the remaining rounds are skipped. Rank: off (`peer_rank: never`),
     fewer than 3 proposals (a reviewer would see one), or, with `when_undecided`, when the request's tests
-    ran (they order code better than a peer's opinion) or the verifiers and votes left no tie at the top.
+    ran (they order code better than a peer's opinion) or the verifiers and votes left no tie at the top: neither
+    between proposals (the peers') nor between two behaviour groups (the judges', `scoring.tied_groups`).
     """
     stage = stages[index]
     kind = stage.partition("-")[0]
@@ -541,7 +542,8 @@ def _skip(record: DeliberationRecord, council: CouncilSpec, stages: list[str],
     if mode == "when_undecided":
         if any(tests_of(v.checks) is not None for p in proposals for v in p.versions):
             return [stage], "the request's tests ran and decide"
-        if not undecided(proposals, _votes(record), code_answers(council, record.request)):
+        votes, code = _votes(record), code_answers(council, record.request)
+        if not undecided(proposals, votes, code) and tied_groups(proposals, votes, code) is None:
             return [stage], "the verifiers and votes decided"
     return None
 
@@ -659,15 +661,20 @@ async def _revise(ctx: _Stage, round_: int) -> Events:
 
 
 async def _rank(ctx: _Stage) -> Events:
-    """When two behaviour groups tie at the top, each agent first judges their outputs on the inputs where they
-    differ (`_judge`); if that separates them, no peer ranking is needed. Otherwise each agent ranks the other
-    proposals (at least two of them), anonymized and shuffled."""
-    ctx.record.rankings = []
+    """When two behaviour groups tie at the top (drafts of different proposals or of the same one), each agent first
+    judges their outputs on the inputs where they differ (`_judge`). Then, if proposals still tie, each agent ranks
+    the other proposals (at least two of them), anonymized and shuffled."""
+    record = ctx.record
+    record.rankings = []
     events = await _judge(ctx)
-    points = judgement_points(ctx.record.judgements)
-    if points and len(set(points.values())) > 1:
-        return events
-    return events + await _peer_rank(ctx)
+    points = judgement_points(record.judgements)
+    separated = bool(points) and len(set(points.values())) > 1
+    # Peers rank proposals: only a tie between proposals is theirs to break (a tie between two drafts of one
+    # proposal is the judges' alone), and with `peer_rank: always` they rank whatever the judges said.
+    tie = undecided(record.proposals, _votes(record), code_answers(ctx.council, ctx.request))
+    if ctx.council.scoring.peer_rank == "always" or (tie and not separated):
+        events += await _peer_rank(ctx)
+    return events
 
 
 async def _judge(ctx: _Stage) -> Events:

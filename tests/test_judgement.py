@@ -375,3 +375,35 @@ async def test_the_rank_stage_judges_tied_groups_first_and_needs_no_peer_ranking
             assert len(ranked) == 3 and record.result.decided_by != "distinguishing_inputs"
             assert not any(j.parsed for j in record.result.judgements)
         assert record.result.usage.total_tokens == sum(c.usage.total_tokens for c in gen.completions)
+
+
+async def test_two_drafts_of_one_proposal_in_tied_groups_are_judged_and_no_peer_ranks():
+    """make run's default deliberation showed it: the winning proposal's own drafts formed two behaviour groups that
+    tie, no proposal ties with it, so the rank stage was skipped and the hash chose between the drafts. Now the
+    judges decide between them, and the peers (who rank proposals, not drafts) are not asked."""
+    from actors.models.councils import PERSONAS
+    from actors.verification import LocalVerifier
+
+    council = default_council("DEV", "fake", n_agents=3, rounds=0, max_tokens=64, drafts=2)
+    drafts = {PERSONAS[0]: [SQUARE_POOL["double"], SQUARE_POOL["right-1"]],
+              PERSONAS[1]: [SQUARE_POOL["raises"]] * 2, PERSONAS[2]: [SQUARE_POOL["prose"]] * 2}
+    seen: dict[str, int] = {}
+
+    def respond(messages, seed, json_schema=None):
+        user = messages[-1]["content"]
+        if json_schema is not None:
+            return _judging(messages) if "choices" in json_schema["properties"] else '{"ranking": []}'
+        if "write the tests for this task" in user:
+            return "No tests."
+        persona = next(p for p in drafts if p in user)
+        seen[persona] = seen.get(persona, -1) + 1
+        return drafts[persona][seen[persona]]
+
+    gen, sink = FakeGenerator(respond), MemorySink()
+    record = DeliberationRecord(request=DeliberationRequest(role="DEV", task=SQUARE))
+    await deliberate(record, council, gen, sink, LocalVerifier())
+    res = record.result
+    assert "rank" in record.stages_done and len(res.judgements) == 3 and res.rankings == []
+    assert not [c for c in gen.calls if c["json_schema"] and "ranking" in c["json_schema"]["properties"]]
+    assert res.decided_by == "distinguishing_inputs", res.reason
+    assert res.winner_id == council.agents[0].id and res.proposals[0].content == SQUARE_POOL["right-1"]
