@@ -171,3 +171,40 @@ def test_a_cpu_engine_core_is_reniced_to_yield_the_cores_and_never_lowered():
         raise_niceness([proc], CPU_ENGINE_CORE_NICENESS)  # gone: left as it is, no error
     finally:
         child.kill()
+
+
+async def test_only_the_processes_an_engine_start_spawned_are_reniced(monkeypatch):
+    """A driver that hosts an engine (a benchmark beside a whole `make run` stack it started) keeps its other
+    children's niceness: the first version reniced every child, and with them the whole stack."""
+    import subprocess
+    import sys
+    import types
+
+    import psutil
+
+    from actors.backends import vllm as backend_module
+    from actors.backends.vllm import CPU_ENGINE_CORE_NICENESS, VllmBackend
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spawned: list[subprocess.Popen] = []
+
+    class FakeAsyncLLM:  # spawns an "engine core", as AsyncLLM.from_engine_args does
+        @staticmethod
+        def from_engine_args(args):
+            spawned.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+            return types.SimpleNamespace(get_tokenizer=lambda: types.SimpleNamespace(chat_template="t"),
+                                         model_config=types.SimpleNamespace(max_model_len=2048),
+                                         shutdown=lambda: None)
+
+    monkeypatch.setitem(sys.modules, "vllm.v1.engine.async_llm", types.SimpleNamespace(AsyncLLM=FakeAsyncLLM))
+    monkeypatch.setattr(backend_module, "resolve_model", lambda model: "/models/m")
+    monkeypatch.setattr(backend_module, "is_cpu_platform", lambda: True)
+    monkeypatch.setattr(backend_module, "cpu_engine_env", lambda: {})  # this process's environment stays as it is
+    monkeypatch.setattr(VllmBackend, "engine_args", lambda self, path, cpu: None)
+    try:
+        await VllmBackend(EngineSpec(name="e", model="m")).start()
+        assert psutil.Process(spawned[0].pid).nice() == CPU_ENGINE_CORE_NICENESS
+        assert psutil.Process(bystander.pid).nice() == psutil.Process().nice()
+    finally:
+        for proc in (bystander, *spawned):
+            proc.kill()

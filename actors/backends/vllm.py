@@ -37,6 +37,12 @@ def is_cpu_platform() -> bool:
         return False
 
 
+def _children() -> list:
+    import psutil
+
+    return psutil.Process().children(recursive=True)
+
+
 def raise_niceness(processes: list, niceness: int) -> None:
     """Raise these processes' niceness (psutil.Process: the engine core AsyncLLM spawned) to `niceness`; never lower
     it. Any user may raise the niceness of their own processes; a process that is gone or refuses is left as is."""
@@ -107,11 +113,10 @@ class VllmBackend:
 
         args = self.engine_args(self.model_path, cpu)
         # Building the engine loads weights in the engine-core process and blocks meanwhile.
+        before = {p.pid for p in _children()}
         self.llm = await loop.run_in_executor(None, lambda: AsyncLLM.from_engine_args(args))
-        if cpu:
-            import psutil
-
-            raise_niceness(psutil.Process().children(recursive=True), CPU_ENGINE_CORE_NICENESS)
+        if cpu:  # only what this start spawned: a driver hosting an engine may have other children (a whole stack)
+            raise_niceness([p for p in _children() if p.pid not in before], CPU_ENGINE_CORE_NICENESS)
         try:
             self.tokenizer = self.llm.get_tokenizer()
             self.max_model_len = self.llm.model_config.max_model_len
