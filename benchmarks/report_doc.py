@@ -268,7 +268,9 @@ def markdown(s: dict, inproc: dict, stack: dict, suite: dict | None) -> str:
     if suite:
         out.append(f"The last run took **{suite['total_s'] / 60:.1f} min** "
                    f"({', '.join(f'{k} {v:.0f} s' for k, v in suite['phases_s'].items())}); a phase not listed "
-                   "there was not run with it, and its section says when it was.")
+                   "there was not run with it, and its section says when it was."
+                   + (f" **Failed in that run: {', '.join(suite['failed'])}**; their sections show the last run that "
+                      "finished." if suite.get("failed") else ""))
     out += ["",
             f"**Machine**: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python {m['python']}; "
             f"run on {m['date']}.  ",
