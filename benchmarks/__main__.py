@@ -25,7 +25,7 @@ import sys
 import time
 
 from . import report
-from .common import ROOT, RUNS, load_run, machine_lock, save_run
+from .common import ROOT, RUNS, git_state, load_run, machine_lock, save_run
 
 PHASES = ["inprocess", "stack", "ray_floor", "latency", "quality", "faults"]
 
@@ -39,6 +39,7 @@ def main() -> int:
     failed = []
     if not args.report_only:
         t0 = time.time()
+        commit, dirty = git_state()  # what the run started on (its own result files make the tree dirty after)
         previous = load_run("suite") or {}
         phases_s = {k: v for k, v in previous.get("phases_s", {}).items() if k in PHASES and k not in args.phases}
         with machine_lock():  # the phases see COUNCILS_BENCH_LOCK_HELD=1 and run under this lock
@@ -53,7 +54,8 @@ def main() -> int:
                     failed.append(phase)
                     (RUNS / f"{phase}.json").unlink(missing_ok=True)  # never report a stale run as this one's
         save_run("suite", {"phases_s": phases_s, "total_s": round(sum(phases_s.values()), 1),
-                           "wall_s": round(time.time() - t0, 1), "failed": failed})
+                           "wall_s": round(time.time() - t0, 1), "failed": failed,
+                           "commit": commit + ("+" if dirty else "")})
     report.main(phases=None if args.report_only else [p for p in args.phases if p not in failed])
     if failed:
         print(f"FAILED phases: {failed}", file=sys.stderr)

@@ -7,7 +7,6 @@ measured, met or not), so a figure that later moved (a fix, a regression, a rede
 from __future__ import annotations
 
 import json
-import subprocess
 
 from .common import RESULTS, ROOT
 
@@ -29,23 +28,17 @@ def target_rows(page: str) -> list[list[str]]:
     return rows
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return (out.stdout.strip() or "unknown") + ("+" if dirty else "")
-
-
 def load() -> list[dict]:
     return json.loads(HISTORY.read_text()) if HISTORY.exists() else []
 
 
-def append(date: str, page: str, phases: list[str]) -> list[dict]:
-    """Add this run's Targets rows (skipped when they equal the last entry's: a re-render, not a run)."""
+def append(date: str, commit: str, page: str, phases: list[str]) -> list[dict]:
+    """Add this run's Targets rows, with the commit it started on (`+`: uncommitted changes); skipped when they equal
+    the last entry's (a re-render, not a run)."""
     entries = load()
     rows = target_rows(page)
     if rows and (not entries or entries[-1]["rows"] != rows):
-        entries.append({"date": date, "commit": commit(), "phases": phases, "rows": rows})
+        entries.append({"date": date, "commit": commit, "phases": phases, "rows": rows})
         HISTORY.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
     return entries
 

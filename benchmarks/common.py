@@ -246,6 +246,17 @@ def stop_launcher(proc: subprocess.Popen) -> None:
 # ---------------------------------------------------------------- figures and files
 
 
+def git_state() -> tuple[str, bool]:
+    """(short commit, uncommitted changes to tracked files) of the tree a run starts on."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    try:
+        return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import time
 from pathlib import Path
 
-from .common import MODEL_LABEL, RESULTS, ROOT, machine, machine_lock, on_bench_engine, save_run, settings
+from .common import (MODEL_LABEL, RESULTS, ROOT, git_state, machine, machine_lock, on_bench_engine, save_run,
+                     settings)
 from .quality_arms import ARMS, EXACT_ROLE, Grader, Shape, attempt, council_for, shipped_shape, task_inputs
 from .quality_figures import append_history, figures, history_entry, load_history
 from .quality_page import markdown, readme_claim, update_readme
@@ -39,15 +39,6 @@ def family_tasks(split: str, limit: int | None = None) -> dict[str, list[dict]]:
     tasks = load_split(split)
     python, exact = tasks["python"][:limit], tasks["exact"][:limit]
     return {"python_tests": python, "python_notests": python, "exact": exact}
-
-
-def git_state() -> tuple[str, bool]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-    try:
-        return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
 
 
 async def measure(gen, *, split: str, tasks: dict[str, list[dict]], shape: Shape, reps: int, concurrency: int = 8,

@@ -265,7 +265,8 @@ def main(phases: list[str] | None = None) -> dict:
                  "latency": latency(load_run("latency")), "ray_floor": ray_floor(load_run("ray_floor")),
                  "quality_shape": (load_run("quality") or {}).get("shape")}
     page = markdown({k: v for k, v in summaries.items() if v}, inproc, stack, suite).strip()
-    entries = bench_history.append(machine()["date"], page, phases) if phases else bench_history.load()
+    entries = (bench_history.append(machine()["date"], (suite or {}).get("commit", "unknown"), page, phases)
+               if phases else bench_history.load())
     DOC.write_text(page + "\n\n" + "\n".join(bench_history.markdown(entries)).strip() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)} and {', '.join(sorted(p.name for p in RESULTS.glob('*.png')))}")
     return summaries

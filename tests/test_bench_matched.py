@@ -215,15 +215,14 @@ def test_every_runs_headline_figures_are_appended_never_rewritten(tmp_path, monk
 
     monkeypatch.setattr(bench_history, "HISTORY", tmp_path / "bench_history.json")
     monkeypatch.setattr(bench_history, "ROOT", tmp_path)
-    monkeypatch.setattr(bench_history, "commit", lambda: "abc1234")
     page = ("# Benchmarks\n\n## Targets\n\n| target | measured | |\n|---|---|---|\n"
             "| idle stack ≤ 15 % of one core | 51.5 % | **not met** |\n| fan-out ≤ 1.5 × | 1.22 × | **met** |\n\n## 1. X\n")
     assert bench_history.target_rows(page) == [["idle stack ≤ 15 % of one core", "51.5 %", "not met"],
                                                ["fan-out ≤ 1.5 ×", "1.22 ×", "met"]]
-    bench_history.append("2026-11-28", page, ["stack"])
-    bench_history.append("2026-11-29", page, ["stack"])  # the same figures: a re-render, not a run
+    bench_history.append("2026-11-28", "abc1234", page, ["stack"])
+    bench_history.append("2026-11-29", "abc1234", page, ["stack"])  # the same figures: a re-render, not a run
     later = page.replace("51.5 %", "14.0 %").replace("**not met**", "**met**")
-    entries = bench_history.append("2026-12-08", later, ["stack", "ray_floor"])
+    entries = bench_history.append("2026-12-08", "abc1234", later, ["stack", "ray_floor"])
     assert [(e["date"], e["rows"][0][1]) for e in entries] == [("2026-11-28", "51.5 %"), ("2026-12-08", "14.0 %")]
     text = "\n".join(bench_history.markdown(entries))
     assert "| 2026-11-28 | abc1234 | stack | idle stack ≤ 15 % of one core: 51.5 % (not met)" in text
